@@ -1,0 +1,5 @@
+import sys
+
+from auxdpo.cli import main
+
+sys.exit(main())

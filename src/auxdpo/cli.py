@@ -1,0 +1,61 @@
+"""The ``auxdpo`` command: one entry point, one subcommand per area.
+
+Each area keeps its own ``cli.py`` with ``register(subparsers)``, which adds its subcommand and
+sets ``func`` on the parsed namespace. Registration must be cheap (no torch/transformers
+imports at module top): heavy imports happen inside the handlers, so ``auxdpo --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+__all__ = ["build_parser", "main"]
+
+# Areas in the order `auxdpo --help` lists them. A module that does not exist yet is skipped;
+# one that exists but fails to import is an error (never hidden).
+COMMAND_MODULES = (
+    "auxdpo.lab.cli",
+    "auxdpo.train.cli",
+    "auxdpo.data.cli",
+    "auxdpo.eval_cli",
+    "auxdpo.protocol.cli",
+    "auxdpo.oracle.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from auxdpo import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="auxdpo",
+        description="Preference optimization that fixes DPO's misspecification (AuxDPO), "
+                    "with exact solvers and the paper's evaluation protocol.")
+    parser.add_argument("--version", action="version", version=f"auxdpo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name.rsplit(".", 1)[0]) is None:
+            continue
+        if importlib.util.find_spec(name) is None:
+            continue
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
+        print(f"auxdpo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
