@@ -1,0 +1,127 @@
+"""Tiny float64 causal LMs, TRL-format preference batches and a brute-force reference
+Jacobian, shared by test_logps.py, test_products.py and test_offsets.py."""
+
+from __future__ import annotations
+
+import types
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from auxdpo.logps import model_sequence_logps
+
+VOCAB = 50
+
+
+def tiny_gpt2(attn: str = "sdpa", seed: int = 0, layers: int = 2) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=layers, n_embd=16, n_head=2, vocab_size=VOCAB, n_positions=64,
+                        bos_token_id=0, eos_token_id=0, attn_implementation=attn)
+    return GPT2LMHeadModel(config).double()
+
+
+def _rms_norm_float64(self, hidden_states):
+    variance = hidden_states.pow(2).mean(-1, keepdim=True)
+    return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
+
+
+def tiny_llama(attn: str = "sdpa", seed: int = 0) -> torch.nn.Module:
+    """Llama-style model in float64. HF's LlamaRMSNorm computes in float32 whatever the
+    model's dtype; that makes gradients non-linear in the cotangent at the 1e-7 level, so the
+    norms are switched to a float64 forward here (same formula)."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, vocab_size=VOCAB,
+                         max_position_embeddings=64, bos_token_id=0, eos_token_id=0,
+                         pad_token_id=0, attn_implementation=attn)
+    model = LlamaForCausalLM(config).double()
+    for module in model.modules():
+        if type(module).__name__.endswith("RMSNorm"):
+            module.forward = types.MethodType(_rms_norm_float64, module)
+    return model
+
+
+def preference_batch(size: int, *, seed: int = 0, length: int = 12,
+                     index: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """``2·size`` right-padded rows (prompt+chosen, then prompt+rejected), varied lengths."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = 2 * size
+    input_ids = torch.randint(1, VOCAB, (rows, length), generator=gen)
+    attention_mask = torch.zeros(rows, length, dtype=torch.long)
+    completion_mask = torch.zeros(rows, length, dtype=torch.long)
+    for r in range(rows):
+        prompt = 2 + int(torch.randint(0, 3, (1,), generator=gen))
+        total = prompt + 2 + int(torch.randint(0, length - prompt - 1, (1,), generator=gen))
+        attention_mask[r, :total] = 1
+        completion_mask[r, prompt:total] = 1
+        input_ids[r, total:] = 0
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask,
+             "completion_mask": completion_mask}
+    if index is not None:
+        batch["aux_index"] = torch.tensor(index, dtype=torch.long)
+    return batch
+
+
+def dataset_batches(num_examples: int, batch_size: int, seed: int = 0) -> list[dict]:
+    """Batches covering rows 0..n-1 once; example i is always the same pair of responses."""
+    batches = []
+    for start in range(0, num_examples, batch_size):
+        index = list(range(start, min(start + batch_size, num_examples)))
+        batches.append(preference_batch(len(index), seed=seed + start, index=index))
+    return batches
+
+
+def select(dataset: list[dict], rows: list[int]) -> dict[str, torch.Tensor]:
+    """A batch made of the given dataset rows (in that order), from ``dataset_batches``."""
+    located = {}
+    for batch in dataset:
+        size = batch["aux_index"].shape[0]
+        for k, row in enumerate(batch["aux_index"].tolist()):
+            located[row] = (batch, k, size)
+    out = {key: [] for key in ("input_ids", "attention_mask", "completion_mask")}
+    for half in (0, 1):
+        for row in rows:
+            batch, k, size = located[row]
+            for key in out:
+                out[key].append(batch[key][half * size + k])
+    result = {key: torch.stack(value) for key, value in out.items()}
+    result["aux_index"] = torch.tensor(rows, dtype=torch.long)
+    return result
+
+
+def brute_force_columns(model, batch, param_names, *, average=False) -> torch.Tensor:
+    """``(d, 2B)``: column j = ∇ log π(a_j|s_j) by one explicit backward pass per response,
+    the model in eval mode at its current parameters."""
+    named = dict(model.named_parameters())
+    params = [named[name] for name in param_names]
+    was_training = model.training
+    model.eval()
+    logps = model_sequence_logps(model, batch, average=average)
+    columns = []
+    for j in range(logps.shape[0]):
+        grads = torch.autograd.grad(logps[j], params, retain_graph=True, allow_unused=True)
+        columns.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
+                                  for g, p in zip(grads, params)]))
+    model.train(was_training)
+    return torch.stack(columns, dim=1)
+
+
+def brute_force_dataset_matrix(model, dataset, param_names, num_examples) -> torch.Tensor:
+    """A over the whole dataset, ``(d, 2n)``, column 2i chosen and 2i+1 rejected of row i."""
+    blocks = {}
+    for batch in dataset:
+        columns = brute_force_columns(model, batch, param_names)
+        size = batch["aux_index"].shape[0]
+        for k, row in enumerate(batch["aux_index"].tolist()):
+            blocks[2 * row] = columns[:, k]
+            blocks[2 * row + 1] = columns[:, size + k]
+    return torch.stack([blocks[c] for c in range(2 * num_examples)], dim=1)
+
+
+def one_thread():
+    """Generator for a module-scoped autouse fixture: tiny models run several times faster
+    with one intra-op thread than with OpenMP threads fighting over 2 busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

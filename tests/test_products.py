@@ -1,0 +1,149 @@
+"""VJP, JVP and Jacobian with A_B against A_B built column by column by explicit backward
+passes (float64), for GPT-2 and Llama-style models, sdpa and eager attention, full, partial
+and LoRA trainable sets."""
+
+import pytest
+import torch
+
+from auxdpo.products import ReferenceProducts
+from offsets_fixtures import (
+    brute_force_columns,
+    one_thread,
+    preference_batch,
+    tiny_gpt2,
+    tiny_llama,
+)
+
+_one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
+
+BUILDERS = {"gpt2": tiny_gpt2, "llama": tiny_llama}
+LAST_BLOCK = {"gpt2": "transformer.h.1.", "llama": "model.layers.1."}
+
+
+def _check_products(model, products, batch, param_names):
+    columns = brute_force_columns(model, batch, param_names)          # (d, N)
+    gen = torch.Generator().manual_seed(7)
+    cotangent = torch.randn(columns.shape[1], generator=gen, dtype=torch.float64)
+    tangent = torch.randn(columns.shape[0], generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(products.vjp(batch, cotangent), columns @ cotangent,
+                               rtol=0, atol=1e-8)
+    torch.testing.assert_close(products.jvp(batch, tangent), columns.T @ tangent,
+                               rtol=0, atol=1e-8)
+    torch.testing.assert_close(products.jacobian(batch), columns.T, rtol=0, atol=1e-8)
+    assert products.dim == columns.shape[0]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("subset", ["all", "last_block"])
+def test_products_match_explicit_columns(arch, attn, subset):
+    model = BUILDERS[arch](attn)
+    assert model.config._attn_implementation == attn
+    names = [n for n, _ in model.named_parameters()]
+    if subset == "last_block":
+        names = [n for n in names if n.startswith(LAST_BLOCK[arch])]
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in names)
+    products = ReferenceProducts(model)          # default: the parameters with requires_grad
+    assert products.param_names == names
+    _check_products(model, products, preference_batch(3, seed=11), names)
+
+
+@pytest.mark.parametrize("init_lora_weights", [True, False])
+def test_products_lora(init_lora_weights):
+    peft = pytest.importorskip("peft")
+    config = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"],
+                             lora_dropout=0.0, init_lora_weights=init_lora_weights)
+    model = peft.get_peft_model(tiny_llama("sdpa"), config)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names)
+    products = ReferenceProducts(model)
+    _check_products(model, products, preference_batch(2, seed=5), names)
+
+
+def test_reference_is_a_snapshot_and_model_untouched():
+    model = tiny_gpt2("sdpa")
+    names = [n for n, _ in model.named_parameters()]
+    batch = preference_batch(2, seed=3)
+    products = ReferenceProducts(model)
+    columns = brute_force_columns(model, batch, names)                # at θ₀
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():                                             # "training" moves θ
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    cotangent = torch.linspace(-1, 1, 4, dtype=torch.float64)
+    torch.testing.assert_close(products.vjp(batch, cotangent), columns @ cotangent,
+                               rtol=0, atol=1e-8)
+    assert all(p.grad is None for p in model.parameters())
+    moved = brute_force_columns(model, batch, names)
+    assert (moved - columns).abs().max() > 1e-3                        # θ really moved
+
+
+def test_dropout_off_and_modes_restored():
+    torch.manual_seed(0)
+    model = tiny_gpt2("eager")
+    model.config.resid_pdrop = 0.5
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5
+    model.train()
+    model.transformer.h[0].eval()            # a mixed state must come back as it was
+    names = [n for n, _ in model.named_parameters()]
+    batch = preference_batch(2, seed=9)
+    products = ReferenceProducts(model)
+    tangent = torch.randn(products.dim, dtype=torch.float64)
+    first, second = products.jvp(batch, tangent), products.jvp(batch, tangent)
+    assert torch.equal(first, second)
+    assert model.training and not model.transformer.h[0].training
+    assert model.transformer.h[1].training
+    columns = brute_force_columns(model, batch, names)                 # eval mode inside
+    torch.testing.assert_close(first, columns.T @ tangent, rtol=0, atol=1e-8)
+    assert model.training
+
+
+def test_vjp_with_fused_attention_kernels():
+    model = tiny_gpt2("sdpa")
+    names = [n for n, _ in model.named_parameters()]
+    batch = preference_batch(2, seed=6)
+    products = ReferenceProducts(model, math_attention_vjp=False)
+    cotangent = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    torch.testing.assert_close(products.vjp(batch, cotangent),
+                               brute_force_columns(model, batch, names) @ cotangent,
+                               rtol=0, atol=1e-8)
+
+
+def test_average_log_probs():
+    model = tiny_gpt2("sdpa")
+    names = [n for n, _ in model.named_parameters()]
+    batch = preference_batch(2, seed=2)
+    products = ReferenceProducts(model, average=True)
+    columns = brute_force_columns(model, batch, names, average=True)
+    counts = batch["completion_mask"][:, 1:].sum(1).double()
+    summed = brute_force_columns(model, batch, names)
+    torch.testing.assert_close(columns, summed / counts, rtol=0, atol=1e-12)
+    cotangent = torch.ones(4, dtype=torch.float64)
+    torch.testing.assert_close(products.vjp(batch, cotangent), columns @ cotangent,
+                               rtol=0, atol=1e-8)
+
+
+def test_jacobian_loop_fallback_agrees():
+    model = tiny_gpt2("sdpa")
+    products = ReferenceProducts(model)
+    batch = preference_batch(2, seed=1)
+    torch.testing.assert_close(products.jacobian(batch), products._jacobian_loop(batch),
+                               rtol=0, atol=1e-10)
+
+
+def test_bad_arguments():
+    model = tiny_gpt2("sdpa")
+    with pytest.raises(ValueError, match="not found"):
+        ReferenceProducts(model, ["nope.weight"])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="nothing is trainable"):
+        ReferenceProducts(model)
+    products = ReferenceProducts(model, ["transformer.ln_f.weight"])
+    with pytest.raises(ValueError, match="cotangent"):
+        products.vjp(preference_batch(2), torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="expected"):
+        products.jvp(preference_batch(2), torch.zeros(3, dtype=torch.float64))
