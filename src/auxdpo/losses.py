@@ -95,8 +95,12 @@ def _soft(direction: DirectionalLoss, pw, pl, rw, rl, pref_prob, weight, **kw) -
     return losses
 
 
-def _rewards(beta, pw, pl, rw, rl):
-    return beta * (pw - rw).detach(), beta * (pl - rl).detach()
+def _score(direction: DirectionalLoss, logps, *, beta, pref_prob, weight, **kw):
+    """Check the inputs, score the pair (soft label, weight), attach the implicit rewards."""
+    _check(*logps, beta)
+    losses = _soft(direction, *logps, pref_prob, weight, beta=beta, **kw)
+    pw, pl, rw, rl = logps
+    return PreferenceLoss(losses, beta * (pw - rw).detach(), beta * (pl - rl).detach())
 
 
 # ---- directional losses -------------------------------------------------------------------
@@ -130,11 +134,8 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
              beta: float, pref_prob: torch.Tensor | None = None,
              weight: torch.Tensor | None = None) -> PreferenceLoss:
     """DPO: −log σ(β·h). All tensors ``(B,)``; returns per-example losses and rewards."""
-    _check(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-           beta)
-    args = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    losses = _soft(_dpo_dir, *args, pref_prob, weight, beta=beta)
-    return PreferenceLoss(losses, *_rewards(beta, *args))
+    logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return _score(_dpo_dir, logps, beta=beta, pref_prob=pref_prob, weight=weight)
 
 
 def ipo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
@@ -142,11 +143,8 @@ def ipo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
              beta: float, pref_prob: torch.Tensor | None = None,
              weight: torch.Tensor | None = None) -> PreferenceLoss:
     """IPO: (h − 1/(2β))², β playing IPO's τ. Callers average log-probs over tokens."""
-    _check(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-           beta)
-    args = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    losses = _soft(_ipo_dir, *args, pref_prob, weight, beta=beta)
-    return PreferenceLoss(losses, *_rewards(beta, *args))
+    logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return _score(_ipo_dir, logps, beta=beta, pref_prob=pref_prob, weight=weight)
 
 
 def dpop_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
@@ -154,13 +152,11 @@ def dpop_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Te
               beta: float, dpop_lambda: float = 50.0, pref_prob: torch.Tensor | None = None,
               weight: torch.Tensor | None = None) -> PreferenceLoss:
     """DPOP (DPO-Positive): −log σ(β·(h − λ·max(0, log π_ref(a_w) − log π(a_w))))."""
-    _check(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-           beta)
     if dpop_lambda < 0:
         raise ValueError(f"dpop_lambda must be >= 0, got {dpop_lambda!r}")
-    args = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    losses = _soft(_dpop_dir, *args, pref_prob, weight, beta=beta, lambda_=dpop_lambda)
-    return PreferenceLoss(losses, *_rewards(beta, *args))
+    logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return _score(_dpop_dir, logps, beta=beta, pref_prob=pref_prob, weight=weight,
+                  lambda_=dpop_lambda)
 
 
 def auxdpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
@@ -174,17 +170,14 @@ def auxdpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.
     The null-space constraint on δ is not part of the loss: it lives in
     :mod:`auxdpo.offsets` (penalty or projection) and the lab's solvers.
     """
-    _check(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-           beta)
     zeros = torch.zeros_like(policy_chosen_logps)
     dw = zeros if delta_chosen is None else delta_chosen
     dl = zeros if delta_rejected is None else delta_rejected
     if dw.shape != zeros.shape or dl.shape != zeros.shape:
         raise ValueError("delta_chosen and delta_rejected must have the log-probs' shape (B,)")
-    args = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    losses = _soft(_auxdpo_dir, *args, pref_prob, weight, beta=beta, delta_first=dw,
-                   delta_second=dl)
-    return PreferenceLoss(losses, *_rewards(beta, *args))
+    logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return _score(_auxdpo_dir, logps, beta=beta, pref_prob=pref_prob, weight=weight,
+                  delta_first=dw, delta_second=dl)
 
 
 LOSSES: dict[str, Callable[..., PreferenceLoss]] = {
