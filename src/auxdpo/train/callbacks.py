@@ -1,0 +1,50 @@
+"""Trainer callbacks: the offsets' optimizer step and the JSONL metrics file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+__all__ = ["JsonlMetricsCallback", "OffsetsStepCallback"]
+
+
+class OffsetsStepCallback(TrainerCallback):
+    """After each model optimizer step, step AuxDPO's offsets δ (their own optimizer).
+
+    The model's gradient clipping has already run on the model's parameters only, so δ is
+    never clipped with them.
+    """
+
+    def __init__(self, trainer) -> None:
+        self.trainer = trainer
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer._step_offsets()
+        return control
+
+
+class JsonlMetricsCallback(TrainerCallback):
+    """Append each logging event as one JSON line ``{"step": .., **logs}`` to a file.
+
+    Lines are appended and flushed one at a time (a killed run keeps every finished line);
+    non-finite numbers are written as null so that every line is valid JSON.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return control
+        record = {"step": state.global_step, "epoch": state.epoch}
+        for key, value in logs.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+            record[key] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, default=str) + "\n")
+        return control

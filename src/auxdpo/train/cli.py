@@ -1,0 +1,63 @@
+"""``auxdpo train --config FILE.yaml [--key value ...]``: DPO/IPO/DPOP/AuxDPO on a causal LM.
+
+The YAML file is flat and TRL-style: keys of ``RunArguments`` (model_name_or_path,
+dataset_name, ...) and of ``AuxDPOConfig`` (method, capacity, beta, learning_rate, ...).
+``--key value`` pairs after it override single keys (values read as YAML scalars).
+Heavy imports (torch, transformers, trl) happen inside the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["register"]
+
+
+class _OverridesParser(argparse.ArgumentParser):
+    """Keeps unknown ``--key value`` tokens as ``namespace.overrides`` instead of failing."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, rest = super().parse_known_args(args, namespace)
+        namespace.overrides = list(getattr(namespace, "overrides", None) or []) + list(rest)
+        return namespace, []
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a causal LM with dpo, ipo, dpop or auxdpo (TRL drop-in)",
+        description="Train with AuxDPOTrainer. Keys: RunArguments (model_name_or_path, "
+                    "dataset_name, dataset_split, ...) and AuxDPOConfig (method, capacity, "
+                    "aux_constraint, lambda_null, delta_lr, beta, output_dir, ...); see "
+                    "docs/trainer.md. Example: auxdpo train --config "
+                    "examples/tiny_auxdpo.yaml --method dpo --max_steps 4")
+    parser.__class__ = _OverridesParser
+    parser.add_argument("--config", help="flat YAML file of run and training keys")
+    parser.set_defaults(func=_handle, overrides=[])
+
+
+def _handle(args) -> int:
+    import os
+
+    import yaml
+
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from auxdpo.train.run import parse_overrides, resolve_config, run_training
+
+    values = {}
+    if args.config:
+        with open(args.config, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{args.config}: expected a mapping of keys to values")
+    values.update(parse_overrides(args.overrides))
+    run_args, config = resolve_config(values)
+    result = run_training(run_args, config)
+    final = result["final"]
+    print(f"run: {result['output_dir']}")
+    print(f"method: {config.method}  capacity: {config.capacity}  steps: {result['steps']}")
+    print("final: " + json.dumps({k: round(v, 6) for k, v in final.items()}, sort_keys=True))
+    print(f"config: {result['config']}")
+    if result["metrics_file"]:
+        print(f"metrics: {result['metrics_file']}")
+    return 0

@@ -1,0 +1,135 @@
+"""``AuxDPOConfig``: TRL's ``DPOConfig`` plus the fields that pick and tune the method.
+
+Switching method is one field (``method``); every method is scored by the shared loss functions
+of :mod:`auxdpo.losses`, never by TRL's ``loss_type`` branches (which this config ignores).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+
+from trl import DPOConfig
+
+from auxdpo.losses import LOSSES
+
+__all__ = ["AUX_CONSTRAINTS", "AuxDPOConfig", "parse_capacity"]
+
+AUX_CONSTRAINTS = ("global", "batch", "projection")
+
+
+def parse_capacity(spec: str) -> tuple[str, object]:
+    """Split a capacity preset into ``(kind, argument)``; raise ValueError on a bad spec.
+
+    ``full`` → ("full", None); ``last-block`` → ("last", 1 block); ``last:0.25`` →
+    ("last_fraction", 0.25); ``lora:4`` → ("lora", 4); ``regex:<pattern>`` → ("regex", pattern).
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"capacity must be a non-empty string, got {spec!r}")
+    if spec == "full":
+        return "full", None
+    if spec in ("last-block", "last_block"):
+        return "last_blocks", 1
+    kind, sep, arg = spec.partition(":")
+    if not sep:
+        raise ValueError(f"capacity {spec!r}: expected full, last-block, last:<fraction>, "
+                         "lora:<rank> or regex:<pattern>")
+    if kind == "last":
+        try:
+            fraction = float(arg)
+        except ValueError:
+            raise ValueError(f"capacity {spec!r}: fraction must be a number in (0, 1]") from None
+        if not 0 < fraction <= 1:
+            raise ValueError(f"capacity {spec!r}: fraction must lie in (0, 1]")
+        return "last_fraction", fraction
+    if kind == "lora":
+        if not arg.isdigit() or int(arg) < 1:
+            raise ValueError(f"capacity {spec!r}: LoRA rank must be a positive integer")
+        return "lora", int(arg)
+    if kind == "regex":
+        try:
+            re.compile(arg)
+        except re.error as exc:
+            raise ValueError(f"capacity {spec!r}: bad regular expression ({exc})") from None
+        return "regex", arg
+    raise ValueError(f"capacity {spec!r}: unknown preset {kind!r}")
+
+
+@dataclass
+class AuxDPOConfig(DPOConfig):
+    """Training configuration for :class:`~auxdpo.train.trainer.AuxDPOTrainer`.
+
+    All of ``DPOConfig``/``TrainingArguments`` applies; the fields below are added. ``loss_type``
+    and the TRL loss knobs are not used (the method is ``method``).
+    """
+
+    method: str = field(default="auxdpo", metadata={
+        "help": "Preference method: dpo, ipo, dpop or auxdpo (scored by auxdpo.losses)."})
+    logp_average: bool | None = field(default=None, metadata={
+        "help": "Average response log-probs over response tokens instead of summing them. "
+                "Default by method: True for ipo, False for dpo/dpop/auxdpo."})
+    dpop_lambda: float = field(default=50.0, metadata={
+        "help": "DPOP's penalty weight λ on the chosen response's log-prob drop (DPOP paper: 50)."})
+    capacity: str = field(default="full", metadata={
+        "help": "Trainable parameters: full, last-block, last:<fraction of blocks by depth>, "
+                "lora:<rank> (q/k/v/o of the last block) or regex:<pattern over parameter names>."})
+    lora_alpha: float | None = field(default=None, metadata={
+        "help": "LoRA scaling α for capacity lora:<r> (default: 2·r)."})
+    aux_constraint: str = field(default="global", metadata={
+        "help": "How AuxDPO keeps δ in the null space of A: global (dataset-wide penalty), "
+                "batch (batchwise penalty) or projection (exact, small trainable sets)."})
+    lambda_null: float = field(default=1.0, metadata={
+        "help": "Weight λ of the null-space penalty ‖A·δ‖² (global and batch modes)."})
+    lambda_amp: float = field(default=0.0, metadata={
+        "help": "Weight of the amplitude term λ_amp·‖δ_B‖² (paper Sec. 7.2); 0 disables it."})
+    amp_sign: int = field(default=1, metadata={
+        "help": "Sign of the amplitude term: +1 shrinks δ, -1 rewards a non-trivial δ."})
+    delta_lr: float = field(default=1e-2, metadata={
+        "help": "Learning rate of the offsets δ (their own optimizer, not clipped with the model)."})
+    delta_optimizer: str = field(default="adam", metadata={
+        "help": "Optimizer of the offsets: adam (lazy, row-wise) or sgd (plain, lazy)."})
+    delta_cap: float | None = field(default=None, metadata={
+        "help": "Optional bound on |δ|: δ = cap·tanh(raw). None leaves δ unbounded."})
+    recompute_u_every: int = field(default=0, metadata={
+        "help": "Recompute the global-mode running sum u = A·δ from scratch every this many "
+                "optimizer steps (0: only at start and on resume)."})
+    pref_prob_column: str | None = field(default="pref_prob", metadata={
+        "help": "Optional dataset column with the probability that chosen ≻ rejected (soft label, "
+                "in [0, 1]); used when the column exists."})
+    weight_column: str | None = field(default="weight", metadata={
+        "help": "Optional dataset column with a per-example weight (e.g. a count n(s, a, a')); "
+                "used when the column exists."})
+    metrics_file: str | None = field(default="metrics.jsonl", metadata={
+        "help": "File in output_dir that receives one JSON line per logging event (None: off)."})
+
+    def __post_init__(self):
+        if self.method not in LOSSES:
+            raise ValueError(f"method must be one of {sorted(LOSSES)}, got {self.method!r}")
+        if self.logp_average is None:
+            self.logp_average = self.method == "ipo"
+        if self.aux_constraint not in AUX_CONSTRAINTS:
+            raise ValueError(f"aux_constraint must be one of {AUX_CONSTRAINTS}, "
+                             f"got {self.aux_constraint!r}")
+        parse_capacity(self.capacity)
+        if not self.delta_lr > 0:
+            raise ValueError(f"delta_lr must be > 0, got {self.delta_lr!r}")
+        for name in ("lambda_null", "lambda_amp", "dpop_lambda"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.delta_optimizer not in ("adam", "sgd"):
+            raise ValueError(f"delta_optimizer must be adam or sgd, got {self.delta_optimizer!r}")
+        if self.lambda_amp and self.aux_constraint != "batch":
+            raise ValueError("lambda_amp is the batch constraint's amplitude term; set "
+                             "aux_constraint: batch or lambda_amp: 0")
+        loss_types = [self.loss_type] if isinstance(self.loss_type, str) else self.loss_type
+        if list(loss_types) != ["sigmoid"]:
+            warnings.warn("AuxDPOConfig ignores TRL's loss_type; the method is chosen by "
+                          "`method`", UserWarning, stacklevel=2)
+        if self.amp_sign not in (1, -1):
+            raise ValueError(f"amp_sign must be +1 or -1, got {self.amp_sign!r}")
+        if self.delta_cap is not None and self.delta_cap <= 0:
+            raise ValueError(f"delta_cap must be > 0 or None, got {self.delta_cap!r}")
+        if self.recompute_u_every < 0:
+            raise ValueError(f"recompute_u_every must be >= 0, got {self.recompute_u_every!r}")
+        super().__post_init__()

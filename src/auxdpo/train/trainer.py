@@ -1,0 +1,314 @@
+"""``AuxDPOTrainer``: TRL's ``DPOTrainer`` with DPO, IPO, DPOP and AuxDPO from one loss core.
+
+What this subclass changes, and nothing else:
+
+* the loss: ``_compute_loss`` forms sequence log-probs (sum, or mean for IPO) with TRL's fused
+  LM head and scores them with :mod:`auxdpo.losses` (``config.method``); TRL's ``loss_type``
+  is ignored;
+* the trainable set: ``config.capacity`` (see :mod:`auxdpo.train.capacity`); LoRA presets are
+  handed to TRL as a ``peft_config`` (reference = adapters disabled); otherwise the reference
+  is a frozen copy of the model made before training;
+* the data: rows are validated (:mod:`auxdpo.train.data`), over-long prompts are dropped with a
+  logged count, and each training row gets ``aux_index``, its position in the prepared dataset,
+  which addresses its offsets δ;
+* AuxDPO's offsets (:class:`auxdpo.offsets.AuxOffsets`): read in the loss, accumulated after
+  each micro-batch's backward, stepped after each model optimizer step by a callback (their
+  own optimizer and learning rate; never clipped with the model), saved with every model save
+  (so with every checkpoint) and restored, with u recomputed, on resume.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import torch
+from accelerate.utils import is_peft_model
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from trl import DPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import create_model_from_path, use_adapter
+
+from auxdpo.logps import sequence_logps
+from auxdpo.losses import get_loss
+from auxdpo.train.callbacks import JsonlMetricsCallback, OffsetsStepCallback
+from auxdpo.train.capacity import CapacityPlan, apply_capacity, trainable_parameter_names
+from auxdpo.train.checkpoint import OFFSETS_STEM, load_state, save_state
+from auxdpo.train.config import AuxDPOConfig
+from auxdpo.train.data import (
+    AUX_INDEX,
+    PREF_PROB,
+    WEIGHT,
+    AuxPreferenceCollator,
+    validate_preference_rows,
+)
+
+__all__ = ["AuxDPOTrainer", "DELTAS_FILE", "frozen_copy"]
+
+logger = logging.getLogger(__name__)
+
+DELTAS_FILE = "aux_deltas.safetensors"
+_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", AUX_INDEX,
+                   PREF_PROB, WEIGHT}
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy with every parameter frozen, in eval mode: the reference policy π_ref."""
+    reference = copy.deepcopy(model)
+    reference.requires_grad_(False)
+    return reference.eval()
+
+
+class _DatasetBatches:
+    """Re-iterable, unshuffled pass over a dataset in collated, device-placed batches."""
+
+    def __init__(self, trainer: "AuxDPOTrainer") -> None:
+        self.trainer = trainer
+
+    def __iter__(self):
+        trainer = self.trainer
+        loader = DataLoader(trainer.train_dataset, shuffle=False,
+                            batch_size=trainer.args.per_device_train_batch_size,
+                            collate_fn=trainer.data_collator)
+        for batch in loader:
+            yield trainer._prepare_inputs(batch)
+
+
+class AuxDPOTrainer(DPOTrainer):
+    """DPO/IPO/DPOP/AuxDPO trainer; a drop-in for ``trl.DPOTrainer`` taking an AuxDPOConfig.
+
+    Args are TRL's. ``model`` may be a model instance or a hub name / local path (loaded with
+    safetensors only, ``trust_remote_code`` from the config, off by default).
+    """
+
+    _tag_names = ["trl", "dpo", "auxdpo"]
+    _name = "AuxDPO"
+
+    def __init__(self, model, ref_model=None, args: AuxDPOConfig | None = None,
+                 data_collator=None, train_dataset=None, eval_dataset=None,
+                 processing_class=None, compute_metrics=None, callbacks=None,
+                 optimizers=(None, None), peft_config=None, **kwargs):
+        if not isinstance(args, AuxDPOConfig):
+            raise ValueError("args must be an AuxDPOConfig (method, capacity, offsets settings)")
+        if isinstance(model, str):
+            init_kwargs = dict(args.model_init_kwargs or {})
+            init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+            init_kwargs.setdefault("use_safetensors", True)
+            model = create_model_from_path(model, **init_kwargs)
+        if is_peft_model(model) or peft_config is not None:
+            if args.capacity != "full":
+                raise ValueError("capacity presets apply to plain models: with a PEFT model or "
+                                 "a peft_config, leave capacity at 'full'")
+            self.capacity_plan = CapacityPlan(spec="full", kind="peft")  # PEFT's own flags
+        else:
+            self.capacity_plan = apply_capacity(model, args.capacity,
+                                                lora_alpha=args.lora_alpha)
+            peft_config = self.capacity_plan.peft_config
+            if peft_config is None and ref_model is None:
+                ref_model = frozen_copy(model)
+        self.dropped_examples: dict[str, int] = {}
+        super().__init__(model=model, ref_model=ref_model, args=args, data_collator=data_collator,
+                         train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         processing_class=processing_class, compute_metrics=compute_metrics,
+                         callbacks=callbacks, optimizers=optimizers, peft_config=peft_config,
+                         **kwargs)
+        self.data_collator = AuxPreferenceCollator(self.data_collator, args.pref_prob_column,
+                                                   args.weight_column)
+        self.loss_fn = get_loss(args.method)
+        self.offsets = self._build_offsets() if args.method == "auxdpo" else None
+        self._rows_since_step = 0
+        self.add_callback(OffsetsStepCallback(self))
+        if args.metrics_file:
+            self.add_callback(JsonlMetricsCallback(Path(args.output_dir) / args.metrics_file))
+
+    # ---- data ------------------------------------------------------------------------------
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if not isinstance(dataset, Dataset) or "prompt_ids" in dataset.column_names:
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        rows = validate_preference_rows(dataset, pref_prob_column=args.pref_prob_column,
+                                        weight_column=args.weight_column)
+        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        dropped = rows - len(dataset)
+        self.dropped_examples[dataset_name] = dropped
+        if dropped:
+            logger.warning("%s dataset: dropped %d of %d examples whose prompt alone fills "
+                           "max_length=%s", dataset_name, dropped, rows, args.max_length)
+        if len(dataset) == 0:
+            raise ValueError(f"{dataset_name} dataset: every example's prompt fills "
+                             f"max_length={args.max_length}; nothing left to train on")
+        if dataset_name == "train":
+            if AUX_INDEX in dataset.column_names:
+                dataset = dataset.remove_columns(AUX_INDEX)
+            dataset = dataset.add_column(AUX_INDEX, list(range(len(dataset))))
+        return dataset
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        extra = [AUX_INDEX, self.args.pref_prob_column, self.args.weight_column]
+        self._signature_columns += [c for c in extra if c and c not in self._signature_columns]
+
+    # ---- offsets ---------------------------------------------------------------------------
+
+    def _build_offsets(self):
+        from auxdpo.offsets import AuxOffsets
+        from auxdpo.products import ReferenceProducts
+
+        args = self.args
+        policy = self.accelerator.unwrap_model(self.model)
+        names = trainable_parameter_names(policy)
+        if self.ref_model is not None and not is_peft_model(policy):
+            # The frozen reference copy stays at θ₀: read it live instead of snapshotting θ₀.
+            reference = self.accelerator.unwrap_model(self.ref_model)
+            products = ReferenceProducts(reference, names, average=args.logp_average,
+                                         snapshot=False)
+        else:  # LoRA: θ₀ = the adapters at initialisation, snapshotted by ReferenceProducts.
+            products = ReferenceProducts(policy, names, average=args.logp_average)
+        return AuxOffsets(len(self.train_dataset), products, mode=args.aux_constraint,
+                          lambda_null=args.lambda_null, lambda_amp=args.lambda_amp,
+                          amp_sign=args.amp_sign, delta_lr=args.delta_lr,
+                          delta_cap=args.delta_cap, recompute_every=args.recompute_u_every,
+                          dtype=products.dtype, optimizer=args.delta_optimizer)
+
+    def dataset_batches(self) -> _DatasetBatches:
+        """The training set in unshuffled collated batches (for δ's whole-dataset passes)."""
+        return _DatasetBatches(self)
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None,
+              **kwargs):
+        if self.offsets is not None:
+            self.offsets.prepare(self.dataset_batches())
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.offsets is not None:
+            self.offsets.accumulate(inputs)
+            self._rows_since_step += int(inputs[AUX_INDEX].numel())
+        return loss
+
+    def _step_offsets(self) -> None:
+        if self.offsets is None or self._rows_since_step == 0:
+            return
+        metrics = self.offsets.step(global_batch_size=self._rows_since_step)
+        self._rows_since_step = 0
+        for key, value in (metrics or {}).items():
+            name = key if key.startswith("aux/") else f"aux/{key}"
+            self._metrics["train"][name].append(float(value))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call)
+        if self.offsets is not None and self.args.should_save:
+            folder = Path(output_dir or self.args.output_dir)
+            save_state(self.offsets.state_dict(), folder)
+            self._save_delta_table(folder)
+
+    def _save_delta_table(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        index = torch.arange(len(self.train_dataset), device=self.args.device)
+        with torch.no_grad():
+            chosen, rejected = self.offsets.deltas(index)
+        tmp = folder / f".{DELTAS_FILE}.tmp"
+        save_file({"delta_chosen": chosen.detach().cpu().contiguous(),
+                   "delta_rejected": rejected.detach().cpu().contiguous()}, str(tmp))
+        tmp.replace(folder / DELTAS_FILE)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.offsets is None:
+            return
+        state = load_state(resume_from_checkpoint)
+        if state is None:
+            raise ValueError(f"checkpoint {resume_from_checkpoint} holds no AuxDPO offsets "
+                             f"({OFFSETS_STEM}.json); cannot resume method auxdpo exactly")
+        # u = A·δ is recomputed from scratch over the dataset (prepare() got its batches).
+        self.offsets.load_state_dict(state, recompute=True)
+
+    # ---- loss ------------------------------------------------------------------------------
+
+    def _forward_logps(self, model, model_kwargs, inputs):
+        """``(2B,)`` response log-probs (sum, or mean for IPO) and the model outputs.
+
+        float32/bf16 models use TRL's fused LM head (no ``(N, T, V)`` logits; computed in
+        float32). float64 models take the exact path through full logits, so that float64
+        identities hold to float64 precision.
+        """
+        completion_mask = inputs["completion_mask"]
+        if next(model.parameters()).dtype == torch.float64:
+            outputs = model(**model_kwargs)
+            logps = sequence_logps(outputs.logits, inputs["input_ids"], completion_mask,
+                                   average=self.args.logp_average)
+            return logps, outputs
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+        seq_len = completion_mask.size(1) - 1
+        logps = outputs.log_probs[:, -seq_len:].sum(dim=1)  # prompt/pad positions score 0
+        if self.args.logp_average:
+            logps = logps / completion_mask[:, 1:].sum(dim=1).clamp(min=1).to(logps.dtype)
+        return logps, outputs
+
+    def _reference_logps(self, inputs, model_kwargs) -> torch.Tensor:
+        if self.precompute_ref_logps:
+            total = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]])
+            if self.args.logp_average:
+                total = total / inputs["completion_mask"][:, 1:].sum(dim=1).clamp(min=1)
+            return total
+        with torch.no_grad(), disable_gradient_checkpointing(
+                self.model, self.args.gradient_checkpointing_kwargs):
+            if is_peft_model(self.model) and self.ref_model is None:
+                unwrapped = self.accelerator.unwrap_model(self.model)
+                adapter = "ref" if "ref" in unwrapped.peft_config else None
+                with use_adapter(unwrapped, adapter_name=adapter):
+                    return self._forward_logps(self.model, model_kwargs, inputs)[0]
+            return self._forward_logps(self.ref_model, model_kwargs, inputs)[0]
+
+    def _loss_kwargs(self, inputs, mode: str, dtype: torch.dtype) -> dict:
+        kwargs = {"beta": self.beta}
+        for key in (PREF_PROB, WEIGHT):
+            if key in inputs:
+                kwargs[key] = inputs[key].to(dtype)
+        if self.args.method == "dpop":
+            kwargs["dpop_lambda"] = self.args.dpop_lambda
+        if self.offsets is not None and mode == "train" and AUX_INDEX in inputs:
+            chosen, rejected = self.offsets.deltas(inputs[AUX_INDEX])
+            kwargs["delta_chosen"], kwargs["delta_rejected"] = chosen.to(dtype), rejected.to(dtype)
+        return kwargs
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
+        model_kwargs["use_cache"] = False
+        if self.aux_loss_enabled:
+            model_kwargs["output_router_logits"] = True
+        policy_logps, outputs = self._forward_logps(model, model_kwargs, inputs)
+        ref_kwargs = {k: v for k, v in model_kwargs.items() if k != "output_router_logits"}
+        ref_logps = self._reference_logps(inputs, ref_kwargs).to(policy_logps.dtype)
+        policy_chosen, policy_rejected = policy_logps.chunk(2)
+        ref_chosen, ref_rejected = ref_logps.chunk(2)
+        kwargs = self._loss_kwargs(inputs, mode, policy_logps.dtype)
+        result = self.loss_fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, **kwargs)
+        loss = result.losses.mean()
+        self._log_batch(mode, loss, result, policy_chosen, policy_rejected)
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+        if return_outputs:
+            with torch.no_grad():
+                outputs = model(**model_kwargs)
+            return loss, outputs
+        return loss
+
+    def _log_batch(self, mode, loss, result, policy_chosen, policy_rejected) -> None:
+        gather = self.accelerator.gather_for_metrics
+        metrics = self._metrics[mode]
+        chosen, rejected = result.chosen_rewards, result.rejected_rewards
+        metrics[f"loss/{self.args.method}"].append(gather(loss.detach()).mean().item())
+        metrics["rewards/chosen"].append(gather(chosen).mean().item())
+        metrics["rewards/rejected"].append(gather(rejected).mean().item())
+        metrics["rewards/accuracies"].append(gather((chosen > rejected).float()).mean().item())
+        metrics["rewards/margins"].append(gather(chosen - rejected).mean().item())
+        metrics["logps/chosen"].append(gather(policy_chosen.detach()).mean().item())
+        metrics["logps/rejected"].append(gather(policy_rejected.detach()).mean().item())

@@ -1,0 +1,90 @@
+"""Invariances of a training run: kill-and-resume, and batch size × accumulation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import train_helpers as H
+from transformers import TrainerCallback
+
+from auxdpo.train.checkpoint import load_state
+from auxdpo.train.trainer import DELTAS_FILE, AuxDPOTrainer
+
+
+class StopAt(TrainerCallback):
+    """Stop training right after optimizer step ``k`` (a kill after the checkpoint is written)."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.k:
+            control.should_training_stop = True
+        return control
+
+
+def _trainer(out, n=12, callbacks=None, **overrides):
+    values = dict(method="auxdpo", aux_constraint="global", lambda_null=5.0, delta_lr=0.05,
+                  max_steps=5, save_strategy="steps", save_steps=2, learning_rate=5e-3)
+    values.update(overrides)
+    return AuxDPOTrainer(H.model(), args=H.config(out, **values), train_dataset=H.dataset(n),
+                         processing_class=H.tokenizer(), callbacks=callbacks)
+
+
+def _state(trainer):
+    params = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    u = None if trainer.offsets.u is None else trainer.offsets.u.clone()
+    return params, trainer.offsets.table(), u
+
+
+@pytest.mark.parametrize("mode", ["global", "batch"])
+def test_kill_and_resume_equals_uninterrupted_run(tmp_path, mode):
+    """12 rows, batch 4 (3 steps an epoch, shuffled): stop after step 2 (mid-epoch), resume."""
+    extra = {"lambda_amp": 0.1} if mode == "batch" else {}
+    full = _trainer(tmp_path / "full", aux_constraint=mode, **extra)
+    full.train()
+    params_full, delta_full, u_full = _state(full)
+    assert delta_full.abs().max() > 1e-3  # δ really trained
+
+    killed = _trainer(tmp_path / "run", aux_constraint=mode, callbacks=[StopAt(2)], **extra)
+    killed.train()
+    assert killed.state.global_step == 2
+    resumed = _trainer(tmp_path / "run", aux_constraint=mode, **extra)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
+    params_res, delta_res, u_res = _state(resumed)
+
+    for name, value in params_full.items():
+        torch.testing.assert_close(params_res[name], value, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(delta_res, delta_full, rtol=1e-10, atol=1e-12)
+    if mode == "global":
+        assert u_full.norm() > 0
+        torch.testing.assert_close(u_res, u_full, rtol=1e-9, atol=1e-12)
+
+
+def test_checkpoint_holds_offsets_without_pickle(tmp_path):
+    trainer = _trainer(tmp_path, max_steps=2)
+    trainer.train()
+    folder = tmp_path / "checkpoint-2"
+    state = load_state(folder)
+    assert state["num_steps"] == 2
+    torch.testing.assert_close(state["raw"], trainer.offsets.raw.detach())
+    assert (folder / DELTAS_FILE).exists() and (folder / "model.safetensors").exists()
+    assert not list(folder.glob("*.bin")) or {p.name for p in folder.glob("*.bin")} == \
+        {"training_args.bin"}
+
+
+def test_batch8_equals_batch4_times_accumulation2(tmp_path):
+    """Same data order (same seed), float64, dropout off: parameters and δ agree."""
+    runs = {}
+    for batch, accumulation in ((8, 1), (4, 2)):
+        trainer = _trainer(tmp_path / f"b{batch}", n=16, max_steps=3, save_strategy="no",
+                           per_device_train_batch_size=batch,
+                           gradient_accumulation_steps=accumulation)
+        trainer.train()
+        runs[batch] = _state(trainer)
+    (p8, d8, u8), (p4, d4, u4) = runs[8], runs[4]
+    assert d8.abs().max() > 1e-3
+    for name in p8:
+        torch.testing.assert_close(p4[name], p8[name], rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(d4, d8, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(u4, u8, rtol=1e-9, atol=1e-11)
