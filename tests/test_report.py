@@ -116,3 +116,17 @@ def test_accuracy_curves_error_bars_and_dashed_base(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert [p.name for p in path.parent.iterdir()] == ["curve.png"]
     plt.close(ax.figure)
+
+
+def test_atomic_outputs_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from auxdpo.report import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "t.md", "x\n")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "t.md").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["t.md"]

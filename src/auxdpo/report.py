@@ -131,6 +131,14 @@ def to_json(table: ComparisonTable) -> str:
                        "cells": [asdict(cell) for cell in table.cells]}, indent=2) + "\n"
 
 
+def _publish(tmp: str, path: str) -> None:
+    """Give the finished temporary file the usual mode (mkstemp makes it 0600), then rename."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
     path = os.fspath(path)
@@ -140,7 +148,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -225,7 +233,7 @@ def save_figure(figure, path: str | os.PathLike) -> None:
     os.close(handle)
     try:
         figure.savefig(tmp, format=extension, bbox_inches="tight")
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

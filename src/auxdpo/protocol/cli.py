@@ -1,0 +1,110 @@
+"""``auxdpo protocol``: run the paper's evaluation protocol from a recipe, resumably.
+
+    auxdpo protocol run --recipe FILE.yaml --out DIR     # or --preset smoke
+    auxdpo protocol run --preset smoke --out DIR --dry-run   # list the grid, run nothing
+    auxdpo protocol report --out DIR                     # rebuild tables/figures from results
+
+Heavy imports happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+__all__ = ["register"]
+
+PRESETS = ("smoke",)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "protocol", help="run the paper's protocol (methods × settings × data × capacity × seeds)",
+        description="Train and evaluate every run of a recipe's grid (resumable: finished runs "
+                    "are skipped), then write Table 1, Table 2, the accuracy-vs-capacity "
+                    "figure and CSV/JSON data. See docs/protocol.md.")
+    actions = parser.add_subparsers(dest="protocol_action", metavar="ACTION")
+    run = actions.add_parser("run", help="run (or resume) a recipe")
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("--recipe", help="YAML recipe file (examples/protocol/*.yaml)")
+    source.add_argument("--preset", choices=PRESETS, help="built-in recipe: smoke = tiny model, "
+                        "a few hundred real rows, synthetic RewardBench 2, minutes on a CPU")
+    run.add_argument("--out", required=True, help="output folder (resumes when it exists)")
+    run.add_argument("--dry-run", action="store_true", help="print the grid and exit")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; the "
+                     "smoke preset uses 1, which avoids OpenMP spinning on busy machines)")
+    run.set_defaults(func=_handle_run)
+    report = actions.add_parser("report", help="rebuild tables and figures of an output folder")
+    report.add_argument("--out", required=True, help="output folder of `protocol run`")
+    report.set_defaults(func=_handle_report)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def _recipe(args):
+    from auxdpo.protocol.recipe import load_recipe, recipe_from_dict
+
+    if args.recipe:
+        return load_recipe(args.recipe)
+    from auxdpo.protocol.smoke import smoke_data_missing, smoke_recipe_dict
+
+    values = smoke_recipe_dict()
+    missing = smoke_data_missing(values)
+    if missing:
+        raise FileNotFoundError("the smoke preset needs the real rows in ../shared/data/; "
+                                "missing: " + ", ".join(missing))
+    return recipe_from_dict(values)
+
+
+def _handle_run(args) -> int:
+    from auxdpo.protocol.recipe import expand_grid
+    from auxdpo.protocol.runner import read_result, result_path, run_protocol
+
+    recipe = _recipe(args)
+    runs = expand_grid(recipe)
+    if args.dry_run:
+        done = sum(read_result(result_path(args.out, run)) is not None for run in runs)
+        print(f"recipe: {recipe.name}  runs: {len(runs)}  finished: {done}  "
+              f"table capacity: {recipe.table_capacity}")
+        for run in runs:
+            print(f"  {run.run_id}  preset={run.preset}")
+        return 0
+    threads = args.threads or (1 if args.preset == "smoke" else None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    progress = run_protocol(recipe, args.out, progress=not args.no_progress)
+    print(f"recipe: {recipe.name}  runs: {progress.total} (ran {progress.ran}, skipped "
+          f"{progress.skipped}) in {progress.seconds:.1f} s")
+    _print_outputs(args.out)
+    return 0
+
+
+def _handle_report(args) -> int:
+    from auxdpo.protocol.recipe import recipe_from_dict
+    from auxdpo.protocol.results import write_report
+
+    path = os.path.join(args.out, "recipe.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found (is {args.out} a `protocol run` folder?)")
+    with open(path, encoding="utf-8") as handle:
+        recipe = recipe_from_dict(json.load(handle)["recipe"])
+    write_report(recipe, args.out)
+    _print_outputs(args.out)
+    return 0
+
+
+def _print_outputs(out_dir: str) -> None:
+    table = os.path.join(out_dir, "tables", "table1.md")
+    if os.path.isfile(table):
+        with open(table, encoding="utf-8") as handle:
+            sys.stdout.write("\nTable 1 (held-out pairwise log-prob accuracy)\n\n" + handle.read())
+    for sub in ("tables", "figures"):
+        folder = os.path.join(out_dir, sub)
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            if not name.startswith("."):
+                print(f"{sub[:-1]}: {os.path.join(folder, name)}")
+    print(f"data: {os.path.join(out_dir, 'runs.csv')} {os.path.join(out_dir, 'summary.csv')} "
+          f"{os.path.join(out_dir, 'summary.json')}")

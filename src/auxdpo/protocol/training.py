@@ -1,0 +1,59 @@
+"""One protocol run's training, through the trainer's Python API (``AuxDPOTrainer``).
+
+The run starts from a fresh copy of the recipe's base model, trains on the run's pairs with
+the run's method, capacity preset and seed, and returns the trained model in memory (the
+runner scores it and keeps only the result file: saving 8B weights per run is not needed to
+make the tables). Heavy imports happen inside the function.
+"""
+
+from __future__ import annotations
+
+import os
+
+from auxdpo.protocol.recipe import Recipe, RunSpec
+
+__all__ = ["training_config", "train_policy"]
+
+
+def training_config(recipe: Recipe, run: RunSpec, output_dir: str, *, use_cpu: bool):
+    """The run's :class:`~auxdpo.train.config.AuxDPOConfig` (no checkpoints, no reports)."""
+    from auxdpo.train.config import AuxDPOConfig
+
+    train = recipe.train
+    values = dict(output_dir=output_dir, method=run.method, capacity=run.preset, seed=run.seed,
+                  data_seed=run.seed, beta=train.beta, learning_rate=train.learning_rate,
+                  num_train_epochs=train.num_train_epochs, max_steps=train.max_steps,
+                  per_device_train_batch_size=train.batch_size,
+                  gradient_accumulation_steps=train.gradient_accumulation_steps,
+                  max_length=train.max_length, bf16=train.bf16, save_strategy="no",
+                  report_to=[], use_cpu=use_cpu, logging_steps=10, disable_tqdm=True,
+                  metrics_file=None, dataloader_num_workers=0)
+    if train.gradient_checkpointing:  # passed only when on: the field name is deprecated
+        values["gradient_checkpointing"] = True
+    values.update(train.extra)
+    return AuxDPOConfig(**values)
+
+
+def train_policy(recipe: Recipe, run: RunSpec, pairs: list[dict], work_dir: str):
+    """Train a fresh base model on ``pairs``; return ``(trained model, tokenizer, info)``.
+
+    ``info``: ``{"steps", "train_loss", "train_pairs", "dropped_examples"}``.
+    """
+    import datasets
+    import torch
+
+    from auxdpo.protocol.models import load_base_model
+    from auxdpo.train.trainer import AuxDPOTrainer
+
+    base = load_base_model(recipe.model, torch.device("cpu"))
+    use_cpu = not torch.cuda.is_available()
+    config = training_config(recipe, run, os.path.join(work_dir, run.run_id), use_cpu=use_cpu)
+    model = base.model.train()
+    trainer = AuxDPOTrainer(model, args=config, train_dataset=datasets.Dataset.from_list(pairs),
+                            processing_class=base.tokenizer)
+    result = trainer.train()
+    info = {"steps": int(trainer.state.global_step), "train_loss": float(result.training_loss),
+            "train_pairs": len(pairs), "dropped_examples": dict(trainer.dropped_examples)}
+    trained = trainer.model.eval()
+    del trainer
+    return trained, base.tokenizer, info
