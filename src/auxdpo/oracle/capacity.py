@@ -1,0 +1,107 @@
+"""A causal LM's trainable capacity as one flat parameter vector θ ``(d,)``.
+
+The oracle needs log π_θ as a function of a flat θ (Jacobians, L-BFGS, the lab's geometry).
+:class:`FlatCapacity` substitutes θ into the model with ``torch.func.functional_call``; the
+other parameters stay at their base values. Presets:
+
+=============  =============================================================================
+``norm``       the final layer norm only (GPT-2's ``ln_f``: weight and bias)
+``lora:<r>``   a rank-r update U·V of one matrix, the last block's attention input projection
+               (GPT-2's fused ``attn.c_attn``); V starts at 0 so θ₀ is the base model, U is a
+               fixed-seed N(0, 1/fan_in) draw. Implemented here (no PEFT) so θ stays flat.
+``last-block`` the last transformer block, as :func:`auxdpo.train.capacity.apply_capacity`
+``full``       every parameter, as :func:`auxdpo.train.capacity.apply_capacity`
+``regex:<p>``  parameters whose name matches p, as :func:`auxdpo.train.capacity.apply_capacity`
+=============  =============================================================================
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from auxdpo.train.capacity import apply_capacity, find_blocks
+
+__all__ = ["FlatCapacity"]
+
+
+class FlatCapacity:
+    """θ ↦ the model's parameter dict, for one capacity preset.
+
+    Args:
+        model: a causal LM (not modified; a frozen copy is kept).
+        spec: a preset from the module docstring.
+        seed: seed of LoRA's fixed U factor.
+    """
+
+    def __init__(self, model: torch.nn.Module, spec: str, *, seed: int = 0):
+        self.spec = spec
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+        self.base = {name: p.detach() for name, p in self.model.named_parameters()}
+        self.lora_target: str | None = None
+        if spec.startswith("lora:"):
+            rank = spec.partition(":")[2]
+            if not rank.isdigit() or int(rank) < 1:
+                raise ValueError(f"capacity {spec!r}: rank must be a positive integer")
+            self._init_lora(int(rank), seed)
+        else:
+            if spec == "norm":
+                names = [n for n in self.base if _is_final_norm(n)]
+                if not names:
+                    raise ValueError("capacity 'norm': the model has no final norm (ln_f/norm)")
+            else:
+                probe = copy.deepcopy(self.model)
+                names = apply_capacity(probe, spec).trainable
+            self.names = names
+            self.theta0 = torch.cat([self.base[n].reshape(-1) for n in names])
+            self.shapes = [self.base[n].shape for n in names]
+
+    def _init_lora(self, rank: int, seed: int) -> None:
+        prefix, blocks = find_blocks(self.model)
+        last = f"{prefix}.{len(blocks) - 1}"
+        candidates = [f"{last}.{n}.weight" for n in ("attn.c_attn", "self_attn.q_proj")]
+        target = next((c for c in candidates if c in self.base), None)
+        if target is None:
+            raise ValueError(f"capacity {self.spec!r}: no attn.c_attn / self_attn.q_proj in "
+                             f"{last}")
+        weight = self.base[target]
+        rows, cols = weight.shape
+        gen = torch.Generator().manual_seed(int(seed))
+        self.lora_u = torch.randn(rows, rank, generator=gen, dtype=weight.dtype) / rows ** 0.5
+        self.lora_target, self.names = target, [target]
+        self.shapes = [torch.Size([rank, cols])]
+        self.theta0 = torch.zeros(rank * cols, dtype=weight.dtype)   # V = 0: base model
+
+    @property
+    def dim(self) -> int:
+        """Trainable dimension d."""
+        return int(self.theta0.numel())
+
+    def parameters(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The full parameter dict with the trainable part taken from ``theta`` ``(d,)``."""
+        if theta.shape != (self.dim,):
+            raise ValueError(f"theta has shape {tuple(theta.shape)}, expected ({self.dim},)")
+        params = dict(self.base)
+        if self.lora_target is not None:
+            update = self.lora_u @ theta.view(self.shapes[0])          # U·V, (rows, cols)
+            params[self.lora_target] = self.base[self.lora_target] + update
+            return params
+        offset = 0
+        for name, shape in zip(self.names, self.shapes):
+            size = shape.numel()
+            params[name] = theta[offset:offset + size].view(shape)
+            offset += size
+        return params
+
+    def logits(self, theta: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, T, V)`` of ``input_ids`` ``(N, T)`` at θ."""
+        mask = torch.ones_like(input_ids)
+        out = torch.func.functional_call(self.model, self.parameters(theta), (input_ids,),
+                                         {"attention_mask": mask})
+        return out.logits
+
+
+def _is_final_norm(name: str) -> bool:
+    return name.startswith(("transformer.ln_f.", "model.norm."))

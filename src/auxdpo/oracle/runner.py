@@ -1,0 +1,204 @@
+"""The oracle run: seeds × capacities × β × methods on an enumerable task, population regime.
+
+For every seed a task is built (model, warm-up, prompts, r*); for every capacity the score
+matrix A_θ₀ and the design's counts n(s, a, a'); for every β the exact RLHF optimum over the
+same trainable parameters, the local RLHF solution (Eq. 5), and each method's population
+minimiser. Rows (one per seed × capacity × β × method) are aggregated as mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from auxdpo.lab.problems import PreferenceProblem
+from auxdpo.oracle.capacity import FlatCapacity
+from auxdpo.oracle.designs import DESIGNS, design_counts
+from auxdpo.oracle.metrics import METRICS, policy_metrics
+from auxdpo.oracle.solvers import (
+    AUX_MODES,
+    fit_method,
+    fit_rlhf,
+    forward_score_matrix,
+    local_rlhf_theta,
+)
+from auxdpo.oracle.tasks import TokenTaskConfig, build_token_task
+from auxdpo.train.config import parse_capacity
+
+__all__ = ["BASE_METHODS", "OracleConfig", "aggregate", "method_names", "run_oracle"]
+
+BASE_METHODS = ("dpo", "ipo", "dpop", "auxdpo")
+
+
+@dataclass
+class OracleConfig:
+    """Everything an oracle run depends on (saved beside its results)."""
+
+    family: str = field(default="tokens", metadata={"help": "task family: tokens"})
+    regime: str = field(default="population", metadata={"help": "population"})
+    design: str = field(default="anti-aligned", metadata={"help": f"one of {DESIGNS}"})
+    capacities: list[str] = field(default_factory=lambda: ["norm"], metadata={
+        "help": "trainable sets: norm, lora:<r>, last-block, full, regex:<p>"})
+    betas: list[float] = field(default_factory=lambda: [100.0], metadata={"help": "KL β"})
+    seeds: int = field(default=10, metadata={"help": "number of seeds"})
+    first_seed: int = field(default=0, metadata={"help": "seeds are first_seed, +1, ..."})
+    methods: list[str] = field(default_factory=lambda: list(BASE_METHODS),
+                               metadata={"help": f"subset of {BASE_METHODS}"})
+    aux_modes: list[str] = field(default_factory=lambda: ["projection"], metadata={
+        "help": f"AuxDPO constraint modes, subset of {AUX_MODES}"})
+    lambdas: list[float] = field(default_factory=lambda: [1e4], metadata={
+        "help": "λ of the global mode's penalty λ‖A_ρδ‖² (a sweep when several)"})
+    anti_factor: float = field(default=1000.0, metadata={"help": "K of the anti-aligned design"})
+    skew: float = field(default=1.0, metadata={"help": "σ of the skew design"})
+    dpop_lambda: float = field(default=50.0, metadata={"help": "DPOP's λ"})
+    max_iter: int = field(default=300, metadata={"help": "L-BFGS iterations per solve"})
+    precondition_floor: float = field(default=1e-9, metadata={
+        "help": "relative eigenvalue floor of the solvers' preconditioners (LoRA: 1e-3)"})
+    threads: int = field(default=1, metadata={"help": "torch intra-op threads during the run"})
+    task: TokenTaskConfig = field(default_factory=TokenTaskConfig,
+                                  metadata={"help": "tokens task shape"})
+
+    def __post_init__(self):
+        if isinstance(self.task, dict):
+            self.task = TokenTaskConfig(**self.task)
+        if self.family != "tokens":
+            raise ValueError(f"family {self.family!r} is not implemented; use 'tokens'")
+        if self.regime != "population":
+            raise ValueError(f"regime {self.regime!r} is not implemented; use 'population'")
+        if self.design not in DESIGNS:
+            raise ValueError(f"design must be one of {DESIGNS}, got {self.design!r}")
+        bad = [m for m in self.methods if m not in BASE_METHODS]
+        if bad or not self.methods:
+            raise ValueError(f"methods must be a non-empty subset of {BASE_METHODS}, got {bad}")
+        if [m for m in self.aux_modes if m not in AUX_MODES] or not self.aux_modes:
+            raise ValueError(f"aux_modes must be a non-empty subset of {AUX_MODES}")
+        if self.seeds < 1 or not self.capacities or not self.betas:
+            raise ValueError("need seeds >= 1, at least one capacity and one beta")
+        for spec in self.capacities:
+            if spec != "norm":
+                parse_capacity(spec)        # ValueError naming the spec and the choices
+        if any(not (math.isfinite(b) and b > 0) for b in self.betas):
+            raise ValueError(f"betas must be positive, got {self.betas}")
+        if any(not lam > 0 for lam in self.lambdas) or not self.lambdas:
+            raise ValueError(f"lambdas must be positive, got {self.lambdas}")
+
+
+def method_names(config: OracleConfig) -> list[tuple[str, str, dict]]:
+    """(row name, loss name, solver kwargs) for every method variant of a run."""
+    out = []
+    for method in config.methods:
+        if method != "auxdpo":
+            out.append((method, method, {}))
+            continue
+        variants = []
+        for mode in config.aux_modes:
+            if mode == "global":
+                variants += [(mode, {"mode": mode, "lambda_null": lam}, lam)
+                             for lam in config.lambdas]
+            else:
+                variants.append((mode, {"mode": mode}, None))
+        for mode, kwargs, lam in variants:
+            name = "auxdpo" if len(variants) == 1 else f"auxdpo-{mode}"
+            if lam is not None and len(config.lambdas) > 1:
+                name += f"-lam{lam:g}"
+            out.append((name, "auxdpo", kwargs))
+    return out
+
+
+def _cell(config, task, capacity_spec, seed, log) -> list[dict]:
+    """All β and methods for one (seed, capacity)."""
+    S, L = task.num_prompts, task.config.response_length
+    capacity = FlatCapacity(task.model, capacity_spec, seed=seed)
+    fn = task.log_probs_fn(capacity)
+    fn_train = task.log_probs_fn(capacity, train_only=True)
+    theta0 = capacity.theta0
+    with torch.no_grad():
+        logp0 = fn(theta0)
+    rho, reward = task.rho(), task.reward
+    A = forward_score_matrix(fn_train, theta0)           # (d, S·A)
+    direction = local_rlhf_theta(A, rho, logp0[:S], reward[:S], 1.0, theta0) - theta0
+    counts = design_counts(
+        config.design, rho=rho, probs0=logp0[:S].exp(), reward=reward[:S],
+        direction_scores=(A.T @ direction).reshape(S, -1), factor=config.anti_factor,
+        skew=config.skew, generator=torch.Generator().manual_seed(10_000 + seed))
+    rows = []
+    for beta in config.betas:
+        problem = PreferenceProblem(rho, reward[:S], counts, beta)
+        local = local_rlhf_theta(A, rho, logp0[:S], reward[:S], beta, theta0)
+        rlhf = fit_rlhf(fn_train, problem, theta0, A=A, starts=[theta0, local],
+                        max_iter=config.max_iter, floor=config.precondition_floor)
+        with torch.no_grad():
+            j_base = float(policy_metrics(logp0, logp0, reward, rho, beta, j_base=0.0,
+                                          j_rlhf=1.0)["J"])
+        thetas = {"base": (theta0, 0, 0.0), "rlhf": (rlhf.theta, rlhf.iterations,
+                                                     rlhf.grad_norm),
+                  "rlhf_local": (local, 0, 0.0)}
+        for name, loss_name, kwargs in method_names(config):
+            start = time.time()
+            fit = fit_method(loss_name, fn_train, problem, theta0, A=A, dpop_lambda=config.dpop_lambda,
+                             ipo_length=L, max_iter=config.max_iter,
+                             floor=config.precondition_floor, **kwargs)
+            thetas[name] = (fit.theta, fit.iterations, fit.grad_norm)
+            log(f"seed {seed} {capacity_spec} β={beta:g} {name}: {fit.iterations} it, "
+                f"|grad| {fit.grad_norm:.2e}, {time.time() - start:.1f}s")
+        for name, (theta, its, gnorm) in thetas.items():
+            with torch.no_grad():
+                m = policy_metrics(fn(theta), logp0, reward, rho, beta, j_base=j_base,
+                                   j_rlhf=rlhf.objective)
+            rows.append({"seed": seed, "capacity": capacity_spec, "dim": capacity.dim,
+                         "responses": int(A.shape[1]), "beta": beta, "method": name,
+                         "iterations": its, "grad_norm": gnorm, **m})
+    return rows
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Mean and std (over seeds, ddof 0) of every metric per (capacity, β, method)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["capacity"], row["beta"], row["method"]), []).append(row)
+    out = []
+    for (capacity, beta, method), members in groups.items():
+        entry = {"capacity": capacity, "beta": beta, "method": method, "dim": members[0]["dim"],
+                 "responses": members[0]["responses"], "seeds": len(members)}
+        for metric in METRICS:
+            values = torch.tensor([r[metric] for r in members], dtype=torch.float64)
+            entry[metric] = {"mean": float(values.mean()),
+                             "std": float(values.std(unbiased=False))}
+        out.append(entry)
+    return out
+
+
+def run_oracle(config: OracleConfig, log=lambda message: None, on_partial=None) -> dict:
+    """Run every cell; returns ``{"config", "rows", "summary", "gap_closed", "seconds"}``.
+
+    ``gap_closed`` maps each method (and rlhf_local) to mean ± std for the first capacity and
+    first β: the headline cell. ``on_partial(result)``, if given, receives the same dictionary
+    (over the rows done so far) after every (seed, capacity) cell.
+    """
+    start = time.time()
+    rows: list[dict] = []
+    threads = torch.get_num_threads()
+    # Tiny models: intra-op threading costs far more than it saves (20× slower on 2 busy cores).
+    torch.set_num_threads(config.threads)
+    try:
+        for seed in range(config.first_seed, config.first_seed + config.seeds):
+            task = build_token_task(config.task, seed)
+            for capacity_spec in config.capacities:
+                rows += _cell(config, task, capacity_spec, seed, log)
+                if on_partial is not None:
+                    on_partial(_result(config, rows, start))
+    finally:
+        torch.set_num_threads(threads)
+    return _result(config, rows, start)
+
+
+def _result(config: OracleConfig, rows: list[dict], start: float) -> dict:
+    summary = aggregate(rows)
+    head = (config.capacities[0], config.betas[0])
+    headline = {e["method"]: e["gap_closed"] for e in summary
+                if (e["capacity"], e["beta"]) == head and e["method"] not in ("base", "rlhf")}
+    return {"config": asdict(config), "rows": rows, "summary": summary,
+            "gap_closed": headline, "seconds": time.time() - start}

@@ -1,0 +1,265 @@
+"""Population-regime solvers for transformer policies: L-BFGS on the shared loss functions.
+
+An adapter beside the lab's Newton solvers (:mod:`auxdpo.lab.solvers`), which need an exact
+Hessian and a reverse-mode Jacobian over all S·A responses and do not scale to a transformer
+with d ≈ 10²–10⁴ trainable parameters and |S|·|A| ≈ 10³–10⁴ responses. What is shared:
+
+* every method's per-pair loss is :func:`auxdpo.losses.get_loss` with the lab's pair table
+  (:meth:`auxdpo.lab.problems.PreferenceProblem.pair_table`: soft label σ(r*(a) − r*(a')),
+  weight n(s,a,a') + n(s,a',a)), summed: paper Eq. 3 (DPO) and Eq. 7 (AuxDPO);
+* the geometry (F⁺A_ρ r*, null spaces, rank tolerance) is :mod:`auxdpo.geometry`;
+* AuxDPO's constraint set is the lab's: δ ∈ N(A_ρ,θ₀) ∩ {Σ_a δ(s, a) = 0 for every s}.
+
+What differs: the score matrix A comes from forward-mode autodiff (``torch.func.jacfwd``, d
+passes instead of S·A); δ is parametrised as δ = Π(c ⊙ h^{-1/2}) with Π the orthogonal
+projector onto that null space (a thin SVD of its (d + S) constraint rows; the same set as the
+lab's basis Γ, without its S·A × S·A matrix) and h the loss's diagonal δ-curvature at 0 (a
+preconditioner: it does not change the set of reachable δ); θ = θ₀ + φ/β, so that φ is O(1) at
+every β (it does not change the minimiser). The ``global`` mode replaces the projection by
+the population penalty λ‖A_ρ δ‖² (the trainer's global penalty with every response counted
+with its weight ρ·π₀).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from auxdpo.geometry import base_weights, fisher_matrix, local_rlhf_step
+from auxdpo.lab.problems import PreferenceProblem
+from auxdpo.losses import get_loss
+
+__all__ = [
+    "AUX_MODES",
+    "Fit",
+    "NullProjector",
+    "fit_method",
+    "fit_rlhf",
+    "forward_score_matrix",
+    "local_rlhf_theta",
+    "pair_loss_closure",
+    "rlhf_objective",
+]
+
+DTYPE = torch.float64
+AUX_MODES = ("projection", "global")
+LogProbs = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Fit:
+    """A solver's answer: θ ``(d,)``, the objective reached, iterations, final gradient norm."""
+
+    method: str
+    theta: torch.Tensor
+    objective: float
+    iterations: int
+    grad_norm: float
+    delta: torch.Tensor | None = None
+
+
+def forward_score_matrix(log_probs: LogProbs, theta0: torch.Tensor,
+                         chunk_size: int | None = 64) -> torch.Tensor:
+    """A_θ₀ ``(d, S·A)``: ∇_θ log π_θ₀(a|s) per column, by forward-mode autodiff."""
+    theta0 = theta0.detach()
+    d = theta0.numel()
+    step = d if chunk_size is None else chunk_size
+
+    def directional(tangent):
+        return torch.func.jvp(log_probs, (theta0,), (tangent,))[1].reshape(-1)
+
+    eye = torch.eye(d, dtype=theta0.dtype)
+    rows = [torch.vmap(directional)(eye[i:i + step]) for i in range(0, d, step)]
+    return torch.cat(rows)                                       # (d, S·A)
+
+
+def local_rlhf_theta(A: torch.Tensor, rho: torch.Tensor, log_probs0: torch.Tensor,
+                     reward: torch.Tensor, beta: float, theta0: torch.Tensor) -> torch.Tensor:
+    """θ₀ + (1/β)F⁺A_ρ r* (paper Eq. 5), via :func:`auxdpo.geometry.local_rlhf_step`."""
+    weights = base_weights(rho, log_probs0)
+    return local_rlhf_step(A, weights, reward.reshape(-1), beta, theta0)
+
+
+class NullProjector:
+    """Π, the orthogonal projector onto N(A_ρ,θ₀) ∩ {per-state sums 0} ⊂ R^{S·A}.
+
+    Rows are rescaled to unit norm before the SVD, as in the lab's offset basis, so the rank
+    tolerance (max(rows, cols)·ε·σ_max) treats both blocks alike.
+    """
+
+    def __init__(self, A: torch.Tensor, weights: torch.Tensor, num_states: int):
+        m = weights.numel()
+        num_actions = m // num_states
+        A_rho = A * weights[None, :]
+        state_sums = torch.kron(torch.eye(num_states, dtype=DTYPE),
+                                torch.ones(1, num_actions, dtype=DTYPE))
+        rows = torch.cat([A_rho / A_rho.norm(dim=1, keepdim=True).clamp_min(1e-300),
+                          state_sums / num_actions ** 0.5])
+        _, s, vh = torch.linalg.svd(rows, full_matrices=False)
+        tol = max(rows.shape) * torch.finfo(DTYPE).eps * float(s.max())
+        self.rank = int((s > tol).sum())
+        self.row_space = vh[:self.rank]                       # (rank, m), orthonormal rows
+        self.null_dim = m - self.rank
+
+    def __call__(self, c: torch.Tensor) -> torch.Tensor:
+        return c - self.row_space.T @ (self.row_space @ c)     # δ ∈ N(A_ρ): paper Sec. 4.2
+
+
+def pair_loss_closure(method: str, log_probs: LogProbs, problem: PreferenceProblem,
+                      theta0: torch.Tensor, *, dpop_lambda: float = 50.0,
+                      ipo_length: int = 1) -> Callable[..., torch.Tensor]:
+    """(θ, δ or None) ↦ Σ_pairs n·soft loss of ``method`` (Eq. 3 / Eq. 7), a scalar.
+
+    IPO scores mean token log-probs (sequence log-prob / ``ipo_length``), the others sums.
+    """
+    loss_fn = get_loss(method)
+    table = problem.pair_table()
+    s, a, b = table.state, table.first, table.second
+    S, nA = problem.num_states, problem.num_actions
+    scale = 1.0 / ipo_length if method == "ipo" else 1.0
+    with torch.no_grad():
+        ref = log_probs(theta0)[:S] * scale
+    ref_first, ref_second = ref[s, a], ref[s, b]
+    extra = {"dpop_lambda": float(dpop_lambda)} if method == "dpop" else {}
+
+    def loss(theta: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
+        logp = log_probs(theta)[:S] * scale
+        kw = dict(extra)
+        if delta is not None:
+            kw.update(delta_chosen=delta[s * nA + a], delta_rejected=delta[s * nA + b])
+        out = loss_fn(logp[s, a], logp[s, b], ref_first, ref_second, beta=problem.beta,
+                      pref_prob=table.pref_prob, weight=table.weight, **kw)
+        return out.losses.sum()  # Eq. 3 (DPO) / Eq. 7 (AuxDPO): Σ n·soft per-pair loss
+
+    loss.table = table
+    return loss
+
+
+def _lbfgs(objective: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor,
+           max_iter: int) -> tuple[torch.Tensor, float, int, float]:
+    x = x0.detach().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter,
+                            history_size=50, tolerance_grad=1e-8, tolerance_change=1e-13,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        value = objective(x)
+        value.backward()
+        return value
+
+    opt.step(closure)
+    x = x.detach().requires_grad_(True)
+    value = objective(x)
+    (grad,) = torch.autograd.grad(value, x)
+    iterations = int(opt.state[opt._params[0]].get("n_iter", 0))
+    return x.detach(), float(value.detach()), iterations, float(grad.norm())
+
+
+def reward_metric(problem: PreferenceProblem) -> torch.Tensor:
+    """Per-state Laplacians ``(S, A, A)`` of the pair graph with weights n·σ'(r*(a) − r*(a')).
+
+    The DPO-family loss's Hessian with respect to the reward vector at r = r* (up to per-state
+    constants, its null space); used only to precondition the solvers.
+    """
+    gap = problem.reward[:, :, None] - problem.reward[:, None, :]
+    folded = problem.counts + problem.counts.transpose(1, 2)
+    edge = folded * torch.sigmoid(gap) * torch.sigmoid(-gap)
+    edge = edge * (1 - torch.eye(problem.num_actions, dtype=DTYPE))
+    return torch.diag_embed(edge.sum(-1)) - edge
+
+
+def _inverse_root(matrix: torch.Tensor, floor: float = 1e-9) -> torch.Tensor:
+    """(M + ε)^{-1/2} for symmetric PSD ``matrix`` (batched), ε = floor·λ_max: full rank."""
+    evals, evecs = torch.linalg.eigh(0.5 * (matrix + matrix.transpose(-1, -2)))
+    top = evals.amax(dim=-1, keepdim=True).clamp_min(1e-300)
+    scale = evals.clamp_min(0).add(floor * top).rsqrt()
+    return (evecs * scale[..., None, :]) @ evecs.transpose(-1, -2)
+
+
+def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
+               theta0: torch.Tensor, *, A: torch.Tensor, mode: str = "projection",
+               lambda_null: float = 1e4, dpop_lambda: float = 50.0, ipo_length: int = 1,
+               max_iter: int = 300, floor: float = 1e-9) -> Fit:
+    """Minimiser of ``method``'s population loss (AuxDPO: jointly with δ), from θ₀ (δ = 0).
+
+    ``A`` ``(d, S·A)`` is the score matrix at θ₀ (the constraint of AuxDPO; for every method
+    it also builds the preconditioner φ = G^{-1/2}ψ, G = A·H_r·Aᵀ; ``floor`` is the relative
+    eigenvalue floor of every preconditioner: raise it, e.g. to 1e-3, when A has near-flat
+    directions, as LoRA does at V = 0).
+    """
+    beta, d, S = problem.beta, theta0.numel(), problem.num_states
+    loss = pair_loss_closure(method, log_probs, problem, theta0, dpop_lambda=dpop_lambda,
+                             ipo_length=ipo_length)
+    laplacian = reward_metric(problem)                                      # (S, A, A)
+    nA = problem.num_actions
+    blocks = A.reshape(d, S, nA).transpose(0, 1)                            # (S, d, A)
+    param_root = _inverse_root((blocks @ laplacian @ blocks.transpose(1, 2)).sum(0), floor)
+
+    def theta_of(psi):
+        return theta0 + (param_root @ psi) / beta                          # θ = θ₀ + φ/β
+
+    if method != "auxdpo":
+        x, value, its, gnorm = _lbfgs(lambda x: loss(theta_of(x)),
+                                      torch.zeros(d, dtype=DTYPE), max_iter)
+        return Fit(method, theta_of(x), value, its, gnorm)
+    if mode not in AUX_MODES:
+        raise ValueError(f"AuxDPO mode must be one of {AUX_MODES}, got {mode!r}")
+    with torch.no_grad():
+        weights = base_weights(problem.rho, log_probs(theta0)[:S])
+    delta_root = _inverse_root(laplacian, floor)                                 # (S, A, A)
+    project = NullProjector(A, weights, S) if mode == "projection" else None
+    A_rho = A * weights[None, :]
+
+    def delta_of(c):
+        raw = (delta_root @ c.view(S, nA, 1)).reshape(-1)
+        return project(raw) if project is not None else raw
+
+    def objective(x):
+        delta = delta_of(x[d:])
+        value = loss(theta_of(x[:d]), delta)
+        if project is None:
+            value = value + lambda_null * (A_rho @ delta).pow(2).sum()   # λ‖A_ρδ‖²
+        return value
+
+    x0 = torch.zeros(d + S * nA, dtype=DTYPE)
+    x, value, its, gnorm = _lbfgs(objective, x0, max_iter)
+    return Fit(f"auxdpo-{mode}", theta_of(x[:d]), value, its, gnorm,
+               delta=delta_of(x[d:]).detach())
+
+
+def rlhf_objective(log_probs: torch.Tensor, log_probs0: torch.Tensor, reward: torch.Tensor,
+                   rho: torch.Tensor, beta: float) -> torch.Tensor:
+    """J(θ; r*) = Σ_s ρ(s) Σ_a π_θ(a|s)[r* − β log π_θ/π₀] (paper Eq. 1), from ``(S, A)``."""
+    per_state = (log_probs.exp() * (reward - beta * (log_probs - log_probs0))).sum(dim=1)
+    return (rho * per_state).sum()  # Eq. 1
+
+
+def fit_rlhf(log_probs: LogProbs, problem: PreferenceProblem, theta0: torch.Tensor, *,
+             A: torch.Tensor, starts: list[torch.Tensor], max_iter: int = 300,
+             floor: float = 1e-9) -> Fit:
+    """argmax_θ J(θ; r*) by L-BFGS on β·(J₀ − J(θ₀ + φ/β)) from each start; the best wins.
+
+    Preconditioned by the Fisher matrix at θ₀: φ = F^{-1/2}ψ (F = A D Aᵀ, the Hessian of
+    β·(J₀ − J) in φ at θ₀ up to O(1/β)).
+    """
+    beta, S = problem.beta, problem.num_states
+    with torch.no_grad():
+        logp0 = log_probs(theta0)[:S]
+    base = rlhf_objective(logp0, logp0, problem.reward, problem.rho, beta)
+    root = _inverse_root(fisher_matrix(A, base_weights(problem.rho, logp0)), floor)
+
+    def objective(psi):
+        logp = log_probs(theta0 + (root @ psi) / beta)[:S]
+        return beta * (base - rlhf_objective(logp, logp0, problem.reward, problem.rho, beta))
+
+    best = None
+    for start in starts:
+        psi0 = torch.linalg.lstsq(root, beta * (start - theta0)[:, None]).solution[:, 0]
+        psi, value, its, gnorm = _lbfgs(objective, psi0, max_iter)
+        if best is None or value < best[1]:
+            best = (psi, value, its, gnorm)
+    psi, value, its, gnorm = best
+    return Fit("rlhf", theta0 + (root @ psi) / beta, float(base) - value / beta, its, gnorm)

@@ -1,0 +1,127 @@
+"""The oracle's exact pieces against the lab: a log-linear policy written as a one-layer network.
+
+π_θ(a|s) ∝ exp(Linear(φ(s, a))) with a bias-free ``nn.Linear(d, 1)`` evaluated through
+``torch.func.functional_call`` (the way the oracle evaluates transformers) is the lab's
+:class:`LogLinearPolicy` with the same features, so both must agree on J (Eq. 1), on the
+RLHF maximiser, on the local RLHF step (Eq. 5), on A_θ₀, and on every method's minimiser.
+"""
+
+import pytest
+import torch
+
+from auxdpo.geometry import base_weights, score_matrix
+from auxdpo.lab.policies import LogLinearPolicy
+from auxdpo.lab.problems import PreferenceProblem
+from auxdpo.lab.solvers import rlhf_objective as lab_objective
+from auxdpo.lab.solvers import solve, solve_rlhf, solve_rlhf_local
+from auxdpo.oracle.solvers import (
+    NullProjector,
+    fit_method,
+    fit_rlhf,
+    forward_score_matrix,
+    local_rlhf_theta,
+    rlhf_objective,
+)
+
+DT = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is much faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _instance(beta=2.0, seed=0, S=3, nA=5, d=2):
+    gen = torch.Generator().manual_seed(seed)
+    features = torch.randn(S, nA, d, generator=gen, dtype=DT)
+    theta0 = 0.3 * torch.randn(d, generator=gen, dtype=DT)
+    layer = torch.nn.Linear(d, 1, bias=False).to(DT)
+
+    def log_probs(theta):                       # one-layer network, flat θ = its weight
+        logits = torch.func.functional_call(layer, {"weight": theta.view(1, d)}, (features,))
+        return torch.log_softmax(logits.squeeze(-1), dim=-1)
+
+    reward = torch.randn(S, nA, generator=gen, dtype=DT)
+    rho = torch.tensor([0.5, 0.3, 0.2], dtype=DT)[:S]
+    pi0 = log_probs(theta0).exp()
+    counts = rho[:, None, None] * pi0[:, :, None] * pi0[:, None, :]
+    counts = counts * (1 - torch.eye(nA, dtype=DT))
+    problem = PreferenceProblem(rho, reward, counts / counts.sum(), beta)
+    return log_probs, LogLinearPolicy(features, theta0), problem, theta0
+
+
+def test_objective_matches_lab_at_random_points():
+    log_probs, policy, problem, theta0 = _instance()
+    logp0 = log_probs(theta0)
+    for k in range(3):
+        theta = theta0 + torch.randn(2, generator=torch.Generator().manual_seed(k), dtype=DT)
+        ours = rlhf_objective(log_probs(theta), logp0, problem.reward, problem.rho, problem.beta)
+        assert float(ours) == pytest.approx(float(lab_objective(policy, problem, theta)),
+                                            rel=1e-12, abs=1e-12)
+
+
+def test_score_matrix_forward_mode_equals_reverse_mode():
+    log_probs, policy, _, theta0 = _instance()
+    ours = forward_score_matrix(log_probs, theta0, chunk_size=1)
+    assert torch.allclose(ours, score_matrix(policy.log_probs, theta0), atol=1e-12)
+
+
+@pytest.mark.parametrize("beta", [0.5, 5.0])
+def test_rlhf_maximiser_and_local_step_match_lab(beta):
+    log_probs, policy, problem, theta0 = _instance(beta=beta)
+    A = forward_score_matrix(log_probs, theta0)
+    local = local_rlhf_theta(A, problem.rho, log_probs(theta0), problem.reward, beta, theta0)
+    assert torch.allclose(local, solve_rlhf_local(policy, problem).theta, atol=1e-10)
+    ours = fit_rlhf(log_probs, problem, theta0, A=A, starts=[theta0, local])
+    lab = solve_rlhf(policy, problem)
+    assert torch.allclose(ours.theta, lab.theta, atol=1e-6)
+    assert ours.objective == pytest.approx(lab.objective, abs=1e-10)
+
+
+@pytest.mark.parametrize("method", ["dpo", "ipo", "auxdpo"])
+def test_method_minimisers_match_lab(method):
+    log_probs, policy, problem, theta0 = _instance(beta=3.0)
+    A = forward_score_matrix(log_probs, theta0)
+    ours = fit_method(method, log_probs, problem, theta0, A=A, max_iter=500)
+    lab = solve(method, policy, problem)
+    assert ours.objective == pytest.approx(lab.objective, abs=1e-9)
+    assert torch.allclose(ours.theta, lab.theta, atol=1e-5)
+
+
+def test_auxdpo_offsets_stay_in_the_null_space():
+    log_probs, _, problem, theta0 = _instance(beta=3.0)
+    A = forward_score_matrix(log_probs, theta0)
+    fit = fit_method("auxdpo", log_probs, problem, theta0, A=A)
+    weights = base_weights(problem.rho, log_probs(theta0))
+    assert fit.delta.abs().max() > 1e-3                        # δ is used, not trivially 0
+    assert (A * weights[None]) @ fit.delta == pytest.approx(torch.zeros(2, dtype=DT), abs=1e-12)
+    assert fit.delta.view(3, 5).sum(1).abs().max() < 1e-12     # per-state sums are 0
+
+
+def test_null_projector_is_the_orthogonal_projector():
+    log_probs, _, problem, theta0 = _instance()
+    A = forward_score_matrix(log_probs, theta0)
+    weights = base_weights(problem.rho, log_probs(theta0))
+    project = NullProjector(A, weights, 3)
+    assert project.null_dim == 15 - 2 - 3
+    c = torch.randn(15, generator=torch.Generator().manual_seed(1), dtype=DT)
+    once = project(c)
+    assert torch.allclose(project(once), once, atol=1e-13)     # idempotent
+    assert float((c - once) @ once) == pytest.approx(0.0, abs=1e-12)  # orthogonal
+
+
+def test_global_penalty_mode_reaches_the_projection_solution_for_any_lambda():
+    """In the population regime AuxDPO fits r* exactly (zero excess loss) with A_ρδ = 0, so
+    loss + λ‖A_ρδ‖² has the same minimiser for every λ > 0: the lab's projected AuxDPO."""
+    log_probs, policy, problem, theta0 = _instance(beta=3.0)
+    A = forward_score_matrix(log_probs, theta0)
+    exact = solve("auxdpo", policy, problem)
+    for lam in (1e-2, 1e2):
+        fit = fit_method("auxdpo", log_probs, problem, theta0, A=A, mode="global",
+                         lambda_null=lam, max_iter=500)
+        assert torch.allclose(fit.theta, exact.theta, atol=1e-5)
+        assert fit.objective == pytest.approx(exact.objective, abs=1e-8)
