@@ -97,11 +97,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--jvp-method", default="forward", choices=["forward", "double-vjp"],
+                        help="how ReferenceProducts computes A_Bᵀu")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = build_model(args.layers, args.width, args.vocab, args.device)
-    products = ReferenceProducts(model)
+    products = ReferenceProducts(model, jvp_method=args.jvp_method)
     u = torch.randn(products.dim, generator=torch.Generator().manual_seed(1)).to(args.device)
     print(f"model: GPT-2 style, {args.layers} layers, width {args.width}, vocab {args.vocab}, "
           f"d = {products.dim:,} trainable; sequence length {args.length}; "

@@ -147,3 +147,49 @@ def test_bad_arguments():
         products.vjp(preference_batch(2), torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="expected"):
         products.jvp(preference_batch(2), torch.zeros(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("subset", ["all", "last_block", "lora"])
+def test_double_vjp_jvp_and_primal(arch, subset):
+    """jvp_method="double-vjp" gives A_Bᵀt (explicit columns, 1e-8) and, as primal, the
+    reference log-probs of ``logps``; the forward-mode primal agrees too."""
+    model = BUILDERS[arch]("sdpa")
+    if subset == "lora":
+        peft = pytest.importorskip("peft")
+        targets = ["c_attn"] if arch == "gpt2" else ["q_proj", "v_proj"]
+        config = peft.LoraConfig(r=2, lora_alpha=4, target_modules=targets, lora_dropout=0.0,
+                                 init_lora_weights=False)
+        model = peft.get_peft_model(model, config)
+    elif subset == "last_block":
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(LAST_BLOCK[arch]))
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    batch = preference_batch(3, seed=13)
+    columns = brute_force_columns(model, batch, names)                # (d, N)
+    tangent = torch.randn(columns.shape[0], generator=torch.Generator().manual_seed(3),
+                          dtype=torch.float64)
+    for method in ("double-vjp", "forward"):
+        products = ReferenceProducts(model, jvp_method=method)
+        logps, directional = products.logps_and_jvp(batch, tangent)
+        torch.testing.assert_close(directional, columns.T @ tangent, rtol=0, atol=1e-8)
+        torch.testing.assert_close(products.jvp(batch, tangent), columns.T @ tangent,
+                                   rtol=0, atol=1e-8)
+        torch.testing.assert_close(logps, products.logps(batch), rtol=0, atol=1e-10)
+
+
+def test_double_vjp_single_norm_weight():
+    """A single small trainable tensor inside the network (a LayerNorm weight)."""
+    model = tiny_gpt2("sdpa")
+    names = ["transformer.h.1.ln_1.weight"]
+    products = ReferenceProducts(model, names, jvp_method="double-vjp")
+    batch = preference_batch(2, seed=2)
+    columns = brute_force_columns(model, batch, names)
+    tangent = torch.ones(products.dim, dtype=torch.float64)
+    torch.testing.assert_close(products.jvp(batch, tangent), columns.T @ tangent,
+                               rtol=0, atol=1e-8)
+
+
+def test_bad_jvp_method():
+    with pytest.raises(ValueError, match="jvp_method"):
+        ReferenceProducts(tiny_gpt2("sdpa"), jvp_method="reverse")

@@ -19,6 +19,14 @@ The DPO part's δ-gradients come from the trainer's backward pass (its loss is a
 global batch G); :meth:`AuxOffsets.step` adds the penalty's gradient with the matching scale
 and steps δ's own optimizer. δ is not a model parameter: it has its own learning rate and is
 outside the model's gradient clipping.
+
+Multi-process (DDP, ZeRO-1/2; docs/scaling.md): every process keeps the whole δ, its optimizer
+state and u. ``step(global_batch_size=G_r)`` takes this process's example count; G = Σ_r G_r.
+A process's δ-gradient rows are means over its G_r rows, so they are weighted by G_r/G and
+summed over processes (one all-reduce of an n×3 table that also marks the step's rows); the
+global mode's u += A_B·Δδ_B sums each process's VJP over the rows it owns (all-reduce of d
+floats); the batch mode's A_B·δ_B is all-reduced before its JVPs. Every process then applies
+the identical row update, so δ, its optimizer state and u stay equal everywhere.
 """
 
 from __future__ import annotations
@@ -35,6 +43,14 @@ from auxdpo.constraints import (
     first_occurrences,
     null_space_basis,
     validate_offsets_config,
+)
+from auxdpo.distributed import (
+    all_reduce_,
+    broadcast_,
+    check_engine_support,
+    combine_row_gradients,
+    is_distributed,
+    rows_owned_elsewhere,
 )
 from auxdpo.products import ReferenceProducts
 
@@ -83,6 +99,7 @@ class AuxOffsets:
                  memory_budget_bytes: int = 2 * 1024**3, optimizer: str = "adam") -> None:
         validate_offsets_config(num_examples, mode, lambda_null, lambda_amp, amp_sign,
                                 delta_cap, recompute_every)
+        check_engine_support(mode, getattr(products, "model", None))
         if optimizer not in ROW_OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(ROW_OPTIMIZERS)}, "
                              f"got {optimizer!r}")
@@ -183,9 +200,11 @@ class AuxOffsets:
 
     def step(self, global_batch_size: int) -> dict[str, float]:
         """Add the penalty's δ-gradient, step δ's optimizer on the accumulated rows only,
-        update u, zero δ's gradients and forget the micro-batches. Returns the metrics
-        ``aux/penalty``, ``aux/delta_norm``, ``aux/null_residual``, ``aux/delta_margin``
-        (and ``aux/null_dim`` in projection mode)."""
+        update u, zero δ's gradients and forget the micro-batches. ``global_batch_size`` is
+        the number of examples this process accumulated for the step (the global batch G on
+        one process; under torch.distributed the processes' counts are summed into G).
+        Returns the metrics ``aux/penalty``, ``aux/delta_norm``, ``aux/null_residual``,
+        ``aux/delta_margin`` (and ``aux/null_dim`` in projection mode)."""
         if global_batch_size <= 0:
             raise ValueError(f"global_batch_size must be positive, got {global_batch_size}")
         if not self._pending:
@@ -193,10 +212,14 @@ class AuxOffsets:
                              "accumulate(batch) after each micro-batch's backward")
         batches, self._pending = self._pending, []
         indices = [self._batch_index(b) for b in batches]
+        local_size = global_batch_size
+        global_batch_size = int(all_reduce_(torch.tensor([local_size], dtype=torch.long,
+                                                         device=self.device)).item())
+        local_weight = local_size / global_batch_size       # this process's share of the mean
         if self.mode == "projection":
-            metrics = self._step_projection()
+            metrics = self._step_projection(local_weight)
         else:
-            metrics = self._step_rows(batches, indices, global_batch_size)
+            metrics = self._step_rows(batches, indices, global_batch_size, local_weight)
         self.num_steps += 1
         if (self.mode == "global" and self.recompute_every
                 and self.num_steps % self.recompute_every == 0):
@@ -217,7 +240,7 @@ class AuxOffsets:
     # ---- global and batch modes --------------------------------------------------------------
 
     def _step_rows(self, batches: list[Batch], indices: list[torch.Tensor],
-                   global_batch_size: int) -> dict[str, float]:
+                   global_batch_size: int, local_weight: float = 1.0) -> dict[str, float]:
         with torch.no_grad():
             delta = self._from_raw(self.raw)
             penalty_grad = torch.zeros_like(delta)                   # ∂penalty/∂δ, (n, 2)
@@ -229,8 +252,8 @@ class AuxOffsets:
                 metrics = self._batch_penalty_grad(batches, indices, global_batch_size, delta,
                                                    penalty_grad)
             raw_grad = self.raw.grad if self.raw.grad is not None else torch.zeros_like(delta)
-            grad = raw_grad + penalty_grad * self._ddelta_draw()     # chain rule through the cap
-            rows = torch.unique(torch.cat(indices))
+            grad = raw_grad * local_weight + penalty_grad * self._ddelta_draw()  # cap's chain rule
+            grad, rows = combine_row_gradients(grad, indices, self.num_examples)
             old = delta[rows]
             self.optimizer.update(self.raw, rows, grad[rows])
             self.raw.grad = None
@@ -267,7 +290,11 @@ class AuxOffsets:
         occurrences = [torch.cat([delta[i, 0], delta[i, 1]]) for i in indices]
         null_image = sum(self.products.vjp(b, c).to(self.dtype)                  # A_B·δ_B
                          for b, c in zip(batches, occurrences))
-        squares = float(sum(c.pow(2).sum() for c in occurrences))
+        squares = sum(c.pow(2).sum() for c in occurrences).reshape(1)
+        if is_distributed():                     # the global batch's A_B·δ_B and ‖δ_B‖²
+            packed = all_reduce_(torch.cat([null_image, squares.to(null_image.dtype)]))
+            null_image, squares = packed[:-1], packed[-1:]
+        squares = float(squares)
         penalty = (self.lambda_null * float(null_image.pow(2).sum()) / responses**2
                    + self.amp_sign * self.lambda_amp * squares / responses)
         null_scale = 2 * self.lambda_null / responses**2
@@ -284,12 +311,14 @@ class AuxOffsets:
 
     def _add_to_u(self, batches, indices, change: torch.Tensor) -> None:
         """u += A·Δδ, every changed dataset row counted once (first occurrence)."""
-        seen = torch.zeros(self.num_examples, dtype=torch.bool)
+        seen = rows_owned_elsewhere(indices, self.num_examples)
+        update = torch.zeros_like(self.u)
         for batch, index in zip(batches, indices):
             keep = first_occurrences(index.cpu(), seen).to(self.device)
             cotangent = torch.cat([change[index, 0] * keep, change[index, 1] * keep])
             if torch.any(cotangent != 0):
-                self.u += self.products.vjp(batch, cotangent).to(self.dtype)
+                update += self.products.vjp(batch, cotangent).to(self.dtype)
+        self.u += all_reduce_(update)                    # every process: the same A_B·Δδ_B
 
     def recompute_u(self, batches: Iterable[Batch] | None) -> None:
         """u = A·δ from scratch (global mode; a no-op in the others).
@@ -317,6 +346,7 @@ class AuxOffsets:
             rows = torch.nonzero(missing).flatten()
             raise ValueError(f"recompute_u: {rows.numel()} dataset rows with non-zero δ are "
                              f"missing from the batches (first: {int(rows[0])})")
+        broadcast_(self.u)          # each process passed over the whole dataset: keep rank 0's
 
     # ---- projection mode ---------------------------------------------------------------------
 
@@ -336,6 +366,7 @@ class AuxOffsets:
             raise ValueError(f"projection: {missing.numel()} dataset rows are missing from "
                              f"the batches given to prepare() (first: {int(missing[0])})")
         basis, rank = null_space_basis(jacobian_t)
+        broadcast_(basis)                        # every process: rank 0's Γ, bit for bit
         if rank >= 2 * n:
             warnings.warn(
                 f"projection: 2n = {2 * n} responses ≤ rank(A) = {rank}, so N(A) = {{0}}: δ "
@@ -349,8 +380,9 @@ class AuxOffsets:
                                 requires_grad=True)
         self.optimizer = self._optimizer_class((1, size), **self._optimizer_args)
 
-    def _step_projection(self) -> dict[str, float]:
+    def _step_projection(self, local_weight: float = 1.0) -> dict[str, float]:
         grad = self.coef.grad if self.coef.grad is not None else torch.zeros_like(self.coef)
+        grad = all_reduce_(grad * local_weight)              # the global batch's mean
         if self.coef.numel():
             self.optimizer.update(self.coef, torch.zeros(1, dtype=torch.long,
                                                          device=self.device), grad)

@@ -72,12 +72,17 @@ class ReferenceProducts:
             a model that stays at θ₀, e.g. a frozen reference copy (saves one copy of θ).
         jacobian_chunk_size: rows of A_Bᵀ computed at once by ``jacobian`` (None: all).
         math_attention_vjp: run the VJP with math-backend attention (see the module notes).
+        jvp_method: ``"forward"`` (default, ``torch.func.jvp``) or ``"double-vjp"`` (two
+            backward passes; faster only for tiny, overhead-bound models, see
+            docs/benchmarks.md); see :meth:`logps_and_jvp`.
     """
 
     def __init__(self, model: torch.nn.Module, param_names: list[str] | None = None, *,
                  average: bool = False, snapshot: bool = True,
                  jacobian_chunk_size: int | None = None,
-                 math_attention_vjp: bool = True) -> None:
+                 math_attention_vjp: bool = True, jvp_method: str = "forward") -> None:
+        if jvp_method not in ("double-vjp", "forward"):
+            raise ValueError(f"jvp_method must be 'double-vjp' or 'forward', got {jvp_method!r}")
         named = dict(model.named_parameters())
         if param_names is None:
             param_names = [name for name, p in named.items() if p.requires_grad]
@@ -94,6 +99,7 @@ class ReferenceProducts:
         self.average = average
         self.jacobian_chunk_size = jacobian_chunk_size
         self.math_attention_vjp = math_attention_vjp
+        self.jvp_method = jvp_method
         self.shapes = [named[name].shape for name in self.param_names]
         self.numels = [named[name].numel() for name in self.param_names]
         self.dim = int(sum(self.numels))
@@ -177,12 +183,37 @@ class ReferenceProducts:
         return self.flatten(grads)
 
     def jvp(self, batch: Mapping[str, torch.Tensor], tangent: torch.Tensor) -> torch.Tensor:
-        """``A_Bᵀ @ tangent``: ``(d,) → (N,)``, one forward-mode pass (math attention)."""
+        """``A_Bᵀ @ tangent``: ``(d,) → (N,)``."""
+        return self.logps_and_jvp(batch, tangent)[1]
+
+    def logps_and_jvp(self, batch: Mapping[str, torch.Tensor], tangent: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log π_θ₀(a_j|s_j), A_Bᵀ @ tangent)``, both ``(N,)``, from one product.
+
+        ``jvp_method="forward"`` (default): one forward-mode pass with ``torch.func.jvp``
+        (math attention). ``"double-vjp"``: with g(c) = A_B·c built by a backward pass that
+        keeps its graph (g is linear in c), A_Bᵀt = ∂⟨g(c), t⟩/∂c, a second backward pass.
+        The primal comes for free, so a caller that needs the reference log-probs and A_Bᵀu
+        for the same batch (u fixed within a step) can take both from one call.
+        """
         theta = tuple(self.reference.values())
         tangents = tuple(t.to(p) for t, p in zip(self.unflatten(tangent), theta))
-        with self._context(math_attention=True), torch.no_grad():
-            _, directional = torch.func.jvp(self._logps_fn(batch), theta, tangents)
-        return directional
+        if self.jvp_method == "forward":
+            with self._context(math_attention=True), torch.no_grad():
+                logps, directional = torch.func.jvp(self._logps_fn(batch), theta, tangents)
+            return logps, directional
+        leaves = [t.detach().requires_grad_(True) for t in theta]
+        with self._context(self.math_attention_vjp), torch.enable_grad():
+            logps = self._logps_fn(batch)(*leaves)
+            dummy = torch.zeros_like(logps, requires_grad=True)
+            grads = torch.autograd.grad(logps, leaves, grad_outputs=dummy, create_graph=True,
+                                        allow_unused=True)
+            pairs = [(g, t) for g, t in zip(grads, tangents) if g is not None and g.requires_grad]
+            if not pairs:
+                return logps.detach(), torch.zeros_like(logps.detach())
+            inner = sum((g * t).sum() for g, t in pairs)                   # ⟨A_B·c, t⟩
+            (directional,) = torch.autograd.grad(inner, dummy)
+        return logps.detach(), directional.detach()
 
     def jacobian(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``A_Bᵀ`` explicitly: ``(N, d)``, row j = ∇_θ log π_θ₀(a_j|s_j).

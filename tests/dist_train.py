@@ -1,0 +1,95 @@
+"""Trainer-level run for tests/test_distributed.py, launched by ``torchrun`` (W processes)
+or plain ``python`` (1 process): AuxDPOTrainer on a tiny float64 GPT-2 for each listed
+method/mode, the GLOBAL batch fixed (per-process batch = global / W), then rank 0 saves the
+final parameters, δ and u to ``<out>/<name>.pt``.
+
+    python tests/dist_train.py OUT [--steps 4] [--global-batch 8] [--save-steps 0]
+        [--resume OUT_OF_AN_EARLIER_RUN [--resume-step 2]] [--runs dpo,global,batch] [--data SAVED_DATASET] [--gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "train"))
+
+import datasets  # noqa: E402
+import torch  # noqa: E402
+import train_helpers as H  # noqa: E402
+
+from auxdpo.distributed import rank, world_size  # noqa: E402
+from auxdpo.train.trainer import AuxDPOTrainer  # noqa: E402
+
+# train_helpers disables the datasets cache. TRL's precompute_ref_log_probs writes the
+# reference log-probs once (rank 0) beside the dataset's cache files and every rank reads
+# them back: that needs the cache on and a dataset stored on disk (``--data``); an in-memory
+# dataset would put the file in a per-process temporary folder.
+datasets.enable_caching()
+
+RUNS = {
+    "dpo": {"method": "dpo"},
+    "global": {"method": "auxdpo", "aux_constraint": "global", "lambda_null": 5.0,
+               "delta_lr": 0.05},
+    "batch": {"method": "auxdpo", "aux_constraint": "batch", "lambda_null": 5.0,
+              "lambda_amp": 0.1, "delta_lr": 0.05},
+    "global_precomputed": {"method": "auxdpo", "aux_constraint": "global", "lambda_null": 5.0,
+                           "delta_lr": 0.05, "precompute_ref_log_probs": True},
+}
+N_ROWS = 16
+
+
+def _world() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def train_one(name: str, out: Path, args) -> None:
+    per_device = args.global_batch // _world()
+    save = ({"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps
+            else {"save_strategy": "no"})
+    config = H.config(out / name, per_device_train_batch_size=per_device,
+                      max_steps=args.steps, learning_rate=5e-3, use_cpu=not args.gpu,
+                      **save, **RUNS[name])
+    train = datasets.load_from_disk(args.data) if args.data else H.dataset(N_ROWS)
+    trainer = AuxDPOTrainer(H.model(), args=config, train_dataset=train,
+                            processing_class=H.tokenizer())
+    resume = None
+    if args.resume:
+        resume = str(Path(args.resume) / name / f"checkpoint-{args.resume_step}")
+    trainer.train(resume_from_checkpoint=resume)
+    if rank() == 0:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        result = {"params": {k: v.detach().cpu().clone() for k, v in model.named_parameters()},
+                  "world_size": world_size()}
+        if trainer.offsets is not None:
+            result["delta"] = trainer.offsets.table().cpu()
+            if trainer.offsets.u is not None:
+                result["u"] = trainer.offsets.u.cpu()
+        torch.save(result, out / f"{name}.pt")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--global-batch", type=int, default=8)
+    parser.add_argument("--save-steps", type=int, default=0)
+    parser.add_argument("--resume", default=None)
+    parser.add_argument("--resume-step", type=int, default=2)
+    parser.add_argument("--runs", default=",".join(RUNS))
+    parser.add_argument("--gpu", action="store_true", help="train on the GPUs (NCCL)")
+    parser.add_argument("--data", default=None, help="a dataset saved with save_to_disk "
+                        "(needed by precompute_ref_log_probs under several processes)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.runs.split(","):
+        train_one(name, out, args)
+
+
+if __name__ == "__main__":
+    main()

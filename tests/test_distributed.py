@@ -1,0 +1,208 @@
+"""AuxOffsets across processes: 2 CPU processes (gloo) against 1 process with the same
+global batches, for the global (with and without cap), batch and projection modes, and a
+2-process state resumed in 1 process. See docs/scaling.md.
+
+The trainer-level tests (``slow``: about 100 s on 2 cores) launch ``tests/dist_train.py``
+with ``torchrun --nproc_per_node 2`` (gloo on CPU) and with plain ``python``:
+``.venv/bin/pytest -q -m slow tests/test_distributed.py``. Unit level (default suite):
+``.venv/bin/pytest -q tests/test_distributed.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import dist_worker
+from auxdpo.distributed import (
+    check_engine_support,
+    estimate_costs,
+    offsets_state_bytes,
+    sharding_engine,
+    world_size,
+)
+
+FIRST_STEPS = 4                   # steps run by 2 processes before the 1-process resume
+ATOL = 1e-10
+
+
+@pytest.fixture(scope="module")
+def two_process_states(tmp_path_factory):
+    """Every config's state after the schedule's first steps, from each of 2 processes."""
+    folder = tmp_path_factory.mktemp("dist")
+    init_file = str(folder / "init")
+    # fork: the children inherit the imported torch/transformers (spawn re-imports: ~20 s).
+    mp.start_processes(dist_worker.worker, args=(2, init_file, str(folder), FIRST_STEPS),
+                       nprocs=2, join=True, start_method="fork")
+    return {name: [torch.load(folder / f"{name}.rank{r}.pt", weights_only=True)
+                   for r in (0, 1)] for name in dist_worker.CONFIGS}
+
+
+@pytest.mark.parametrize("name", list(dist_worker.CONFIGS))
+def test_measured_state_and_traffic_match_the_estimates(two_process_states, name):
+    offsets = dist_worker.build(name)
+    null_dim = offsets.basis.shape[1] if name == "projection" else 0
+    costs = estimate_costs(offsets.mode, offsets.num_examples, offsets.products.dim,
+                           itemsize=8, null_dim=null_dim)
+    assert offsets_state_bytes(offsets) == (costs["delta_state"] + costs["u"]
+                                            + costs["projection_state"])
+    for state in two_process_states[name]:                 # counted after prepare()
+        assert state["traffic_bytes"] == FIRST_STEPS * costs["comm_per_step"]
+
+
+def _assert_states_close(state, other, atol):
+    torch.testing.assert_close(state["table"], other["table"], rtol=0, atol=atol)
+    for key in ("raw", "coef", "u"):
+        if key in state:
+            torch.testing.assert_close(state[key], other[key], rtol=0, atol=atol)
+    for key, value in state["optimizer"].items():
+        torch.testing.assert_close(value, other["optimizer"][key], rtol=0, atol=atol)
+    assert state["num_steps"] == other["num_steps"]
+
+
+@pytest.mark.parametrize("name", list(dist_worker.CONFIGS))
+def test_two_processes_equal_one_process_with_the_global_batch(two_process_states, name):
+    rank0, rank1 = two_process_states[name]
+    _assert_states_close(rank0, rank1, atol=0)          # identical on every process
+    single = dist_worker.build(name)
+    dist_worker.run_schedule(single, dist_worker.SCHEDULE[:FIRST_STEPS], rank=None)
+    expected = single.state_dict()
+    expected["table"] = single.table()
+    assert expected["table"].abs().max() > 1e-3         # δ really moved
+    _assert_states_close(rank0, expected, atol=ATOL)
+    if name.startswith("global"):                       # u = A·δ on the 2-process side too
+        recomputed = dist_worker.build(name)
+        recomputed.load_state_dict(rank0, recompute=True)
+        torch.testing.assert_close(recomputed.u, rank0["u"], rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("name", list(dist_worker.CONFIGS))
+def test_two_process_state_resumes_in_one_process(two_process_states, name):
+    uninterrupted = dist_worker.build(name)
+    dist_worker.run_schedule(uninterrupted, dist_worker.SCHEDULE, rank=None)
+    resumed = dist_worker.build(name)
+    state = {k: v for k, v in two_process_states[name][0].items() if k != "table"}
+    resumed.load_state_dict(state)
+    dist_worker.run_schedule(resumed, dist_worker.SCHEDULE[FIRST_STEPS:], rank=None)
+    torch.testing.assert_close(resumed.table(), uninterrupted.table(), rtol=0, atol=ATOL)
+    if resumed.u is not None:
+        torch.testing.assert_close(resumed.u, uninterrupted.u, rtol=0, atol=ATOL)
+
+
+def test_single_process_helpers_are_identities():
+    assert world_size() == 1
+
+
+@pytest.mark.parametrize("env, engine", [
+    ({"ACCELERATE_USE_FSDP": "true"}, "FSDP"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
+     "DeepSpeed ZeRO-3"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, None),
+    ({}, None),
+])
+def test_sharding_engines_are_refused_at_start_up(monkeypatch, env, engine):
+    for key in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED",
+                "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert sharding_engine() == engine
+    if engine is None:
+        check_engine_support("global")
+        return
+    with pytest.raises(ValueError, match=f"not supported under {engine}.*ddp.yaml"):
+        dist_worker.build("batch")
+    assert os.environ.get("ACCELERATE_USE_FSDP", "") in {"", "true"}
+
+
+def test_sharded_parameters_are_detected_on_the_model():
+    model = dist_worker.tiny_gpt2("sdpa", layers=1)
+    assert sharding_engine(model) is None
+    next(model.parameters()).ds_id = 0                  # what ZeRO-3 attaches
+    assert sharding_engine(model) == "DeepSpeed ZeRO-3"
+
+
+# ---- trainer level: torchrun (2 processes) against python (1 process) -------------------
+
+SCRIPT = Path(__file__).with_name("dist_train.py")
+TRAINER_RUNS = ("dpo", "global", "batch", "global_precomputed")
+
+
+def _launch(out: Path, *extra: str, processes: int = 1) -> None:
+    launcher = [sys.executable]
+    if processes > 1:
+        # --standalone: the rendezvous picks its own free port (no race with other jobs).
+        launcher += ["-m", "torch.distributed.run", "--standalone",
+                     "--nproc_per_node", str(processes)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    done = subprocess.run([*launcher, str(SCRIPT), str(out), *extra], env=env, timeout=900,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+
+
+@pytest.fixture(scope="module")
+def trainer_runs(tmp_path_factory):
+    """Folders: 1 process × 4 steps; 2 processes × 4 steps; 2 processes × 2 steps with a
+    checkpoint, resumed by 1 process to step 4; 1 process's step-2 checkpoint resumed by 2. Global batch 8 of 16 rows everywhere."""
+    import datasets
+
+    sys.path.insert(0, str(Path(__file__).parent / "train"))
+    import train_helpers
+
+    root = tmp_path_factory.mktemp("dist_train")
+    data = root / "data"
+    train_helpers.dataset(16).save_to_disk(str(data))
+    common = ["--runs", ",".join(TRAINER_RUNS), "--data", str(data)]
+    _launch(root / "one", *common, "--save-steps", "2")     # checkpoints 2 and 4
+    _launch(root / "two", *common, processes=2)
+    _launch(root / "two_ckpt", *common, "--steps", "2", "--save-steps", "2", processes=2)
+    _launch(root / "resumed", *common, "--resume", str(root / "two_ckpt"))
+    _launch(root / "resumed_by_two", *common, "--resume", str(root / "one"), processes=2)
+    datasets.disable_caching()
+    return root
+
+
+def _compare(one: dict, other: dict) -> None:
+    for name, value in one["params"].items():
+        torch.testing.assert_close(other["params"][name], value, rtol=1e-10, atol=1e-12)
+    for key in ("delta", "u"):
+        assert (key in one) == (key in other)
+        if key in one:
+            torch.testing.assert_close(other[key], one[key], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", TRAINER_RUNS)
+def test_trainer_two_processes_equal_one_process(trainer_runs, run):
+    one = torch.load(trainer_runs / "one" / f"{run}.pt", weights_only=True)
+    two = torch.load(trainer_runs / "two" / f"{run}.pt", weights_only=True)
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    if "delta" in one:
+        assert one["delta"].abs().max() > 1e-3                 # δ really trained
+    _compare(one, two)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", TRAINER_RUNS)
+def test_trainer_two_process_checkpoint_resumes_in_one_process(trainer_runs, run):
+    folder = trainer_runs / "two_ckpt" / run / "checkpoint-2"
+    assert (folder / "rng_state_1.pth").exists()                # written by 2 processes
+    one = torch.load(trainer_runs / "one" / f"{run}.pt", weights_only=True)
+    resumed = torch.load(trainer_runs / "resumed" / f"{run}.pt", weights_only=True)
+    assert resumed["world_size"] == 1
+    _compare(one, resumed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", TRAINER_RUNS)
+def test_trainer_one_process_checkpoint_resumes_in_two_processes(trainer_runs, run):
+    one = torch.load(trainer_runs / "one" / f"{run}.pt", weights_only=True)
+    resumed = torch.load(trainer_runs / "resumed_by_two" / f"{run}.pt", weights_only=True)
+    assert resumed["world_size"] == 2
+    _compare(one, resumed)
