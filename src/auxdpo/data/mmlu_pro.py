@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import os
 import random
-import warnings
 from typing import Any
 
 from auxdpo.data.schema import (
     CONTENT,
     Problem,
-    raise_on_schema_problems,
-    records_from_source,
+    load_normalized,
+    normalize_records,
     require_list,
     require_text,
     shared_data_path,
@@ -45,18 +44,7 @@ MIN_OPTIONS, MAX_OPTIONS = 3, 10
 
 def normalize_mmlu_pro(records: list[tuple[int, Any]]) -> tuple[list[dict], list[Problem]]:
     """Rows → (question rows with :data:`QUESTION_COLUMNS`, problems found)."""
-    questions: list[dict] = []
-    problems: list[Problem] = []
-    for row, record in records:
-        if not isinstance(record, dict):
-            problems.append(Problem(row, "<row>", f"expected an object, got {type(record).__name__}"))
-            continue
-        found: list[Problem] = []
-        question = _normalize_row(row, record, found)
-        problems.extend(found)
-        if question is not None and not found:
-            questions.append(question)
-    return questions, problems
+    return normalize_records(records, _normalize_row)
 
 
 def _normalize_row(row: int, record: dict, problems: list[Problem]) -> dict | None:
@@ -138,17 +126,7 @@ def load_mmlu_pro(source: str | os.PathLike = DEFAULT_MMLU_PRO, split: str = "te
     problems raise ``DataFormatError`` naming file, row and field; rows with content
     problems are dropped with a warning.
     """
-    label, records, problems = records_from_source(source, split)
-    questions, row_problems = normalize_mmlu_pro(records)
-    problems += row_problems
-    raise_on_schema_problems(label, problems)
-    if problems:
-        dropped = len({problem.row for problem in problems})
-        warnings.warn(f"{label}: dropped {dropped} unusable rows (first: {problems[0]})",
-                      stacklevel=2)
-    if not questions:
-        raise ValueError(f"{label}: no usable questions")
-    return to_dataset(questions, QUESTION_COLUMNS)
+    return load_normalized(source, split, normalize_mmlu_pro, QUESTION_COLUMNS, "questions")
 
 
 def _rejected_indices(question: dict, mode: str, seed: int) -> list[int]:

@@ -19,14 +19,13 @@ from __future__ import annotations
 import os
 import random
 import re
-import warnings
 from typing import Any
 
 from auxdpo.data.schema import (
     CONTENT,
     Problem,
-    raise_on_schema_problems,
-    records_from_source,
+    load_normalized,
+    normalize_records,
     require_list,
     require_text,
     to_dataset,
@@ -43,18 +42,7 @@ _TIES_ID = re.compile(r"^(ref|tied):\d+$")
 
 def normalize_rewardbench2(records: list[tuple[int, Any]]) -> tuple[list[dict], list[Problem]]:
     """Rows → (best-of-N rows with :data:`BEST_OF_N_COLUMNS`, problems found)."""
-    items: list[dict] = []
-    problems: list[Problem] = []
-    for row, record in records:
-        if not isinstance(record, dict):
-            problems.append(Problem(row, "<row>", f"expected an object, got {type(record).__name__}"))
-            continue
-        found: list[Problem] = []
-        item = _normalize_row(row, record, found)
-        problems.extend(found)
-        if item is not None and not found:
-            items.append(item)
-    return items, problems
+    return normalize_records(records, _normalize_row)
 
 
 def _normalize_row(row: int, record: dict, problems: list[Problem]) -> dict | None:
@@ -95,17 +83,7 @@ def load_rewardbench2(source: str | os.PathLike = "allenai/reward-bench-2", spli
     ``split`` is used). Schema problems raise ``DataFormatError`` naming file, row and field;
     rows with content problems are dropped with a warning.
     """
-    label, records, problems = records_from_source(source, split)
-    items, row_problems = normalize_rewardbench2(records)
-    problems += row_problems
-    raise_on_schema_problems(label, problems)
-    if problems:
-        dropped = len({problem.row for problem in problems})
-        warnings.warn(f"{label}: dropped {dropped} unusable rows (first: {problems[0]})",
-                      stacklevel=2)
-    if not items:
-        raise ValueError(f"{label}: no usable rows")
-    return to_dataset(items, BEST_OF_N_COLUMNS)
+    return load_normalized(source, split, normalize_rewardbench2, BEST_OF_N_COLUMNS, "rows")
 
 
 def count_rewardbench2_pairs(items: list[dict], mode: str = "all") -> int:

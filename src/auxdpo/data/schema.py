@@ -20,6 +20,8 @@ from typing import Any
 __all__ = [
     "DataFormatError",
     "Problem",
+    "load_normalized",
+    "normalize_records",
     "read_records",
     "is_local_path",
     "require_text",
@@ -201,3 +203,42 @@ def raise_on_schema_problems(source: str, problems: list[Problem], limit: int = 
     shown = "; ".join(str(problem) for problem in schema[:limit])
     more = f" (and {len(schema) - limit} more)" if len(schema) > limit else ""
     raise DataFormatError(f"{source}: {shown}{more}")
+
+
+def normalize_records(records: list[tuple[int, Any]], normalize_row
+                      ) -> tuple[list[dict], list[Problem]]:
+    """Apply ``normalize_row(row, record, problems) -> dict | None`` to every object row.
+
+    A row that is not an object, or whose normalisation reports any problem, yields nothing.
+    """
+    items: list[dict] = []
+    problems: list[Problem] = []
+    for row, record in records:
+        if not isinstance(record, dict):
+            problems.append(Problem(row, "<row>", f"expected an object, got {type(record).__name__}"))
+            continue
+        found: list[Problem] = []
+        item = normalize_row(row, record, found)
+        problems.extend(found)
+        if item is not None and not found:
+            items.append(item)
+    return items, problems
+
+
+def load_normalized(source: str | os.PathLike, split: str, normalize, columns: tuple[str, ...],
+                    what: str):
+    """Read ``source``, normalise its rows, raise on schema problems, warn on dropped rows,
+    and return a ``datasets.Dataset`` with ``columns`` (an error when no row is usable)."""
+    import warnings
+
+    label, records, problems = records_from_source(source, split)
+    items, row_problems = normalize(records)
+    problems += row_problems
+    raise_on_schema_problems(label, problems)
+    if problems:
+        dropped = len({problem.row for problem in problems})
+        warnings.warn(f"{label}: dropped {dropped} unusable rows (first: {problems[0]})",
+                      stacklevel=3)
+    if not items:
+        raise ValueError(f"{label}: no usable {what}")
+    return to_dataset(items, columns)

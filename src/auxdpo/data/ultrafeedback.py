@@ -19,18 +19,16 @@ Output columns: ``id`` (str: ``prompt_id``, else ``source_index``, else the row 
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 from auxdpo.data.schema import (
     CONTENT,
     Problem,
-    raise_on_schema_problems,
-    records_from_source,
+    load_normalized,
+    normalize_records,
     require_text,
     shared_data_path,
     split_conversation,
-    to_dataset,
 )
 
 __all__ = ["DEFAULT_ULTRAFEEDBACK", "PAIR_COLUMNS", "normalize_ultrafeedback",
@@ -48,25 +46,20 @@ def normalize_ultrafeedback(records: list[tuple[int, Any]]
     A row with any problem yields no pair. Identical chosen and rejected texts are a
     content problem: such a pair carries no preference.
     """
-    pairs: list[dict] = []
-    problems: list[Problem] = []
-    for row, record in records:
-        if not isinstance(record, dict):
-            problems.append(Problem(row, "<row>", f"expected an object, got {type(record).__name__}"))
-            continue
-        found: list[Problem] = []
-        texts = _pair_texts(row, record, found)
-        if texts is not None and texts[1] == texts[2]:
-            found.append(Problem(row, "rejected", "identical to chosen (no preference)", CONTENT))
-        problems.extend(found)
-        if found or texts is None:
-            continue
-        prompt, chosen, rejected = texts
-        score_chosen, score_rejected = _scores(record)
-        pairs.append({"id": _row_id(row, record), "prompt": prompt, "chosen": chosen,
-                      "rejected": rejected, "score_chosen": score_chosen,
-                      "score_rejected": score_rejected})
-    return pairs, problems
+    return normalize_records(records, _normalize_row)
+
+
+def _normalize_row(row: int, record: dict, found: list[Problem]) -> dict | None:
+    texts = _pair_texts(row, record, found)
+    if texts is None:
+        return None
+    prompt, chosen, rejected = texts
+    if chosen == rejected:
+        found.append(Problem(row, "rejected", "identical to chosen (no preference)", CONTENT))
+        return None
+    score_chosen, score_rejected = _scores(record)
+    return {"id": _row_id(row, record), "prompt": prompt, "chosen": chosen,
+            "rejected": rejected, "score_chosen": score_chosen, "score_rejected": score_rejected}
 
 
 def _pair_texts(row: int, record: dict, problems: list[Problem]) -> tuple[str, str, str] | None:
@@ -133,14 +126,5 @@ def load_ultrafeedback(source: str | os.PathLike = DEFAULT_ULTRAFEEDBACK,
     field on a schema mismatch; rows with content problems are dropped with a warning.
     """
     split = split or _HUB_SPLITS.get(os.fspath(source), "train")
-    label, records, problems = records_from_source(source, split)
-    pairs, row_problems = normalize_ultrafeedback(records)
-    problems += row_problems
-    raise_on_schema_problems(label, problems)
-    if problems:
-        dropped = len({problem.row for problem in problems})
-        warnings.warn(f"{label}: dropped {dropped} unusable rows (first: {problems[0]})",
-                      stacklevel=2)
-    if not pairs:
-        raise ValueError(f"{label}: no usable preference pairs")
-    return to_dataset(pairs, PAIR_COLUMNS)
+    return load_normalized(source, split, normalize_ultrafeedback, PAIR_COLUMNS,
+                           "preference pairs")
