@@ -117,3 +117,11 @@ def test_pickled_weights_are_refused_and_remote_code_is_off(tmp_path):
     with pytest.raises(OSError, match="model.safetensors"):
         AuxDPOTrainer(str(tmp_path / "m"), args=config, train_dataset=H.dataset(4),
                       processing_class=H.tokenizer())
+
+
+def test_overrides_keep_strategy_strings_and_exponent_floats():
+    values = parse_overrides(["--save_strategy", "no", "--learning_rate", "1e-3"])
+    assert values == {"save_strategy": "no", "learning_rate": 0.001}
+    _, config = resolve_config({**values, "output_dir": "unused", "report_to": [],
+                                "use_cpu": True, "bf16": False})
+    assert config.save_strategy == "no" and config.learning_rate == 0.001

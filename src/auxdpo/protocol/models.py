@@ -72,12 +72,12 @@ def load_base_model(spec: ModelSpec, device=None) -> LoadedModel:
 def base_spec_of_run(path: str) -> ModelSpec | None:
     """The base model of an ``auxdpo train`` run folder (from its resolved config), or of a
     PEFT adapter folder (``base_model_name_or_path``); None when neither names one."""
-    import yaml
+    from auxdpo.yamlio import load_yaml
 
     config_file = os.path.join(path, RUN_CONFIG)
     if os.path.isfile(config_file):
         with open(config_file, encoding="utf-8") as handle:
-            run = (yaml.safe_load(handle) or {}).get("run", {})
+            run = (load_yaml(handle) or {}).get("run", {})
         if run.get("model_name_or_path"):
             return ModelSpec(name_or_path=run["model_name_or_path"],
                              tiny_num_layers=run.get("tiny_num_layers", 2),

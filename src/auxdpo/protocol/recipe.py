@@ -254,9 +254,11 @@ def load_recipe(path: str) -> Recipe:
     """Read a YAML recipe file."""
     import yaml
 
+    from auxdpo.yamlio import load_yaml
+
     with open(path, encoding="utf-8") as handle:
         try:
-            values = yaml.safe_load(handle)
+            values = load_yaml(handle)
         except yaml.YAMLError as exc:
             raise ValueError(f"{path}: not valid YAML ({exc})") from None
     try:

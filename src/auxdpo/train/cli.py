@@ -39,15 +39,14 @@ def register(subparsers) -> None:
 def _handle(args) -> int:
     import os
 
-    import yaml
-
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from auxdpo.train.run import parse_overrides, resolve_config, run_training
+    from auxdpo.yamlio import load_yaml
 
     values = {}
     if args.config:
         with open(args.config, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle) or {}
+            values = load_yaml(handle) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{args.config}: expected a mapping of keys to values")
     values.update(parse_overrides(args.overrides))

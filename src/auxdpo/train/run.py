@@ -20,6 +20,7 @@ import yaml
 from auxdpo.train.checkpoint import atomic_write_text
 from auxdpo.train.data import RowTable, validate_preference_rows
 from auxdpo.train.tiny import build_char_tokenizer, build_tiny_model, is_tiny_name
+from auxdpo.yamlio import load_yaml
 
 __all__ = ["RESOLVED_CONFIG", "RunArguments", "load_dataset_rows", "parse_overrides",
            "resolve_config", "run_training"]
@@ -53,7 +54,8 @@ class RunArguments:
 
 def parse_overrides(tokens: list[str]) -> dict[str, Any]:
     """``["--beta", "0.2", "--bf16=false", "--flag"]`` → ``{"beta": 0.2, "bf16": False,
-    "flag": True}``; values are read as YAML scalars (numbers, booleans, null, lists)."""
+    "flag": True}``; values are read as YAML scalars (numbers, booleans, null, lists), with
+    YAML 1.2 booleans: ``--save_strategy no`` stays the string ``"no"``."""
     out: dict[str, Any] = {}
     i = 0
     while i < len(tokens):
@@ -66,7 +68,7 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
                 value, i = tokens[i + 1], i + 1
             else:
                 value = "true"
-        out[key.replace("-", "_")] = yaml.safe_load(value) if value != "" else ""
+        out[key.replace("-", "_")] = load_yaml(value) if value != "" else ""
         i += 1
     return out
 
