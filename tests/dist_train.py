@@ -1,10 +1,13 @@
-"""Trainer-level run for tests/test_distributed.py, launched by ``torchrun`` (W processes)
-or plain ``python`` (1 process): AuxDPOTrainer on a tiny float64 GPT-2 for each listed
+"""Trainer-level run for tests/test_distributed.py, launched by ``torchrun`` or
+``accelerate launch --config_file examples/accelerate/ddp_cpu.yaml`` (W processes) or plain
+``python`` (1 process): AuxDPOTrainer on a tiny float64 GPT-2 for each listed
 method/mode, the GLOBAL batch fixed (per-process batch = global / W), then rank 0 saves the
-final parameters, δ and u to ``<out>/<name>.pt``.
+final parameters, δ and u to ``<out>/<name>.pt``. ``--global-batch`` counts one micro-step
+of all processes; ``--set gradient_accumulation_steps=K`` multiplies the optimizer's batch.
 
     python tests/dist_train.py OUT [--steps 4] [--global-batch 8] [--save-steps 0]
-        [--resume OUT_OF_AN_EARLIER_RUN [--resume-step 2]] [--runs dpo,global,batch] [--data SAVED_DATASET] [--gpu]
+        [--resume OUT_OF_AN_EARLIER_RUN [--resume-step 2]] [--runs dpo,global,batch]
+        [--data SAVED_DATASET] [--gpu] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ RUNS = {
               "lambda_amp": 0.1, "delta_lr": 0.05},
     "global_precomputed": {"method": "auxdpo", "aux_constraint": "global", "lambda_null": 5.0,
                            "delta_lr": 0.05, "precompute_ref_log_probs": True},
+    # Only the final norm's weight trains: d = 16 < 2n = 32, so A has a null space of
+    # dimension ≥ 16 and δ = Γc really moves (with capacity full, 2n < d: dimension 0).
+    "projection": {"method": "auxdpo", "aux_constraint": "projection",
+                   "capacity": r"regex:ln_f\.weight$", "delta_lr": 0.05},
 }
 N_ROWS = 16
 
@@ -47,13 +54,22 @@ def _world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def _engine(trainer) -> str:
+    """What accelerate really set up: ``DDP``, ``NO`` (1 process) or ``DEEPSPEED zero<k>``."""
+    kind = trainer.accelerator.distributed_type.value
+    plugin = trainer.accelerator.state.deepspeed_plugin
+    if plugin is not None:
+        return f"DEEPSPEED zero{plugin.zero_stage}"
+    return "DDP" if kind.startswith("MULTI_") else kind
+
+
 def train_one(name: str, out: Path, args) -> None:
     per_device = args.global_batch // _world()
     save = ({"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps
             else {"save_strategy": "no"})
     config = H.config(out / name, per_device_train_batch_size=per_device,
                       max_steps=args.steps, learning_rate=5e-3, use_cpu=not args.gpu,
-                      **save, **RUNS[name])
+                      **save, **{**RUNS[name], **dict(args.set)})
     train = datasets.load_from_disk(args.data) if args.data else H.dataset(N_ROWS)
     trainer = AuxDPOTrainer(H.model(), args=config, train_dataset=train,
                             processing_class=H.tokenizer())
@@ -64,12 +80,24 @@ def train_one(name: str, out: Path, args) -> None:
     if rank() == 0:
         model = trainer.accelerator.unwrap_model(trainer.model)
         result = {"params": {k: v.detach().cpu().clone() for k, v in model.named_parameters()},
-                  "world_size": world_size()}
+                  "world_size": world_size(), "engine": _engine(trainer)}
         if trainer.offsets is not None:
             result["delta"] = trainer.offsets.table().cpu()
             if trainer.offsets.u is not None:
                 result["u"] = trainer.offsets.u.cpu()
+            if getattr(trainer.offsets, "basis", None) is not None:
+                result["null_dim"] = trainer.offsets.basis.shape[1]
         torch.save(result, out / f"{name}.pt")
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    import ast
+
+    key, _, value = text.partition("=")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
 
 
 def main() -> None:
@@ -82,6 +110,9 @@ def main() -> None:
     parser.add_argument("--resume-step", type=int, default=2)
     parser.add_argument("--runs", default=",".join(RUNS))
     parser.add_argument("--gpu", action="store_true", help="train on the GPUs (NCCL)")
+    parser.add_argument("--set", type=_key_value, action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config field (value: Python "
+                        "literal), e.g. --set max_grad_norm=0")
     parser.add_argument("--data", default=None, help="a dataset saved with save_to_disk "
                         "(needed by precompute_ref_log_probs under several processes)")
     args = parser.parse_args()

@@ -2,8 +2,10 @@
 global batches, for the global (with and without cap), batch and projection modes, and a
 2-process state resumed in 1 process. See docs/scaling.md.
 
-The trainer-level tests (``slow``: about 100 s on 2 cores) launch ``tests/dist_train.py``
-with ``torchrun --nproc_per_node 2`` (gloo on CPU) and with plain ``python``:
+The trainer-level tests (``slow``: about 390 s on 2 cores) launch ``tests/dist_train.py``
+with ``torchrun --nproc_per_node 2`` (gloo on CPU), with ``accelerate launch --config_file
+examples/accelerate/ddp_cpu.yaml``, with ``zero2_cpu.yaml`` (DeepSpeed ZeRO-2; skipped when
+deepspeed is not installed) and with plain ``python``:
 ``.venv/bin/pytest -q -m slow tests/test_distributed.py``. Unit level (default suite):
 ``.venv/bin/pytest -q tests/test_distributed.py``.
 """
@@ -75,6 +77,8 @@ def test_two_processes_equal_one_process_with_the_global_batch(two_process_state
     expected = single.state_dict()
     expected["table"] = single.table()
     assert expected["table"].abs().max() > 1e-3         # δ really moved
+    if name == "projection":                            # d = 32 < 2n = 40: real null space
+        assert single.basis.shape[1] >= 8
     _assert_states_close(rank0, expected, atol=ATOL)
     if name.startswith("global"):                       # u = A·δ on the 2-process side too
         recomputed = dist_worker.build(name)
@@ -131,16 +135,24 @@ def test_sharded_parameters_are_detected_on_the_model():
 # ---- trainer level: torchrun (2 processes) against python (1 process) -------------------
 
 SCRIPT = Path(__file__).with_name("dist_train.py")
-TRAINER_RUNS = ("dpo", "global", "batch", "global_precomputed")
+TRAINER_RUNS = ("dpo", "global", "batch", "global_precomputed", "projection")
+ACCELERATE_CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
+ACCELERATE_RUNS = ("dpo", "global", "batch", "projection")
 
 
-def _launch(out: Path, *extra: str, processes: int = 1) -> None:
+def _launch(out: Path, *extra: str, processes: int = 1, accelerate: str | None = None
+            ) -> None:
+    """Run dist_train.py in 1 process (python), ``processes`` (torchrun) or through
+    ``accelerate launch --config_file examples/accelerate/<accelerate>.yaml``."""
     launcher = [sys.executable]
-    if processes > 1:
+    if accelerate:
+        launcher += ["-m", "accelerate.commands.launch", "--config_file",
+                     str(ACCELERATE_CONFIGS / f"{accelerate}.yaml")]
+    elif processes > 1:
         # --standalone: the rendezvous picks its own free port (no race with other jobs).
         launcher += ["-m", "torch.distributed.run", "--standalone",
                      "--nproc_per_node", str(processes)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "DS_ACCELERATOR": "cpu"}
     done = subprocess.run([*launcher, str(SCRIPT), str(out), *extra], env=env, timeout=900,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
@@ -168,13 +180,16 @@ def trainer_runs(tmp_path_factory):
     return root
 
 
-def _compare(one: dict, other: dict) -> None:
+def _compare(one: dict, other: dict, rtol: float = 1e-10, atol: float = 1e-12,
+             offsets_rtol: float = 1e-10, offsets_atol: float = 1e-12) -> None:
     for name, value in one["params"].items():
-        torch.testing.assert_close(other["params"][name], value, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(other["params"][name], value, rtol=rtol, atol=atol)
     for key in ("delta", "u"):
         assert (key in one) == (key in other)
         if key in one:
-            torch.testing.assert_close(other[key], one[key], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(other[key], one[key], rtol=offsets_rtol,
+                                       atol=offsets_atol)
+    assert one.get("null_dim") == other.get("null_dim")
 
 
 @pytest.mark.slow
@@ -185,6 +200,8 @@ def test_trainer_two_processes_equal_one_process(trainer_runs, run):
     assert (one["world_size"], two["world_size"]) == (1, 2)
     if "delta" in one:
         assert one["delta"].abs().max() > 1e-3                 # δ really trained
+    if run == "projection":                                    # a real null space
+        assert one["null_dim"] >= 16
     _compare(one, two)
 
 
@@ -206,3 +223,110 @@ def test_trainer_one_process_checkpoint_resumes_in_two_processes(trainer_runs, r
     resumed = torch.load(trainer_runs / "resumed_by_two" / f"{run}.pt", weights_only=True)
     assert resumed["world_size"] == 2
     _compare(one, resumed)
+
+
+# ---- accelerate launch (examples/accelerate/ddp_cpu.yaml) and DeepSpeed ZeRO-2 ------------
+
+# 2 processes × 2 micro-batches of 2 rows: the same global batch of 8 as the 1-process run
+# (1 micro-batch of 8), so gradient accumulation is covered too.
+ACCUMULATE = ("--global-batch", "4", "--set", "gradient_accumulation_steps=2")
+
+
+@pytest.fixture(scope="module")
+def accelerate_runs(trainer_runs):
+    """``accelerate launch --config_file examples/accelerate/ddp_cpu.yaml`` (2 processes)."""
+    out = trainer_runs / "accelerate"
+    _launch(out, "--runs", ",".join(ACCELERATE_RUNS), "--data", str(trainer_runs / "data"),
+            *ACCUMULATE, accelerate="ddp_cpu")
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ACCELERATE_RUNS)
+def test_accelerate_launch_two_processes_equal_one_process(trainer_runs, accelerate_runs, run):
+    one = torch.load(trainer_runs / "one" / f"{run}.pt", weights_only=True)
+    two = torch.load(accelerate_runs / f"{run}.pt", weights_only=True)
+    assert (two["world_size"], two["engine"]) == (2, "DDP")   # really 2 processes
+    _compare(one, two)
+
+
+def _has_deepspeed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
+
+
+DEEPSPEED_RUNS = ("dpo", "global", "batch", "projection")
+
+
+@pytest.fixture(scope="module")
+def deepspeed_runs(trainer_runs):
+    """``accelerate launch --config_file examples/accelerate/zero2_cpu.yaml`` (2 processes,
+    ZeRO-2 on CPU). The first run on a machine JIT-compiles DeepSpeed's shared-memory
+    all-reduce (minutes; cached in ~/.cache/torch_extensions)."""
+    out = trainer_runs / "zero2"
+    _launch(out, "--runs", ",".join(DEEPSPEED_RUNS), "--data", str(trainer_runs / "data"),
+            *ACCUMULATE, accelerate="zero2_cpu")
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_deepspeed(), reason="deepspeed is not installed")
+@pytest.mark.parametrize("run", DEEPSPEED_RUNS)
+def test_deepspeed_zero2_two_processes_match_one_process(trainer_runs, deepspeed_runs, run):
+    """ZeRO-1/2 keep float32 master weights and Adam states, so the float64 model is stepped
+    in float32: parameters agree to float32 rounding (measured: 1.8e-7 absolute, while they
+    moved by 2e-2), δ and u, kept by AuxOffsets outside ZeRO, to 1e-8 (measured 8e-10)."""
+    one = torch.load(trainer_runs / "one" / f"{run}.pt", weights_only=True)
+    two = torch.load(deepspeed_runs / f"{run}.pt", weights_only=True)
+    assert (two["world_size"], two["engine"]) == (2, "DEEPSPEED zero2")
+    init = dist_train_initial_params()
+    moved = max((one["params"][k] - init[k]).abs().max().item() for k in init)
+    assert moved > 1e-2
+    _compare(one, two, rtol=0, atol=2e-6, offsets_rtol=0, offsets_atol=1e-8)
+
+
+def dist_train_initial_params() -> dict:
+    sys.path.insert(0, str(Path(__file__).parent / "train"))
+    import train_helpers
+
+    return {k: v.detach() for k, v in train_helpers.model().named_parameters()}
+
+
+# ---- real launches of the sharding engines: AuxDPO must stop at start-up ------------------
+
+FSDP_CPU = """compute_environment: LOCAL_MACHINE
+distributed_type: FSDP
+fsdp_config: {fsdp_version: 2, fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP,
+              fsdp_cpu_ram_efficient_loading: false, fsdp_state_dict_type: FULL_STATE_DICT}
+num_machines: 1
+num_processes: 2
+main_process_port: 0
+mixed_precision: 'no'
+use_cpu: true
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["FSDP", "DeepSpeed ZeRO-3"])
+def test_sharding_engine_launch_refuses_auxdpo_at_start_up(tmp_path, engine):
+    if engine.startswith("DeepSpeed"):
+        if not _has_deepspeed():
+            pytest.skip("deepspeed is not installed")
+        text = (ACCELERATE_CONFIGS / "zero2_cpu.yaml").read_text()
+        text = text.replace("zero_stage: 2", "zero_stage: 3")
+    else:
+        text = FSDP_CPU
+    config = tmp_path / "engine.yaml"
+    config.write_text(text)
+    run = ACCELERATE_CONFIGS.parents[0] / "tiny_auxdpo.yaml"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "DS_ACCELERATOR": "cpu"}
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           str(config), "-m", "auxdpo", "train", "--config", str(run),
+                           "--output_dir", str(tmp_path / "run"), "--max_steps", "1"],
+                          env=env, timeout=600, capture_output=True, text=True,
+                          cwd=ACCELERATE_CONFIGS.parents[1])     # the run's data path
+    assert done.returncode != 0
+    assert f"is not supported under {engine}" in done.stderr
+    assert "examples/accelerate/ddp.yaml" in done.stderr
+    assert not (tmp_path / "run" / "model.safetensors").exists()

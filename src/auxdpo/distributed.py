@@ -150,7 +150,7 @@ def check_engine_support(mode: str, model: torch.nn.Module | None = None) -> Non
         "parameters θ₀ on every process, which this engine shards. Use DDP "
         "(examples/accelerate/ddp.yaml) or DeepSpeed ZeRO-1/2 "
         "(examples/accelerate/zero2.yaml), with LoRA or a partial capacity if memory is "
-        "short; methods dpo, ipo and dpop run under FSDP/ZeRO-3 as in TRL.")
+        "short; methods dpo, ipo and dpop can use FSDP (docs/scaling.md).")
 
 
 def offsets_state_bytes(offsets) -> int:
