@@ -147,3 +147,31 @@ def test_local_rlhf_step_eq5():
         assert float(theta2) == pytest.approx(-1 / (2 * beta), abs=1e-14)
     with pytest.raises(ValueError, match="beta"):
         local_rlhf_step(A2, w2, torch.zeros(3, dtype=D64), 0.0, p2.theta0)
+
+
+def test_unit_rows_scales_live_rows_and_zeroes_dead_ones():
+    from auxdpo.geometry import unit_rows
+
+    matrix = torch.tensor([[3.0, 4.0, 0.0], [1e-35, -1e-35, 0.0], [0.0, 0.0, -2.0]],
+                          dtype=torch.float64)
+    out = unit_rows(matrix)
+    assert torch.allclose(out[0], torch.tensor([0.6, 0.8, 0.0], dtype=torch.float64))
+    assert torch.equal(out[1], torch.zeros(3, dtype=torch.float64))
+    assert torch.allclose(out[2], torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64))
+
+
+def test_dead_score_row_does_not_shrink_the_offset_null_space():
+    """A parameter whose score row is round-off (a dead channel) adds no constraint: the
+    projector's null space is that of A without the row (it was one dimension short)."""
+    from auxdpo.oracle.solvers import NullProjector
+
+    gen = torch.Generator().manual_seed(0)
+    S, nA, d = 3, 4, 2
+    A = torch.randn(d, S * nA, generator=gen, dtype=torch.float64)
+    weights = torch.full((S * nA,), 1.0 / (S * nA), dtype=torch.float64)
+    dead = torch.randn(1, S * nA, generator=gen, dtype=torch.float64) * 1e-35
+    with_dead = NullProjector(torch.cat([A, dead]), weights, S)
+    without = NullProjector(A, weights, S)
+    assert with_dead.null_dim == without.null_dim == S * nA - d - S
+    c = torch.randn(S * nA, generator=gen, dtype=torch.float64)
+    assert torch.allclose(with_dead(c), without(c), atol=1e-12)

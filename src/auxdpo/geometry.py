@@ -28,6 +28,7 @@ __all__ = [
     "null_space_basis",
     "numerical_rank",
     "score_matrix",
+    "unit_rows",
     "weighted_score_matrix",
 ]
 
@@ -76,6 +77,20 @@ def numerical_rank(matrix: torch.Tensor, rtol: float | None = None) -> int:
     """Rank of ``matrix`` with the module's singular-value tolerance."""
     m = torch.as_tensor(matrix, dtype=DTYPE)
     return _svd_rank(torch.linalg.svdvals(m), tuple(m.shape), rtol)
+
+
+def unit_rows(matrix: torch.Tensor, rtol: float | None = None) -> torch.Tensor:
+    """``matrix`` ``(k, n)`` with each row scaled to unit norm; numerically zero rows stay 0.
+
+    A row whose norm is below rtol (default max(k, n)·ε) times the largest row norm carries no
+    constraint (e.g. the score row of a dead parameter): scaling it up to unit norm would turn
+    round-off into a spurious constraint, so it is zeroed instead.
+    """
+    norms = matrix.norm(dim=1, keepdim=True)
+    tol = (max(matrix.shape) * torch.finfo(DTYPE).eps) if rtol is None else rtol
+    live = norms > tol * norms.max().clamp_min(torch.finfo(DTYPE).tiny)
+    return torch.where(live, matrix / norms.clamp_min(torch.finfo(DTYPE).tiny),
+                       torch.zeros_like(matrix))
 
 
 def null_space_basis(matrix: torch.Tensor, rtol: float | None = None) -> torch.Tensor:

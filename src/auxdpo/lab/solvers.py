@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 import torch
 
-from auxdpo.geometry import base_weights, local_rlhf_step, null_space_basis, score_matrix
+from auxdpo.geometry import (
+    base_weights,
+    local_rlhf_step,
+    null_space_basis,
+    score_matrix,
+    unit_rows,
+)
 from auxdpo.lab.newton import newton_minimize
 from auxdpo.lab.objectives import PairLossObjective, RLHFObjective
 from auxdpo.lab.policies import DTYPE, Policy
@@ -62,10 +68,9 @@ def auxdpo_offset_basis(policy: Policy, problem: PreferenceProblem,
     weights = base_weights(problem.rho, policy.log_probs(policy.theta0))
     S, nA = problem.num_states, problem.num_actions
     state_sums = torch.kron(torch.eye(S, dtype=DTYPE), torch.ones(1, nA, dtype=DTYPE))
-    # The rows are rescaled to unit norm so the rank tolerance treats both blocks alike.
+    # Rows rescaled to unit norm (zero rows stay zero): the rank tolerance treats both alike.
     A_rho = A * weights[None, :]
-    rows = torch.cat([A_rho / A_rho.norm(dim=1, keepdim=True).clamp_min(1e-300),
-                      state_sums / nA ** 0.5])
+    rows = torch.cat([unit_rows(A_rho), state_sums / nA ** 0.5])
     return null_space_basis(rows, rtol)
 
 

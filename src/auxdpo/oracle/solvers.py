@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from auxdpo.geometry import base_weights, fisher_matrix, local_rlhf_step
+from auxdpo.geometry import base_weights, fisher_matrix, local_rlhf_step, unit_rows
 from auxdpo.lab.problems import PreferenceProblem
 from auxdpo.losses import get_loss
 
@@ -85,8 +85,8 @@ def local_rlhf_theta(A: torch.Tensor, rho: torch.Tensor, log_probs0: torch.Tenso
 class NullProjector:
     """Π, the orthogonal projector onto N(A_ρ,θ₀) ∩ {per-state sums 0} ⊂ R^{S·A}.
 
-    Rows are rescaled to unit norm before the SVD, as in the lab's offset basis, so the rank
-    tolerance (max(rows, cols)·ε·σ_max) treats both blocks alike.
+    Rows are rescaled to unit norm before the SVD (numerically zero rows stay zero), as in the
+    lab's offset basis, so the rank tolerance (max(rows, cols)·ε·σ_max) treats both blocks alike.
     """
 
     def __init__(self, A: torch.Tensor, weights: torch.Tensor, num_states: int):
@@ -95,8 +95,7 @@ class NullProjector:
         A_rho = A * weights[None, :]
         state_sums = torch.kron(torch.eye(num_states, dtype=DTYPE),
                                 torch.ones(1, num_actions, dtype=DTYPE))
-        rows = torch.cat([A_rho / A_rho.norm(dim=1, keepdim=True).clamp_min(1e-300),
-                          state_sums / num_actions ** 0.5])
+        rows = torch.cat([unit_rows(A_rho), state_sums / num_actions ** 0.5])
         _, s, vh = torch.linalg.svd(rows, full_matrices=False)
         tol = max(rows.shape) * torch.finfo(DTYPE).eps * float(s.max())
         self.rank = int((s > tol).sum())
