@@ -150,7 +150,7 @@ def test_method_names_and_config_validation():
     sweep = OracleConfig(aux_modes=["projection", "global"], lambdas=[1.0, 100.0])
     assert [n for n, _, _ in method_names(sweep)][3:] == [
         "auxdpo-projection", "auxdpo-global-lam1", "auxdpo-global-lam100"]
-    for bad in ({"design": "nope"}, {"regime": "finite"}, {"betas": [0.0]},
+    for bad in ({"design": "nope"}, {"regime": "nope"}, {"betas": [0.0]},
                 {"capacities": ["bogus"]}, {"methods": ["ppo"]}):
         with pytest.raises(ValueError):
             OracleConfig(**bad)

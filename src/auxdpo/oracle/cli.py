@@ -20,10 +20,30 @@ PRESETS = {
              "aux_modes": ["projection", "global"], "lambdas": [1e2, 1e4, 1e6],
              "max_iter": 400, "precondition_floor": 1e-3},
 }
+_MMLU_PRESET_CAPACITIES = {"quick": ["head"], "full": ["head", "norm"]}
 _TASK_FLAGS = {"vocab_size": "vocab_size", "response_length": "response_length",
                "prompt_length": "prompt_length", "prompts": "num_prompts",
                "heldout": "num_heldout", "hidden": "hidden_size", "layers": "num_layers",
                "warmup_steps": "warmup_steps", "reward": "reward"}
+_MMLU_FLAGS = (("questions", int, "questions drawn per seed, split 80/20 (100)"),
+               ("mmlu-reward", str, "binary (1 correct, 0 else) or graded (cosine to correct)"),
+               ("mmlu-data", str, "MMLU-Pro file (../shared/data/mmlu_pro/test.json)"),
+               ("max-length", int, "tokens per question [SEP] option pair (128)"),
+               ("logit-spread", float, "within-question std of θ₀'s logits (1.0)"),
+               ("encode-cache", str, "file keeping encoded questions across runs"))
+_MMLU_FIELDS = (("questions", "num_questions"), ("mmlu_reward", "reward"),
+                ("mmlu_data", "data"), ("max_length", "max_length"),
+                ("logit_spread", "logit_spread"), ("encode_cache", "cache"))
+# Finite-sample regime (auxdpo.oracle.finite.FiniteConfig): flag, type, help; dest = field.
+_FINITE_FLAGS = (("pairs", int, "n sampled preference pairs per seed (1000)"),
+                 ("sampler", str, "design: pairs from the design's counts; policy: s ~ ρ, "
+                                  "a ≠ a' ~ π₀ (design)"),
+                 ("epochs", float, "trainer epochs (20)"),
+                 ("lr", float, "trainer learning rate (1e-2, linear decay)"),
+                 ("batch-size", int, "trainer batch size (100)"),
+                 ("delta-lr", float, "AuxDPO's δ learning rate (0.1)"),
+                 ("lambda-amp", float, "AuxDPO batch mode's amplitude weight λ_amp (0)"),
+                 ("rm-steps", int, "reward model: full-batch Adam steps (200; 0: no rlhf_2stage)"))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,8 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     ", results.md and plots to --out.")
     p.add_argument("--preset", choices=sorted(PRESETS), help="quick: 3 seeds, norm, β=100, "
                    "anti-aligned (< 5 min on 2 cores); full: the documented grid")
-    p.add_argument("--family", choices=["tokens"], help="task family (default tokens)")
-    p.add_argument("--regime", choices=["population"], help="data regime (default population)")
+    p.add_argument("--family", choices=["tokens", "mmlu-choice"],
+                   help="task family (default tokens; mmlu-choice: MiniLM on MMLU-Pro, "
+                        "capacities head / norm)")
+    p.add_argument("--regime", choices=["population", "finite"],
+                   help="data regime (default population; finite: n sampled pairs, the trainer "
+                        "itself, plus rlhf_2stage)")
     p.add_argument("--design", choices=["anti-aligned", "on-policy", "uniform", "skew"])
     p.add_argument("--capacity", nargs="+", dest="capacities", metavar="SPEC",
                    help="norm, lora:<r>, last-block, full, regex:<p> (several = a sweep)")
@@ -46,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, help="number of seeds (10; quick: 3)")
     p.add_argument("--first-seed", type=int, help="first seed (0)")
     p.add_argument("--methods", nargs="+", choices=["dpo", "ipo", "dpop", "auxdpo"])
-    p.add_argument("--aux-modes", nargs="+", choices=["projection", "global"])
+    p.add_argument("--aux-modes", nargs="+", choices=["projection", "global", "batch"],
+                   help="AuxDPO constraint modes (batch: finite regime only)")
     p.add_argument("--lambdas", nargs="+", type=float, metavar="L",
                    help="λ of AuxDPO's global penalty λ‖A_ρδ‖² (a sweep when several)")
     p.add_argument("--anti-factor", type=float, help="K of the anti-aligned design (1000)")
@@ -62,6 +87,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             ("warmup-steps", "supervised warm-up steps (30)")):
         p.add_argument(f"--{flag}", type=int, help=help_text)
     p.add_argument("--reward", choices=["structured", "random"], help="r* family")
+    for flag, kind, help_text in _MMLU_FLAGS:
+        p.add_argument(f"--{flag}", type=kind, help=f"mmlu-choice: {help_text}")
+    for flag, kind, help_text in _FINITE_FLAGS:
+        p.add_argument(f"--{flag}", type=kind, help=f"finite: {help_text}")
     p.add_argument("--out", help="run directory (default runs/oracle-<time>)")
     p.add_argument("--json", action="store_true",
                    help='print {"gap_closed": {method: {"mean", "std"}}, "reward", "kl", '
@@ -72,6 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace):
     """OracleConfig from a preset and the explicit flags (flags win)."""
+    from auxdpo.oracle.mmlu import MmluTaskConfig
     from auxdpo.oracle.runner import OracleConfig
     from auxdpo.oracle.tasks import TokenTaskConfig
 
@@ -81,9 +111,20 @@ def build_config(args: argparse.Namespace):
                 "precondition_floor"):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
+    if values.get("family") == "mmlu-choice" and args.capacities is None:
+        # The tokens presets' capacities do not exist for MiniLM; `head` is the misspecified one.
+        values["capacities"] = _MMLU_PRESET_CAPACITIES.get(args.preset or "", ["head"])
     task = {field: getattr(args, flag) for flag, field in _TASK_FLAGS.items()
             if getattr(args, flag, None) is not None}
-    return OracleConfig(task=TokenTaskConfig(**task), **values)
+    mmlu = {field: getattr(args, dest) for dest, field in _MMLU_FIELDS
+            if getattr(args, dest, None) is not None}
+    from auxdpo.oracle.finite import FiniteConfig
+
+    finite = {flag.replace("-", "_"): getattr(args, flag.replace("-", "_"))
+              for flag, _, _ in _FINITE_FLAGS if getattr(args, flag.replace("-", "_"), None)
+              is not None}
+    return OracleConfig(task=TokenTaskConfig(**task), mmlu=MmluTaskConfig(**mmlu),
+                        finite=FiniteConfig(**finite), **values)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -96,8 +137,12 @@ def _run(args: argparse.Namespace) -> int:
     run_dir = args.out or f"runs/oracle-{time.strftime('%Y%m%d-%H%M%S')}"
     log = (lambda message: None) if args.quiet else (
         lambda message: print(message, file=sys.stderr, flush=True))
-    result = run_oracle(config, log=log,
-                        on_partial=lambda partial: write_outputs(partial, run_dir, plots=False))
+    import contextlib
+
+    # Libraries the trainer loads (accelerate/deepspeed) log to stdout; keep stdout for --json.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run_oracle(config, log=log, on_partial=lambda partial: write_outputs(
+            partial, run_dir, plots=False))
     paths = write_outputs(result, run_dir)
     if args.json:
         print(json.dumps({**headline(result), "run_dir": run_dir}))

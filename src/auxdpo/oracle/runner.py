@@ -17,7 +17,10 @@ import torch
 from auxdpo.lab.problems import PreferenceProblem
 from auxdpo.oracle.capacity import FlatCapacity
 from auxdpo.oracle.designs import DESIGNS, design_counts
+from auxdpo.oracle.finite import FINITE_AUX_MODES, FiniteConfig
 from auxdpo.oracle.metrics import METRICS, policy_metrics
+from auxdpo.oracle.mmlu import CAPACITIES as MMLU_CAPACITIES
+from auxdpo.oracle.mmlu import MmluTaskConfig, build_mmlu_task
 from auxdpo.oracle.solvers import (
     AUX_MODES,
     fit_method,
@@ -31,14 +34,17 @@ from auxdpo.train.config import parse_capacity
 __all__ = ["BASE_METHODS", "OracleConfig", "aggregate", "method_names", "run_oracle"]
 
 BASE_METHODS = ("dpo", "ipo", "dpop", "auxdpo")
+FAMILIES = ("tokens", "mmlu-choice")
 
 
 @dataclass
 class OracleConfig:
     """Everything an oracle run depends on (saved beside its results)."""
 
-    family: str = field(default="tokens", metadata={"help": "task family: tokens"})
-    regime: str = field(default="population", metadata={"help": "population"})
+    family: str = field(default="tokens", metadata={"help": f"task family, one of {FAMILIES}"})
+    regime: str = field(default="population", metadata={
+        "help": "population (soft labels, exact minimisers) or finite (n sampled pairs, the "
+                "trainer itself; options in `finite`)"})
     design: str = field(default="anti-aligned", metadata={"help": f"one of {DESIGNS}"})
     capacities: list[str] = field(default_factory=lambda: ["norm"], metadata={
         "help": "trainable sets: norm, lora:<r>, last-block, full, regex:<p>"})
@@ -60,25 +66,39 @@ class OracleConfig:
     threads: int = field(default=1, metadata={"help": "torch intra-op threads during the run"})
     task: TokenTaskConfig = field(default_factory=TokenTaskConfig,
                                   metadata={"help": "tokens task shape"})
+    mmlu: MmluTaskConfig = field(default_factory=MmluTaskConfig,
+                                 metadata={"help": "mmlu-choice task shape"})
+    finite: FiniteConfig = field(default_factory=FiniteConfig,
+                                 metadata={"help": "finite-sample regime options"})
 
     def __post_init__(self):
         if isinstance(self.task, dict):
             self.task = TokenTaskConfig(**self.task)
-        if self.family != "tokens":
-            raise ValueError(f"family {self.family!r} is not implemented; use 'tokens'")
-        if self.regime != "population":
-            raise ValueError(f"regime {self.regime!r} is not implemented; use 'population'")
+        if isinstance(self.mmlu, dict):
+            self.mmlu = MmluTaskConfig(**self.mmlu)
+        if isinstance(self.finite, dict):
+            self.finite = FiniteConfig(**self.finite)
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if self.regime not in ("population", "finite"):
+            raise ValueError(f"regime must be population or finite, got {self.regime!r}")
+        if self.regime == "finite" and self.family != "tokens":
+            raise ValueError("regime finite is implemented for family tokens only")
         if self.design not in DESIGNS:
             raise ValueError(f"design must be one of {DESIGNS}, got {self.design!r}")
         bad = [m for m in self.methods if m not in BASE_METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods must be a non-empty subset of {BASE_METHODS}, got {bad}")
-        if [m for m in self.aux_modes if m not in AUX_MODES] or not self.aux_modes:
-            raise ValueError(f"aux_modes must be a non-empty subset of {AUX_MODES}")
+        modes = FINITE_AUX_MODES if self.regime == "finite" else AUX_MODES
+        if [m for m in self.aux_modes if m not in modes] or not self.aux_modes:
+            raise ValueError(f"aux_modes must be a non-empty subset of {modes}")
         if self.seeds < 1 or not self.capacities or not self.betas:
             raise ValueError("need seeds >= 1, at least one capacity and one beta")
         for spec in self.capacities:
-            if spec != "norm":
+            if self.family == "mmlu-choice" and spec not in MMLU_CAPACITIES:
+                raise ValueError(f"capacity {spec!r} is not available for family mmlu-choice;"
+                                 f" choose from {MMLU_CAPACITIES}")
+            if self.family == "tokens" and spec != "norm":
                 parse_capacity(spec)        # ValueError naming the spec and the choices
         if any(not (math.isfinite(b) and b > 0) for b in self.betas):
             raise ValueError(f"betas must be positive, got {self.betas}")
@@ -111,7 +131,8 @@ def method_names(config: OracleConfig) -> list[tuple[str, str, dict]]:
 def _cell(config, task, capacity_spec, seed, log) -> list[dict]:
     """All β and methods for one (seed, capacity)."""
     S, L = task.num_prompts, task.config.response_length
-    capacity = FlatCapacity(task.model, capacity_spec, seed=seed)
+    capacity = (task.capacity(capacity_spec) if config.family == "mmlu-choice"
+                else FlatCapacity(task.model, capacity_spec, seed=seed))
     fn = task.log_probs_fn(capacity)
     fn_train = task.log_probs_fn(capacity, train_only=True)
     theta0 = capacity.theta0
@@ -185,9 +206,14 @@ def run_oracle(config: OracleConfig, log=lambda message: None, on_partial=None) 
     torch.set_num_threads(config.threads)
     try:
         for seed in range(config.first_seed, config.first_seed + config.seeds):
-            task = build_token_task(config.task, seed)
+            task = (build_mmlu_task(config.mmlu, seed) if config.family == "mmlu-choice"
+                    else build_token_task(config.task, seed))
             for capacity_spec in config.capacities:
-                rows += _cell(config, task, capacity_spec, seed, log)
+                if config.regime == "finite":
+                    from auxdpo.oracle.finite import finite_cell
+                    rows += finite_cell(config, task, capacity_spec, seed, log)
+                else:
+                    rows += _cell(config, task, capacity_spec, seed, log)
                 if on_partial is not None:
                     on_partial(_result(config, rows, start))
     finally:
