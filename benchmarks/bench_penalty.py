@@ -45,8 +45,13 @@ def build_batch(size: int, length: int, vocab: int, device: str) -> dict[str, to
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def products_step(products: ReferenceProducts, batch, u: torch.Tensor) -> torch.Tensor:
-    """What AuxOffsets.step does in global mode: A_Bᵀu, then A_B·Δδ."""
+def products_step(products: ReferenceProducts, batch, u: torch.Tensor,
+                  fused: bool = False) -> torch.Tensor:
+    """What AuxOffsets.step does in global mode: A_Bᵀu, then A_B·Δδ. ``fused``: the trainer's
+    path, one ``linearize`` pass (which also yields the reference log-probs) and its VJP."""
+    if fused:
+        linear = products.linearize(batch, u)
+        return linear.vjp(1e-3 * linear.directional)
     directional = products.jvp(batch, u)
     change = 1e-3 * directional
     return products.vjp(batch, change)
@@ -99,11 +104,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jvp-method", default="forward", choices=["forward", "double-vjp"],
                         help="how ReferenceProducts computes A_Bᵀu")
+    parser.add_argument("--trainable", default="all", choices=["all", "last-block"],
+                        help="all parameters, or the last block (truncated products)")
+    parser.add_argument("--fused", action="store_true",
+                        help="our side as the trainer runs it: linearize (+ reference log-probs)"
+                             " then the VJP from the kept prefix")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = build_model(args.layers, args.width, args.vocab, args.device)
-    products = ReferenceProducts(model, jvp_method=args.jvp_method)
+    names = None
+    if args.trainable == "last-block":
+        names = [n for n, _ in model.named_parameters()
+                 if n.startswith(f"transformer.h.{args.layers - 1}.")]
+    products = ReferenceProducts(model, names, jvp_method=args.jvp_method)
     u = torch.randn(products.dim, generator=torch.Generator().manual_seed(1)).to(args.device)
     print(f"model: GPT-2 style, {args.layers} layers, width {args.width}, vocab {args.vocab}, "
           f"d = {products.dim:,} trainable; sequence length {args.length}; "
@@ -112,12 +126,12 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|")
     for size in args.batch_sizes:
         batch = build_batch(size, args.length, args.vocab, args.device)
-        ours = products_step(products, batch, u)
+        ours = products_step(products, batch, u, args.fused)
         loop = per_example_loop(products, batch, u)
         error = float((ours - loop).norm() / loop.norm())
         if error > 1e-3:
             raise RuntimeError(f"products disagree with the loop (relative error {error:.2e})")
-        t_ours, t_loop = timed_pair(lambda: products_step(products, batch, u),
+        t_ours, t_loop = timed_pair(lambda: products_step(products, batch, u, args.fused),
                                     lambda: per_example_loop(products, batch, u),
                                     args.repeats, args.device)
         print(f"| {size} | {2 * size} | {t_ours:.3f} | {t_loop:.3f} | "

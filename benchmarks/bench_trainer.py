@@ -1,8 +1,11 @@
 """Trainer speed and memory as ratios, on CPU: AuxDPO vs DPO, and our DPO vs TRL's DPOTrainer.
 
     .venv/bin/python benchmarks/bench_trainer.py [--steps 12] [--rounds 3] [--json out.json]
+        [--models tiny,small,medium] [--capacities last-block,lora:4,full]
+        [--variants auxdpo,auxdpo-keep,auxdpo-unfused]
 
-Step time: CPU time (``time.process_time``, one torch thread) of one optimizer step (forward,
+Step time: CPU time (``time.process_time``, one torch thread; the wall-clock ratio is printed
+too) of one optimizer step (forward,
 backward, optimizer, and for AuxDPO the offsets' JVP/VJP step), after 2 warm-up steps. CPU
 time rather than wall time, because the development machine is shared and wall times there
 swing by 2-5x with other users' load. Trainers of the compared methods run alternately,
@@ -28,8 +31,18 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 MODELS = {  # name: (architecture, layers, hidden size)
     "tiny": ("gpt2", 2, 32),
     "small": ("gpt2", 4, 128),
+    "medium": ("gpt2", 6, 256),
+    "medium-llama": ("llama", 6, 256),
 }
 CAPACITIES = ("last-block", "lora:4", "full")
+# AuxDPO variants: name -> AuxDPOConfig overrides. "auxdpo" is the default configuration;
+# "auxdpo-unfused" is the code path before fusion and truncation (separate reference forward,
+# whole-model JVP and VJP), "auxdpo-keep" keeps the reference tail's graph until the step.
+VARIANTS = {
+    "auxdpo": {},
+    "auxdpo-keep": {"aux_keep_reference_graph": True},
+    "auxdpo-unfused": {"aux_fused_reference": False, "aux_truncate_products": False},
+}
 
 
 def _rows(n):
@@ -50,12 +63,20 @@ def _make_trainer(kind, model_name, capacity, steps, out):
         def __init__(self):
             self.times = []
 
+            self.walls = []
+
         def on_step_begin(self, args, state, control, **kwargs):
-            self.start = time.process_time()
+            self.start, self.wall = time.process_time(), time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
             self.times.append(time.process_time() - self.start)
+            self.walls.append(time.perf_counter() - self.wall)
 
+    import datasets as hf_datasets
+    import transformers
+
+    hf_datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
     arch, layers, hidden = MODELS[model_name]
     model = build_tiny_model(arch, num_layers=layers, hidden_size=hidden, num_heads=4)
     data = datasets.Dataset.from_list(_rows(64))
@@ -71,21 +92,28 @@ def _make_trainer(kind, model_name, capacity, steps, out):
                              train_dataset=data, processing_class=build_char_tokenizer(),
                              callbacks=[timer])
     else:
-        config = AuxDPOConfig(method=kind, capacity=capacity, metrics_file=None, **common)
+        method, overrides = ("auxdpo", VARIANTS[kind]) if kind in VARIANTS else (kind, {})
+        config = AuxDPOConfig(method=method, capacity=capacity, metrics_file=None,
+                              **overrides, **common)
         trainer = AuxDPOTrainer(model, args=config, train_dataset=data,
                                 processing_class=build_char_tokenizer(), callbacks=[timer])
     return trainer, timer
 
 
-def time_pair(kinds, model_name, capacity, steps, rounds):
-    """Median step seconds per kind, trainers alternating ``rounds`` times."""
+def time_pair(kinds, model_name, capacity, steps, rounds, walls=None):
+    """Median and minimum CPU seconds per step for each kind, trainers alternating
+    ``rounds`` times; the wall-clock medians go into ``walls`` when a dict is given."""
     times = {k: [] for k in kinds}
+    wall = {k: [] for k in kinds}
     for _ in range(rounds):
         for kind in kinds:
             with tempfile.TemporaryDirectory() as out:
                 trainer, timer = _make_trainer(kind, model_name, capacity, steps + 2, out)
                 trainer.train()
                 times[kind] += timer.times[2:]
+                wall[kind] += timer.walls[2:]
+    if walls is not None:
+        walls.update({k: statistics.median(v) for k, v in wall.items()})
     return ({k: statistics.median(v) for k, v in times.items()},
             {k: min(v) for k, v in times.items()})
 
@@ -98,8 +126,22 @@ def _rss_kib(field):
     return 0
 
 
+def _warm_up_torch_func():
+    """First use of torch.func's jvp/functional_call loads code and caches (≈ 12 MiB RSS,
+    whatever the model size). Paid before the baseline by every configuration, so that the
+    increment measures the training's own memory; the whole-process peak still includes it."""
+    import torch
+
+    layer = torch.nn.Linear(2, 2)
+    params = dict(layer.named_parameters())
+    torch.func.jvp(lambda *p: torch.func.functional_call(layer, dict(zip(params, p)),
+                                                          (torch.ones(2),)).sum(),
+                   tuple(params.values()), tuple(torch.ones_like(p) for p in params.values()))
+
+
 def memory_child(kind, model_name, capacity, steps):
     """In a subprocess: set up, reset the peak, train; print the peak increment (KiB)."""
+    _warm_up_torch_func()
     with tempfile.TemporaryDirectory() as out:
         trainer, _ = _make_trainer(kind, model_name, capacity, steps, out)
         before = _rss_kib("VmRSS")
@@ -117,12 +159,44 @@ def memory(kind, model_name, capacity, steps):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _method_rows(model_name, capacity, args):
+    """DPO and each AuxDPO variant on one model and capacity: time and memory ratios."""
+    variants = args.variants.split(",")
+    walls = {}
+    med, low = time_pair(("dpo", *variants), model_name, capacity, args.steps, args.rounds,
+                         walls)
+    mem = {k: memory(k, model_name, capacity, args.steps) for k in ("dpo", *variants)}
+    rows = []
+    for variant in variants:
+        row = {"model": model_name, "capacity": capacity, "variant": variant,
+               "dpo_s": med["dpo"], "auxdpo_s": med[variant],
+               "time_ratio": med[variant] / med["dpo"],
+               "time_ratio_min": low[variant] / low["dpo"],
+               "wall_ratio": walls[variant] / walls["dpo"],
+               "increment_ratio": mem[variant]["increment_kib"]
+               / max(mem["dpo"]["increment_kib"], 1),
+               "peak_ratio": mem[variant]["peak_kib"] / mem["dpo"]["peak_kib"],
+               "memory_kib": {"dpo": mem["dpo"], variant: mem[variant]}}
+        rows.append(row)
+        print(f"| {model_name} | {capacity} | {variant} | {1e3 * med['dpo']:.1f} | "
+              f"{1e3 * med[variant]:.1f} | {row['time_ratio']:.2f} | "
+              f"{row['time_ratio_min']:.2f} | {row['wall_ratio']:.2f} | "
+              f"{mem['dpo']['increment_kib'] / 1024:.1f} / "
+              f"{mem[variant]['increment_kib'] / 1024:.1f} | "
+              f"{row['increment_ratio']:.2f} | {row['peak_ratio']:.3f} |", flush=True)
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--models", default="tiny,small")
+    parser.add_argument("--models", default="tiny,small,medium",
+                        help=f"comma-separated, of {sorted(MODELS)}")
+    parser.add_argument("--capacities", default=",".join(CAPACITIES))
+    parser.add_argument("--variants", default="auxdpo",
+                        help=f"AuxDPO variants, comma-separated, of {sorted(VARIANTS)}")
     parser.add_argument("--json", default=None)
     parser.add_argument("--sections", default="methods,trl", help="methods and/or trl")
     parser.add_argument("--memory-child", nargs=4, default=None, help=argparse.SUPPRESS)
@@ -135,28 +209,13 @@ def main(argv=None):
         memory_child(kind, model_name, capacity, int(steps))
         return 0
     results = []
-    print("| model | capacity | DPO step (ms) | AuxDPO step (ms) | time ratio (median) | "
-          "time ratio (min) | peak increment DPO / AuxDPO (MiB) | increment ratio | "
-          "whole-process peak ratio |\n|---|---|---|---|---|---|---|---|---|")
+    print("| model | capacity | variant | DPO step (ms CPU) | AuxDPO step (ms CPU) | "
+          "time ratio (median) | (min) | wall ratio (median) | peak increment DPO / AuxDPO "
+          "(MiB) | increment ratio | whole-process peak ratio |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
     for model_name in args.models.split(",") if "methods" in args.sections else ():
-        for capacity in CAPACITIES:
-            med, low = time_pair(("dpo", "auxdpo"), model_name, capacity, args.steps,
-                                 args.rounds)
-            mem = {k: memory(k, model_name, capacity, args.steps) for k in ("dpo", "auxdpo")}
-            row = {"model": model_name, "capacity": capacity, "dpo_s": med["dpo"],
-                   "auxdpo_s": med["auxdpo"], "time_ratio": med["auxdpo"] / med["dpo"],
-                   "time_ratio_min": low["auxdpo"] / low["dpo"],
-                   "increment_ratio": mem["auxdpo"]["increment_kib"]
-                   / max(mem["dpo"]["increment_kib"], 1),
-                   "peak_ratio": mem["auxdpo"]["peak_kib"] / mem["dpo"]["peak_kib"],
-                   "memory_kib": mem}
-            results.append(row)
-            print(f"| {model_name} | {capacity} | {1e3 * med['dpo']:.1f} | "
-                  f"{1e3 * med['auxdpo']:.1f} | {row['time_ratio']:.2f} | "
-                  f"{row['time_ratio_min']:.2f} | "
-                  f"{mem['dpo']['increment_kib'] / 1024:.1f} / "
-                  f"{mem['auxdpo']['increment_kib'] / 1024:.1f} | "
-                  f"{row['increment_ratio']:.2f} | {row['peak_ratio']:.3f} |", flush=True)
+        for capacity in args.capacities.split(","):
+            results += _method_rows(model_name, capacity, args)
     print("\n| model | TRL DPOTrainer step (ms) | our dpo step (ms) | ratio ours/TRL (median) "
           "| ratio (min) |\n|---|---|---|---|---|")
     for model_name in args.models.split(",") if "trl" in args.sections else ():
@@ -167,8 +226,10 @@ def main(argv=None):
         print(f"| {model_name} | {1e3 * med['trl']:.1f} | {1e3 * med['dpo']:.1f} | "
               f"{med['dpo'] / med['trl']:.3f} | {low['dpo'] / low['trl']:.3f} |", flush=True)
     if args.json:
-        with open(args.json, "w") as handle:
+        tmp = f"{args.json}.tmp"
+        with open(tmp, "w") as handle:
             json.dump(results, handle, indent=1)
+        os.replace(tmp, args.json)
     return 0
 
 

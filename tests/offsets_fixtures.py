@@ -34,11 +34,24 @@ def tiny_llama(attn: str = "sdpa", seed: int = 0) -> torch.nn.Module:
                          num_attention_heads=2, num_key_value_heads=1, vocab_size=VOCAB,
                          max_position_embeddings=64, bos_token_id=0, eos_token_id=0,
                          pad_token_id=0, attn_implementation=attn)
-    model = LlamaForCausalLM(config).double()
+    return float64_rms_norms(LlamaForCausalLM(config).double())
+
+
+def float64_rms_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """Switch every ``*RMSNorm`` of a float64 model to a float64 forward (same formula)."""
     for module in model.modules():
         if type(module).__name__.endswith("RMSNorm"):
             module.forward = types.MethodType(_rms_norm_float64, module)
     return model
+
+
+def tiny_family(arch: str, layers: int = 3, seed: int = 0) -> torch.nn.Module:
+    """A float64 gpt2 / llama / qwen2 / qwen3 model of ``layers`` blocks, vocabulary VOCAB."""
+    from auxdpo.train.tiny import build_tiny_model
+
+    model = build_tiny_model(arch, vocab_size=VOCAB, num_layers=layers, hidden_size=16,
+                             num_heads=2, max_positions=64, dtype=torch.float64, seed=seed)
+    return float64_rms_norms(model)
 
 
 def preference_batch(size: int, *, seed: int = 0, length: int = 12,

@@ -193,3 +193,115 @@ def test_double_vjp_single_norm_weight():
 def test_bad_jvp_method():
     with pytest.raises(ValueError, match="jvp_method"):
         ReferenceProducts(tiny_gpt2("sdpa"), jvp_method="reverse")
+
+
+# ---- truncated products: the trainable tail only ------------------------------------------
+
+BLOCKS = {"gpt2": "transformer.h", "llama": "model.layers", "qwen2": "model.layers",
+          "qwen3": "model.layers"}
+
+
+def _trainable(model, predicate):
+    names = [n for n, _ in model.named_parameters() if predicate(n)]
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in names)
+    return names
+
+
+def _check_linearize(products, batch, columns, full_logps):
+    gen = torch.Generator().manual_seed(5)
+    tangent = torch.randn(columns.shape[0], generator=gen, dtype=torch.float64)
+    cotangent = torch.randn(columns.shape[1], generator=gen, dtype=torch.float64)
+    for keep in (False, True):
+        linear = products.linearize(batch, tangent, keep_graph=keep)
+        torch.testing.assert_close(linear.logps, full_logps, rtol=0, atol=1e-10)
+        torch.testing.assert_close(linear.directional, columns.T @ tangent, rtol=0, atol=1e-8)
+        torch.testing.assert_close(linear.vjp(cotangent), columns @ cotangent, rtol=0, atol=1e-8)
+        torch.testing.assert_close(linear.vjp(-cotangent), -(columns @ cotangent),
+                                   rtol=0, atol=1e-8)             # after the kept graph: fresh
+        torch.testing.assert_close(linear.jvp(tangent), columns.T @ tangent, rtol=0, atol=1e-8)
+        assert products.linearize(batch, keep_graph=keep).directional is None
+
+
+_SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("arch,subset", [
+    ("gpt2", "last_block"), ("llama", "last_two"), ("qwen3", "one_norm"),
+    pytest.param("gpt2", "last_two", marks=_SLOW), pytest.param("gpt2", "one_norm", marks=_SLOW),
+    pytest.param("llama", "last_block", marks=_SLOW),
+    pytest.param("llama", "one_norm", marks=_SLOW),
+    pytest.param("qwen2", "last_block", marks=_SLOW),
+    pytest.param("qwen2", "last_two", marks=_SLOW),
+    pytest.param("qwen3", "last_block", marks=_SLOW),
+])
+def test_tail_products_match_explicit_columns(arch, subset):
+    """3 blocks; the products start at the first trainable block and agree with the explicit
+    Jacobian of the whole model (1e-8); the fused pass's primal is the full model's."""
+    from offsets_fixtures import tiny_family
+
+    model = tiny_family(arch, layers=3)
+    blocks = BLOCKS[arch]
+    first = {"last_block": 2, "last_two": 1, "one_norm": 1}[subset]
+    if subset == "one_norm":
+        norm = "ln_2" if arch == "gpt2" else "post_attention_layernorm"
+        names = _trainable(model, lambda n: n == f"{blocks}.1.{norm}.weight")
+    else:
+        names = _trainable(model, lambda n: n.startswith(tuple(
+            f"{blocks}.{i}." for i in range(first, 3))))
+    batch = preference_batch(3, seed=17)
+    products = ReferenceProducts(model)
+    assert products.truncated and products._tail.first == first
+    _check_products(model, products, batch, names)
+    full = ReferenceProducts(model, truncate=False)
+    assert not full.truncated
+    _check_linearize(products, batch, brute_force_columns(model, batch, names),
+                     full.logps(batch))
+
+
+@pytest.mark.parametrize("jvp_method", ["forward", pytest.param("double-vjp", marks=_SLOW)])
+def test_tail_lora_linearize(jvp_method):
+    peft = pytest.importorskip("peft")
+    config = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["layers.2.self_attn.q_proj",
+                                                                "layers.2.self_attn.v_proj"],
+                             lora_dropout=0.0, init_lora_weights=False)
+    from offsets_fixtures import tiny_family
+
+    model = peft.get_peft_model(tiny_family("llama", layers=3), config)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    products = ReferenceProducts(model, jvp_method=jvp_method)
+    assert products.truncated and products._tail.first == 2
+    batch = preference_batch(2, seed=4)
+    _check_linearize(products, batch, brute_force_columns(model, batch, names),
+                     ReferenceProducts(model, truncate=False).logps(batch))
+
+
+def test_tail_not_used_outside_the_blocks():
+    model = tiny_gpt2("sdpa", layers=3)
+    assert not ReferenceProducts(model).truncated                     # embeddings trainable
+    names = _trainable(model, lambda n: n.startswith(("transformer.wte", "transformer.h.2.")))
+    assert not ReferenceProducts(model, names).truncated
+    names = _trainable(model, lambda n: n.startswith("transformer.h.2."))
+    assert not ReferenceProducts(model, names, truncate=False).truncated
+
+
+def test_tail_that_disagrees_with_the_model_falls_back():
+    """A model whose forward does more than head(norm(blocks)) (here: logits × 2): the first
+    batch's check fails, a warning says so, and the products are those of the real model."""
+    model = tiny_gpt2("sdpa", layers=3)
+    original = type(model).forward
+
+    def scaled_forward(self, *args, **kwargs):
+        outputs = original(self, *args, **kwargs)
+        outputs.logits = 2 * outputs.logits
+        return outputs
+
+    model.forward = scaled_forward.__get__(model)
+    names = _trainable(model, lambda n: n.startswith("transformer.h.2."))
+    products = ReferenceProducts(model)
+    assert products.truncated                                       # structure recognised
+    batch = preference_batch(2, seed=8)
+    with pytest.warns(RuntimeWarning, match="does not reproduce"):
+        products.logps(batch)
+    assert not products.truncated
+    _check_products(model, products, batch, names)

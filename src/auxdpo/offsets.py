@@ -52,7 +52,7 @@ from auxdpo.distributed import (
     is_distributed,
     rows_owned_elsewhere,
 )
-from auxdpo.products import ReferenceProducts
+from auxdpo.products import Linearization, ReferenceProducts
 
 __all__ = ["MODES", "AuxOffsets"]
 
@@ -89,6 +89,9 @@ class AuxOffsets:
         betas, eps: Adam's.
         optimizer: "adam" (lazy row-wise Adam) or "sgd" (lazy SGD, reveals gradients in tests).
         memory_budget_bytes: largest A (d × 2n) the projection mode may build.
+        keep_reference_graph: :meth:`reference_logps` keeps the tail's autograd graph of each
+            micro-batch until :meth:`step`, whose VJP is then a backward pass only (faster,
+            holds those activations; see docs/offsets.md).
     """
 
     def __init__(self, num_examples: int, products: ReferenceProducts, *, mode: str = "global",
@@ -96,7 +99,8 @@ class AuxOffsets:
                  delta_lr: float = 1e-2, delta_cap: float | None = None,
                  recompute_every: int = 0, dtype: torch.dtype = torch.float32,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 memory_budget_bytes: int = 2 * 1024**3, optimizer: str = "adam") -> None:
+                 memory_budget_bytes: int = 2 * 1024**3, optimizer: str = "adam",
+                 keep_reference_graph: bool = False) -> None:
         validate_offsets_config(num_examples, mode, lambda_null, lambda_amp, amp_sign,
                                 delta_cap, recompute_every)
         check_engine_support(mode, getattr(products, "model", None))
@@ -116,6 +120,9 @@ class AuxOffsets:
         self.device = products.device
         self.num_steps = 0
         self._pending: list[Batch] = []
+        self.keep_reference_graph = keep_reference_graph
+        self._linearized: dict[tuple[int, ...], list[tuple[int, Linearization]]] = {}
+        self._u_version = 0                # bumped whenever u changes (fused JVPs go stale)
         self._dataset_batches: Iterable[Batch] | None = None
         self._last_metrics: dict[str, float] = {}
         self._optimizer_args = {"lr": delta_lr, "betas": betas, "eps": eps, "dtype": dtype,
@@ -198,6 +205,33 @@ class AuxOffsets:
         self._batch_index(batch)
         self._pending.append(batch)
 
+    def reference_logps(self, batch: Batch) -> torch.Tensor:
+        """``(2B,)`` reference log-probs log π_θ₀ of a training micro-batch, from the products.
+
+        Fused path for a trainer whose loss needs the reference log-probs anyway: in global
+        mode the same pass carries the tangent u and gives A_Bᵀu (u is fixed until
+        :meth:`step`); the batch's prefix pass (truncated products) or graph
+        (``keep_reference_graph``) is kept, so :meth:`step` uses them for this micro-batch
+        instead of new passes. Call it before :meth:`accumulate` for the same batch.
+        """
+        index = self._batch_index(batch)
+        tangent = None
+        if self.mode == "global" and torch.any(self.u != 0):
+            tangent = self.u.to(self.products.dtype)
+        keep = self.keep_reference_graph and self.mode != "projection"
+        linear = self.products.linearize(batch, tangent, keep_graph=keep)
+        if self.mode != "projection":
+            key = tuple(index.tolist())
+            self._linearized.setdefault(key, []).append((self._u_version, linear))
+        return linear.logps
+
+    def _take_linearization(self, index: torch.Tensor) -> Linearization | None:
+        queue = self._linearized.get(tuple(index.tolist()))
+        if not queue:
+            return None
+        version, linear = queue.pop(0)
+        return linear if version == self._u_version else None
+
     def step(self, global_batch_size: int) -> dict[str, float]:
         """Add the penalty's δ-gradient, step δ's optimizer on the accumulated rows only,
         update u, zero δ's gradients and forget the micro-batches. ``global_batch_size`` is
@@ -212,6 +246,8 @@ class AuxOffsets:
                              "accumulate(batch) after each micro-batch's backward")
         batches, self._pending = self._pending, []
         indices = [self._batch_index(b) for b in batches]
+        linears = [self._take_linearization(i) for i in indices]
+        self._linearized = {}
         local_size = global_batch_size
         global_batch_size = int(all_reduce_(torch.tensor([local_size], dtype=torch.long,
                                                          device=self.device)).item())
@@ -219,7 +255,8 @@ class AuxOffsets:
         if self.mode == "projection":
             metrics = self._step_projection(local_weight)
         else:
-            metrics = self._step_rows(batches, indices, global_batch_size, local_weight)
+            metrics = self._step_rows(batches, indices, global_batch_size, local_weight,
+                                      linears)
         self.num_steps += 1
         if (self.mode == "global" and self.recompute_every
                 and self.num_steps % self.recompute_every == 0):
@@ -240,16 +277,19 @@ class AuxOffsets:
     # ---- global and batch modes --------------------------------------------------------------
 
     def _step_rows(self, batches: list[Batch], indices: list[torch.Tensor],
-                   global_batch_size: int, local_weight: float = 1.0) -> dict[str, float]:
+                   global_batch_size: int, local_weight: float = 1.0,
+                   linears: list[Linearization | None] | None = None) -> dict[str, float]:
+        products = [_BatchProducts(self.products, b, lin)
+                    for b, lin in zip(batches, linears or [None] * len(batches))]
         with torch.no_grad():
             delta = self._from_raw(self.raw)
             penalty_grad = torch.zeros_like(delta)                   # ∂penalty/∂δ, (n, 2)
             if self.mode == "global":
-                penalty = self._global_penalty_grad(batches, indices, global_batch_size,
+                penalty = self._global_penalty_grad(products, indices, global_batch_size,
                                                     penalty_grad)
                 metrics = {"aux/penalty": penalty}
             else:
-                metrics = self._batch_penalty_grad(batches, indices, global_batch_size, delta,
+                metrics = self._batch_penalty_grad(products, indices, global_batch_size, delta,
                                                    penalty_grad)
             raw_grad = self.raw.grad if self.raw.grad is not None else torch.zeros_like(delta)
             grad = raw_grad * local_weight + penalty_grad * self._ddelta_draw()  # cap's chain rule
@@ -260,7 +300,7 @@ class AuxOffsets:
             if self.mode == "global":
                 change = torch.zeros_like(delta)
                 change[rows] = self._from_raw(self.raw[rows]) - old
-                self._add_to_u(batches, indices, change)             # u += A_B·Δδ_B
+                self._add_to_u(products, indices, change)            # u += A_B·Δδ_B
         return metrics
 
     def _ddelta_draw(self) -> torch.Tensor | float:
@@ -268,7 +308,7 @@ class AuxOffsets:
             return 1.0
         return self.delta_cap * (1 - torch.tanh(self.raw.detach()) ** 2)
 
-    def _global_penalty_grad(self, batches, indices, global_batch_size, penalty_grad) -> float:
+    def _global_penalty_grad(self, products, indices, global_batch_size, penalty_grad) -> float:
         """Adds (n/G)·2λ/(2n)²·A_Bᵀu to the batch rows; returns λ‖u/(2n)‖² (paper Sec. 4.2)."""
         n = self.num_examples
         penalty = self.lambda_null * float((self.u / (2 * n)).pow(2).sum())  # λ‖Aδ/(2n)‖²
@@ -276,20 +316,20 @@ class AuxOffsets:
             return penalty
         # Unbiased minibatch estimate of the full gradient up to the factor n/G of the mean loss.
         scale = (n / global_batch_size) * 2 * self.lambda_null / (2 * n) ** 2
-        for batch, index in zip(batches, indices):
-            directional = self.products.jvp(batch, self.u).to(self.dtype)  # A_Bᵀu, (2B,)
+        for batch, index in zip(products, indices):
+            directional = batch.jvp_u(self.u).to(self.dtype)               # A_Bᵀu, (2B,)
             size = index.shape[0]
             penalty_grad[:, 0].index_add_(0, index, scale * directional[:size])
             penalty_grad[:, 1].index_add_(0, index, scale * directional[size:])
         return penalty
 
-    def _batch_penalty_grad(self, batches, indices, global_batch_size, delta,
+    def _batch_penalty_grad(self, products, indices, global_batch_size, delta,
                             penalty_grad) -> dict[str, float]:
         """λ_null‖A_Bδ_B/(2G)‖² + amp_sign·λ_amp‖δ_B‖²/(2G) and its gradient (Sec. 7.2)."""
         responses = 2 * global_batch_size
         occurrences = [torch.cat([delta[i, 0], delta[i, 1]]) for i in indices]
-        null_image = sum(self.products.vjp(b, c).to(self.dtype)                  # A_B·δ_B
-                         for b, c in zip(batches, occurrences))
+        null_image = sum(b.vjp(c).to(self.dtype)                                # A_B·δ_B
+                         for b, c in zip(products, occurrences))
         squares = sum(c.pow(2).sum() for c in occurrences).reshape(1)
         if is_distributed():                     # the global batch's A_B·δ_B and ‖δ_B‖²
             packed = all_reduce_(torch.cat([null_image, squares.to(null_image.dtype)]))
@@ -299,26 +339,28 @@ class AuxOffsets:
                    + self.amp_sign * self.lambda_amp * squares / responses)
         null_scale = 2 * self.lambda_null / responses**2
         amp_scale = 2 * self.amp_sign * self.lambda_amp / responses
-        for batch, index, values in zip(batches, indices, occurrences):
+        for batch, index, values in zip(products, indices, occurrences):
             grad = amp_scale * values
             if self.lambda_null and torch.any(null_image != 0):
-                grad = grad + null_scale * self.products.jvp(batch, null_image).to(self.dtype)
+                grad = grad + null_scale * batch.jvp(null_image).to(self.dtype)
             size = index.shape[0]
             penalty_grad[:, 0].index_add_(0, index, grad[:size])
             penalty_grad[:, 1].index_add_(0, index, grad[size:])
         return {"aux/penalty": penalty,
                 "aux/null_residual": _ratio(null_image.norm(), squares ** 0.5)}
 
-    def _add_to_u(self, batches, indices, change: torch.Tensor) -> None:
+    def _add_to_u(self, products, indices, change: torch.Tensor) -> None:
         """u += A·Δδ, every changed dataset row counted once (first occurrence)."""
         seen = rows_owned_elsewhere(indices, self.num_examples)
         update = torch.zeros_like(self.u)
-        for batch, index in zip(batches, indices):
+        for batch, index in zip(products, indices):
             keep = first_occurrences(index.cpu(), seen).to(self.device)
             cotangent = torch.cat([change[index, 0] * keep, change[index, 1] * keep])
             if torch.any(cotangent != 0):
-                update += self.products.vjp(batch, cotangent).to(self.dtype)
+                update += batch.vjp(cotangent).to(self.dtype)
+            batch.release()
         self.u += all_reduce_(update)                    # every process: the same A_B·Δδ_B
+        self._u_version += 1
 
     def recompute_u(self, batches: Iterable[Batch] | None) -> None:
         """u = A·δ from scratch (global mode; a no-op in the others).
@@ -330,6 +372,7 @@ class AuxOffsets:
             return
         delta = self.table()
         self.u = torch.zeros(self.products.dim, dtype=self.dtype, device=self.device)
+        self._u_version += 1
         if not torch.any(delta != 0):
             return
         if batches is None:
@@ -414,7 +457,8 @@ class AuxOffsets:
         for key, expected in (("mode", self.mode), ("num_examples", self.num_examples)):
             if state.get(key) != expected:
                 raise ValueError(f"state {key}={state.get(key)!r} does not match {expected!r}")
-        self._pending = []
+        self._pending, self._linearized = [], {}
+        self._u_version += 1
         self.num_steps = int(state["num_steps"])
         if self.mode == "projection":
             self.basis = state["basis"].to(self.device, self.dtype).clone()
@@ -429,6 +473,36 @@ class AuxOffsets:
             self.u = state["u"].to(self.device, self.dtype).clone()
             if recompute or (recompute is None and self._dataset_batches is not None):
                 self.recompute_u(self._dataset_batches)
+
+
+class _BatchProducts:
+    """A micro-batch's products for :meth:`AuxOffsets.step`: from its fused
+    :class:`Linearization` when :meth:`AuxOffsets.reference_logps` made one, else fresh."""
+
+    def __init__(self, products: ReferenceProducts, batch: Batch,
+                 linear: Linearization | None) -> None:
+        self.products, self.batch, self.linear = products, batch, linear
+
+    def jvp_u(self, u: torch.Tensor) -> torch.Tensor:
+        """A_Bᵀu for this step's u (the fused pass's tangent when there was one)."""
+        if self.linear is not None and self.linear.directional is not None:
+            return self.linear.directional
+        return self.jvp(u)
+
+    def jvp(self, tangent: torch.Tensor) -> torch.Tensor:
+        tangent = tangent.to(self.products.dtype)
+        if self.linear is not None:
+            return self.linear.jvp(tangent)
+        return self.products.jvp(self.batch, tangent)
+
+    def vjp(self, cotangent: torch.Tensor) -> torch.Tensor:
+        if self.linear is not None:
+            return self.linear.vjp(cotangent)
+        return self.products.vjp(self.batch, cotangent)
+
+    def release(self) -> None:
+        if self.linear is not None:
+            self.linear.release()
 
 
 def _ratio(numerator: torch.Tensor | float, denominator: torch.Tensor | float) -> float:

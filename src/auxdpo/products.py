@@ -32,15 +32,20 @@ kernels' memory savings for the VJP (the JVP has no such choice).
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
+import torch.autograd.forward_ad as fwad
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from auxdpo.logps import model_sequence_logps
+from auxdpo.tail import find_tail
 
-__all__ = ["ReferenceProducts", "eval_mode"]
+__all__ = ["Linearization", "ReferenceProducts", "eval_mode"]
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -75,12 +80,16 @@ class ReferenceProducts:
         jvp_method: ``"forward"`` (default, ``torch.func.jvp``) or ``"double-vjp"`` (two
             backward passes; faster only for tiny, overhead-bound models, see
             docs/benchmarks.md); see :meth:`logps_and_jvp`.
+        truncate: run the products through the trainable tail only (:mod:`auxdpo.tail`)
+            when the model's structure is recognised and every trainable tensor lies in the
+            last blocks, final norm or head; checked against the full pass on the first batch.
     """
 
     def __init__(self, model: torch.nn.Module, param_names: list[str] | None = None, *,
                  average: bool = False, snapshot: bool = True,
                  jacobian_chunk_size: int | None = None,
-                 math_attention_vjp: bool = True, jvp_method: str = "forward") -> None:
+                 math_attention_vjp: bool = True, jvp_method: str = "forward",
+                 truncate: bool = True) -> None:
         if jvp_method not in ("double-vjp", "forward"):
             raise ValueError(f"jvp_method must be 'double-vjp' or 'forward', got {jvp_method!r}")
         named = dict(model.named_parameters())
@@ -105,6 +114,10 @@ class ReferenceProducts:
         self.dim = int(sum(self.numels))
         self._snapshot = ({name: named[name].detach().clone() for name in self.param_names}
                           if snapshot else None)
+        self._tail, reason = find_tail(model, self.param_names) if truncate else (None, "off")
+        self._tail_checked = self._tail is None
+        if self._tail is None:
+            logger.info("reference products: full model pass (%s)", reason)
 
     # ---- parameters ----------------------------------------------------------------------
 
@@ -142,8 +155,12 @@ class ReferenceProducts:
         return {name: p.detach() for name, p in self.model.named_parameters()
                 if name not in trainable}
 
-    def _logps_fn(self, batch: Mapping[str, torch.Tensor]):
-        """θ (as positional tensors in ``param_names`` order) ↦ ``(N,)`` reference log-probs."""
+    @property
+    def truncated(self) -> bool:
+        """True when the products run through the trainable tail only."""
+        return self._tail is not None
+
+    def _full_logps_fn(self, batch: Mapping[str, torch.Tensor]):
         frozen = self._frozen()
 
         def logps(*theta: torch.Tensor) -> torch.Tensor:
@@ -152,6 +169,52 @@ class ReferenceProducts:
             return model_sequence_logps(self.model, batch, average=self.average, params=params)
 
         return logps
+
+    def _logps_fn(self, batch: Mapping[str, torch.Tensor]):
+        """θ (as positional tensors in ``param_names`` order) ↦ ``(N,)`` reference log-probs.
+
+        With a tail plan, the frozen prefix runs here, once, and the function runs the tail."""
+        if self._tail is None:
+            return self._full_logps_fn(batch)
+        plan = self._tail
+        inputs = plan.capture(batch)
+        frozen = {name: tensor for name, tensor in self._frozen().items()
+                  if name in plan.model_to_tail}
+
+        def logps(*theta: torch.Tensor) -> torch.Tensor:
+            params = dict(frozen)
+            params.update(zip(self.param_names, theta))
+            return plan.logps(inputs, batch, params, average=self.average)
+
+        if not self._tail_checked:
+            self._check_tail(batch, logps)
+            if self._tail is None:
+                return self._full_logps_fn(batch)
+        return logps
+
+    def _prepare(self, batch: Mapping[str, torch.Tensor]) -> Callable:
+        """:meth:`_logps_fn` with the frozen prefix (if any) run on the default attention
+        kernels; the products then run the returned function in their own context."""
+        with self._context(math_attention=False):
+            return self._logps_fn(batch)
+
+    def _check_tail(self, batch: Mapping[str, torch.Tensor], tail_fn) -> None:
+        """First batch: the tail must reproduce the whole model's log-probs, else fall back."""
+        theta = [t.detach() for t in self.reference.values()]
+        with torch.no_grad():
+            full, tail = self._full_logps_fn(batch)(*theta), tail_fn(*theta)
+        tolerance = 1e-4 if torch.finfo(full.dtype).bits >= 32 else 5e-2
+        error = float((full - tail).abs().max()) / max(float(full.abs().max()), 1.0)
+        self._tail_checked = True
+        if not error <= tolerance:
+            warnings.warn(f"reference products: the trainable tail does not reproduce the "
+                          f"model's log-probs (relative error {error:.2e}); using the full "
+                          "model pass", RuntimeWarning, stacklevel=4)
+            self._tail = None
+            return
+        plan = self._tail
+        logger.info("reference products: trainable tail only (blocks %d..%d of %d)",
+                    plan.first, plan.num_blocks - 1, plan.num_blocks)
 
     @contextlib.contextmanager
     def _context(self, math_attention: bool) -> Iterator[None]:
@@ -173,14 +236,7 @@ class ReferenceProducts:
 
     def vjp(self, batch: Mapping[str, torch.Tensor], cotangent: torch.Tensor) -> torch.Tensor:
         """``A_B @ cotangent``: ``(N,) → (d,)``, one backward pass of Σ_j c_j log π_θ₀(a_j|s_j)."""
-        theta = [t.detach().requires_grad_(True) for t in self.reference.values()]
-        with self._context(self.math_attention_vjp), torch.enable_grad():
-            logps = self._logps_fn(batch)(*theta)
-            _check_vector("cotangent", cotangent, logps.shape[0])
-            grads = torch.autograd.grad(logps, theta, grad_outputs=cotangent.to(logps),
-                                        allow_unused=True)
-        grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, theta)]
-        return self.flatten(grads)
+        return self._vjp_of(self._prepare(batch), cotangent)
 
     def jvp(self, batch: Mapping[str, torch.Tensor], tangent: torch.Tensor) -> torch.Tensor:
         """``A_Bᵀ @ tangent``: ``(d,) → (N,)``."""
@@ -196,15 +252,66 @@ class ReferenceProducts:
         The primal comes for free, so a caller that needs the reference log-probs and A_Bᵀu
         for the same batch (u fixed within a step) can take both from one call.
         """
+        return self._jvp_of(self._prepare(batch), tangent)
+
+    def linearize(self, batch: Mapping[str, torch.Tensor], tangent: torch.Tensor | None = None,
+                  *, keep_graph: bool = False) -> "Linearization":
+        """One pass over ``batch`` giving its reference log-probs and, if ``tangent`` (d,) is
+        given, A_Bᵀ·tangent; the returned object computes A_B·c and A_Bᵀ·t for the same batch
+        later without running the frozen prefix again (it keeps the tail's input).
+
+        ``keep_graph=True`` keeps the tail's autograd graph from this pass (forward-mode
+        tangents ride on it), so that the first ``vjp`` is a backward pass only; it holds the
+        tail's activations until then.
+        """
+        fn = self._prepare(batch)
+        if not keep_graph:
+            if tangent is None:
+                with torch.no_grad(), self._context(math_attention=True):
+                    return Linearization(self, fn, fn(*self.reference.values()), None)
+            return Linearization(self, fn, *self._jvp_of(fn, tangent))
+        leaves = [t.detach().requires_grad_(True) for t in self.reference.values()]
+        directional = None
+        with self._context(math_attention=True), torch.enable_grad():
+            if tangent is None:
+                logps = fn(*leaves)
+            else:
+                with fwad.dual_level():
+                    duals = [fwad.make_dual(leaf, t) for leaf, t in
+                             zip(leaves, self._tangents(tangent, leaves))]
+                    logps, directional = fwad.unpack_dual(fn(*duals))
+                    directional = directional.detach().clone()
+        return Linearization(self, fn, logps, directional, graph=(logps, leaves))
+
+    # ---- products from a prepared log-prob function -------------------------------------
+
+    def _tangents(self, tangent: torch.Tensor, like) -> tuple[torch.Tensor, ...]:
+        return tuple(t.to(p) for t, p in zip(self.unflatten(tangent), like))
+
+    def _vjp_of(self, fn: Callable, cotangent: torch.Tensor, graph=None) -> torch.Tensor:
+        if graph is None:
+            theta = [t.detach().requires_grad_(True) for t in self.reference.values()]
+            with self._context(self.math_attention_vjp), torch.enable_grad():
+                logps = fn(*theta)
+        else:
+            logps, theta = graph
+        _check_vector("cotangent", cotangent, logps.shape[0])
+        grads = torch.autograd.grad(logps, theta, grad_outputs=cotangent.to(logps),
+                                    allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, theta)]
+        return self.flatten(grads)
+
+    def _jvp_of(self, fn: Callable, tangent: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         theta = tuple(self.reference.values())
-        tangents = tuple(t.to(p) for t, p in zip(self.unflatten(tangent), theta))
+        tangents = self._tangents(tangent, theta)
         if self.jvp_method == "forward":
             with self._context(math_attention=True), torch.no_grad():
-                logps, directional = torch.func.jvp(self._logps_fn(batch), theta, tangents)
+                logps, directional = torch.func.jvp(fn, theta, tangents)
             return logps, directional
         leaves = [t.detach().requires_grad_(True) for t in theta]
         with self._context(self.math_attention_vjp), torch.enable_grad():
-            logps = self._logps_fn(batch)(*leaves)
+            logps = fn(*leaves)
             dummy = torch.zeros_like(logps, requires_grad=True)
             grads = torch.autograd.grad(logps, leaves, grad_outputs=dummy, create_graph=True,
                                         allow_unused=True)
@@ -222,7 +329,7 @@ class ReferenceProducts:
         falls back to N backward passes, with a warning, for models vmap cannot batch.
         """
         theta = tuple(self.reference.values())
-        fn = self._logps_fn(batch)
+        fn = self._prepare(batch)
         try:
             with self._context(math_attention=True):
                 jac = torch.func.jacrev(fn, argnums=tuple(range(len(theta))),
@@ -251,3 +358,30 @@ def _check_vector(name: str, vector: torch.Tensor, length: int) -> None:
     if vector.shape != (length,):
         raise ValueError(f"{name} has shape {tuple(vector.shape)}, expected ({length},) — "
                          "one entry per row of the batch (chosen rows, then rejected)")
+
+
+class Linearization:
+    """One batch's reference log-probs and products with its A_B, sharing one prefix pass.
+
+    Made by :meth:`ReferenceProducts.linearize`. ``logps`` ``(N,)`` are log π_θ₀(a_j|s_j)
+    (detached); ``directional`` ``(N,)`` is A_Bᵀt for the tangent given there (or None).
+    """
+
+    def __init__(self, products: ReferenceProducts, fn: Callable, logps: torch.Tensor,
+                 directional: torch.Tensor | None, graph=None) -> None:
+        self.products, self._fn, self._graph = products, fn, graph
+        self.logps = logps.detach()
+        self.directional = directional
+
+    def vjp(self, cotangent: torch.Tensor) -> torch.Tensor:
+        """``A_B @ cotangent`` ``(d,)``; the first call uses the kept graph, if any."""
+        graph, self._graph = self._graph, None
+        return self.products._vjp_of(self._fn, cotangent, graph)
+
+    def jvp(self, tangent: torch.Tensor) -> torch.Tensor:
+        """``A_Bᵀ @ tangent`` ``(N,)`` (a fresh pass through the tail)."""
+        return self.products._jvp_of(self._fn, tangent)[1]
+
+    def release(self) -> None:
+        """Drop the kept graph (if any) without using it."""
+        self._graph = None

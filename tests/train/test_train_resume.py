@@ -37,10 +37,13 @@ def _state(trainer):
     return params, trainer.offsets.table(), u
 
 
-@pytest.mark.parametrize("mode", ["global", "batch"])
-def test_kill_and_resume_equals_uninterrupted_run(tmp_path, mode):
-    """12 rows, batch 4 (3 steps an epoch, shuffled): stop after step 2 (mid-epoch), resume."""
+@pytest.mark.parametrize("mode,capacity", [("global", "full"), ("batch", "full"),
+                                           ("global", "last-block")])
+def test_kill_and_resume_equals_uninterrupted_run(tmp_path, mode, capacity):
+    """12 rows, batch 4 (3 steps an epoch, shuffled): stop after step 2 (mid-epoch), resume.
+    ``last-block`` runs the fused reference pass with truncated products."""
     extra = {"lambda_amp": 0.1} if mode == "batch" else {}
+    extra["capacity"] = capacity
     full = _trainer(tmp_path / "full", aux_constraint=mode, **extra)
     full.train()
     params_full, delta_full, u_full = _state(full)

@@ -94,6 +94,16 @@ class AuxDPOConfig(DPOConfig):
     recompute_u_every: int = field(default=0, metadata={
         "help": "Recompute the global-mode running sum u = A·δ from scratch every this many "
                 "optimizer steps (0: only at start and on resume)."})
+    aux_fused_reference: bool = field(default=True, metadata={
+        "help": "AuxDPO (global/batch, float32/float64 models): take the loss's reference "
+                "log-probs from the offsets' products, so that one pass also gives A_Bᵀu and "
+                "keeps what the step's VJP needs. False: a separate reference forward."})
+    aux_truncate_products: bool = field(default=True, metadata={
+        "help": "Run the reference Jacobian products through the trainable tail only (first "
+                "trainable block onwards) when the model's structure is recognised."})
+    aux_keep_reference_graph: bool = field(default=False, metadata={
+        "help": "Keep each micro-batch's reference-tail graph from the fused pass until the "
+                "offsets' step (saves a tail forward per micro-batch, holds its activations)."})
     pref_prob_column: str | None = field(default="pref_prob", metadata={
         "help": "Optional dataset column with the probability that chosen ≻ rejected (soft label, "
                 "in [0, 1]); used when the column exists."})

@@ -1,0 +1,166 @@
+"""The trainable tail of a causal LM: products with A_B that skip the frozen prefix.
+
+When only the last blocks are trainable (``last-block``, ``last:<f>``, ``lora:<r>`` on the last
+block, a regex inside the blocks), ∇_θ log π(a|s) does not depend on the layers before the
+first trainable block: they only produce that block's input. :class:`TailPlan` finds the
+structure
+
+    embeddings → blocks[0..k-1] (frozen prefix) → blocks[k..L-1] → final norm → LM head
+
+and :meth:`TailPlan.capture` runs the prefix once, without a graph, stopping at block k with a
+forward pre-hook that records the block's inputs (hidden states and everything the model hands
+to a block: attention mask, rotary cos/sin, position ids, cache position). The products then
+run only ``blocks[k:] → norm → head`` under ``torch.func.functional_call``.
+
+Recognised: GPT-2 (``transformer.h`` + ``ln_f``), Llama, Qwen2, Qwen3 and other models whose
+blocks are ``model.layers`` followed by ``model.norm``, plain or PEFT-wrapped. Anything else,
+a trainable tensor outside the tail (embeddings, a tied LM head), or a tail whose log-probs do
+not match the whole model's on the first batch, falls back to the full pass
+(:class:`auxdpo.products.ReferenceProducts` checks and logs which path it uses, once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from auxdpo.logps import MODEL_INPUT_KEYS, sequence_logps
+
+__all__ = ["CapturedInputs", "TailPlan", "find_tail"]
+
+_NORM_NAMES = ("ln_f", "norm", "final_layernorm")
+
+
+class _Captured(Exception):
+    """Raised by the pre-hook to stop the prefix forward once the tail's input is known."""
+
+
+@dataclass
+class CapturedInputs:
+    """What the model hands its first trainable block: ``args[0]`` is the hidden states
+    ``(N, T, E)``; the rest (mask, rotary cos/sin, position ids, ...) is passed on as is."""
+
+    args: tuple
+    kwargs: dict
+
+
+class _Tail(nn.Module):
+    """``blocks[k:] → norm → head`` as one module (it shares, never copies, the tensors)."""
+
+    def __init__(self, blocks: list[nn.Module], norm: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = norm
+        self.head = head
+
+    def forward(self, inputs: CapturedInputs) -> torch.Tensor:
+        hidden, rest = inputs.args[0], inputs.args[1:]
+        for block in self.blocks:
+            output = block(hidden, *rest, **inputs.kwargs)
+            hidden = output[0] if isinstance(output, tuple) else output
+        return self.head(self.norm(hidden))                       # (N, T, V) logits
+
+
+@dataclass
+class TailPlan:
+    """Where the trainable tail starts and how its tensors are named.
+
+    ``model_to_tail`` maps a model parameter/buffer name to its name inside the tail module;
+    ``first`` is the index of the first trainable block, ``num_blocks`` their count.
+    """
+
+    model: nn.Module
+    tail: _Tail
+    first_block: nn.Module
+    first: int
+    num_blocks: int
+    model_to_tail: dict[str, str]
+
+    def capture(self, batch: Mapping[str, torch.Tensor]) -> CapturedInputs:
+        """Run the frozen prefix on ``batch`` (no graph) and return the tail's inputs."""
+        store: list[CapturedInputs] = []
+
+        def hook(module, args, kwargs):
+            store.append(CapturedInputs(tuple(args), dict(kwargs)))
+            raise _Captured
+
+        kwargs = {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
+        kwargs["use_cache"] = False
+        handle = self.first_block.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                self.model(**kwargs)
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+        if not store:
+            raise RuntimeError("the model's forward never reached its first trainable block")
+        return store[0]
+
+    def logps(self, inputs: CapturedInputs, batch: Mapping[str, torch.Tensor],
+              params: Mapping[str, torch.Tensor], *, average: bool) -> torch.Tensor:
+        """``(N,)`` log-probs from the tail, with ``params`` (model names) substituted."""
+        tail_params = {self.model_to_tail[name]: value for name, value in params.items()
+                       if name in self.model_to_tail}
+        logits = torch.func.functional_call(self.tail, tail_params, args=(inputs,),
+                                            strict=False)
+        return sequence_logps(logits, batch["input_ids"], batch["completion_mask"],
+                              average=average)
+
+
+def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    layers = next((getattr(config, a) for a in ("num_hidden_layers", "n_layer")
+                   if isinstance(getattr(config, a, None), int)), None)
+    candidates = [(name, module) for name, module in model.named_modules()
+                  if isinstance(module, nn.ModuleList) and len(module) == layers]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda item: item[0].count("."))
+
+
+def find_tail(model: nn.Module, param_names: list[str]) -> tuple[TailPlan | None, str]:
+    """The tail plan for trainable tensors ``param_names``, or ``(None, reason)``."""
+    found = _find_blocks(model)
+    if found is None:
+        return None, "no list of transformer blocks found"
+    prefix, blocks = found
+    modules = dict(model.named_modules())
+    parent = prefix.rpartition(".")[0]
+    norm_name = next((f"{parent}.{n}" if parent else n for n in _NORM_NAMES
+                      if (f"{parent}.{n}" if parent else n) in modules), None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head_name = next((name for name, m in modules.items() if m is head and name), None)
+    if norm_name is None or head_name is None:
+        return None, "no final norm or LM head next to the blocks"
+    block_of = {}
+    for name in param_names:
+        if not name.startswith(prefix + "."):
+            if not name.startswith((norm_name + ".", head_name + ".")):
+                return None, f"trainable tensor {name} lies outside the blocks, norm and head"
+            continue
+        block_of[name] = int(name[len(prefix) + 1:].split(".")[0])
+    first = min(block_of.values(), default=len(blocks) - 1)
+    tail_prefixes = tuple([f"{prefix}.{i}." for i in range(first, len(blocks))]
+                          + [norm_name + ".", head_name + "."])
+    wanted = set(param_names)
+    trainable = {id(p) for n, p in model.named_parameters() if n in wanted}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in trainable and not name.startswith(tail_prefixes):
+            return None, f"trainable tensor {name} is shared with the frozen prefix (tied)"
+    tail = _Tail(list(blocks)[first:], modules[norm_name], head)
+    by_id = {}
+    for name, tensor in list(tail.named_parameters(remove_duplicate=False)) + \
+            list(tail.named_buffers(remove_duplicate=False)):
+        by_id.setdefault(id(tensor), name)
+    model_to_tail = {name: by_id[id(t)] for name, t in
+                     list(model.named_parameters()) + list(model.named_buffers())
+                     if id(t) in by_id}
+    return TailPlan(model, tail, blocks[first], first, len(blocks), model_to_tail), \
+        f"tail from block {first} of {len(blocks)}"
