@@ -7,7 +7,7 @@ of all processes; ``--set gradient_accumulation_steps=K`` multiplies the optimiz
 
     python tests/dist_train.py OUT [--steps 4] [--global-batch 8] [--save-steps 0]
         [--resume OUT_OF_AN_EARLIER_RUN [--resume-step 2]] [--runs dpo,global,batch]
-        [--data SAVED_DATASET] [--gpu] [--set KEY=VALUE ...]
+        [--data SAVED_DATASET] [--init SAVED_MODEL] [--gpu] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -63,6 +63,17 @@ def _engine(trainer) -> str:
     return "DDP" if kind.startswith("MULTI_") else kind
 
 
+def _initial_model(folder: str | None):
+    """The tiny float64 GPT-2, or the same weights saved in ``folder`` (``--init``). Under
+    ZeRO-3, transformers builds a model from its config inside ``zero.Init``, which draws other
+    initial weights than one process does; loading saved weights gives every launch the same."""
+    if folder is None:
+        return H.model()
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float64)
+
+
 def train_one(name: str, out: Path, args) -> None:
     per_device = args.global_batch // _world()
     save = ({"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps
@@ -71,7 +82,7 @@ def train_one(name: str, out: Path, args) -> None:
                       max_steps=args.steps, learning_rate=5e-3, use_cpu=not args.gpu,
                       **save, **{**RUNS[name], **dict(args.set)})
     train = datasets.load_from_disk(args.data) if args.data else H.dataset(N_ROWS)
-    trainer = AuxDPOTrainer(H.model(), args=config, train_dataset=train,
+    trainer = AuxDPOTrainer(_initial_model(args.init), args=config, train_dataset=train,
                             processing_class=H.tokenizer())
     resume = None
     if args.resume:
@@ -113,6 +124,8 @@ def main() -> None:
     parser.add_argument("--set", type=_key_value, action="append", default=[],
                         metavar="KEY=VALUE", help="override a config field (value: Python "
                         "literal), e.g. --set max_grad_norm=0")
+    parser.add_argument("--init", default=None, help="a folder of initial weights saved with "
+                        "save_pretrained (the same model on every launcher, ZeRO-3 included)")
     parser.add_argument("--data", default=None, help="a dataset saved with save_to_disk "
                         "(needed by precompute_ref_log_probs under several processes)")
     args = parser.parse_args()

@@ -140,14 +140,16 @@ ACCELERATE_CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "acceler
 ACCELERATE_RUNS = ("dpo", "global", "batch", "projection")
 
 
-def _launch(out: Path, *extra: str, processes: int = 1, accelerate: str | None = None
+def _launch(out: Path, *extra: str, processes: int = 1, accelerate: str | Path | None = None
             ) -> None:
     """Run dist_train.py in 1 process (python), ``processes`` (torchrun) or through
-    ``accelerate launch --config_file examples/accelerate/<accelerate>.yaml``."""
+    ``accelerate launch --config_file examples/accelerate/<accelerate>.yaml`` (or the config
+    file at ``accelerate``, a Path)."""
     launcher = [sys.executable]
     if accelerate:
-        launcher += ["-m", "accelerate.commands.launch", "--config_file",
-                     str(ACCELERATE_CONFIGS / f"{accelerate}.yaml")]
+        if not isinstance(accelerate, Path):
+            accelerate = ACCELERATE_CONFIGS / f"{accelerate}.yaml"
+        launcher += ["-m", "accelerate.commands.launch", "--config_file", str(accelerate)]
     elif processes > 1:
         # --standalone: the rendezvous picks its own free port (no race with other jobs).
         launcher += ["-m", "torch.distributed.run", "--standalone",
@@ -284,6 +286,50 @@ def test_deepspeed_zero2_two_processes_match_one_process(trainer_runs, deepspeed
     moved = max((one["params"][k] - init[k]).abs().max().item() for k in init)
     assert moved > 1e-2
     _compare(one, two, rtol=0, atol=2e-6, offsets_rtol=0, offsets_atol=1e-8)
+
+
+
+ZERO3_RUNS = ("dpo",)
+
+
+@pytest.fixture(scope="module")
+def zero3_runs(trainer_runs, tmp_path_factory):
+    """``zero2_cpu.yaml`` with ``zero_stage: 3`` (2 processes, ZeRO-3 on CPU). Under ZeRO-3,
+    transformers builds a model from its config inside ``zero.Init``, which draws other weights
+    than one process does: the run starts from dist_train's tiny model saved to disk."""
+    sys.path.insert(0, str(Path(__file__).parent / "train"))
+    import train_helpers
+
+    init = trainer_runs / "init"
+    train_helpers.model().save_pretrained(str(init))
+    config = tmp_path_factory.mktemp("zero3") / "zero3_cpu.yaml"
+    text = (ACCELERATE_CONFIGS / "zero2_cpu.yaml").read_text()
+    config.write_text(text.replace("zero_stage: 2", "zero_stage: 3"))
+    out = trainer_runs / "zero3"
+    _launch(out, "--runs", ",".join(ZERO3_RUNS), "--data", str(trainer_runs / "data"),
+            "--init", str(init), *ACCUMULATE, accelerate=config)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_deepspeed(), reason="deepspeed is not installed")
+@pytest.mark.parametrize("run", ZERO3_RUNS)
+def test_deepspeed_zero3_two_processes_match_one_process(trainer_runs, zero3_runs, run):
+    """The frozen reference copy of a ZeRO-3 model must hold the gathered weights (a plain
+    deep copy held empty shards and the first step crashed). ZeRO-3's ``zero.Init`` casts the
+    model itself to float32 (forward and backward, not only the master weights as in
+    ZeRO-2), and Adam turns float32 noise in near-zero gradients into steps of full size:
+    a 1-process float32 run differs from the float64 one by 5.2e-6, this run by 3.9e-6,
+    while the parameters moved by 2e-2 (a reference of empty shards: the run crashes; a wrong
+    reference or missing gradient reduction: differences of 1e-2 and more)."""
+    one = torch.load(trainer_runs / "one" / f"{run}.pt", weights_only=True)
+    two = torch.load(zero3_runs / f"{run}.pt", weights_only=True)
+    assert (two["world_size"], two["engine"]) == (2, "DEEPSPEED zero3")
+    init = dist_train_initial_params()
+    moved = max((one["params"][k] - init[k]).abs().max().item() for k in init)
+    assert moved > 1e-2
+    two["params"] = {k: v.double() for k, v in two["params"].items()}      # float32 here
+    _compare(one, two, rtol=0, atol=2e-5)
 
 
 def dist_train_initial_params() -> dict:

@@ -55,8 +55,25 @@ _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", 
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy with every parameter frozen, in eval mode: the reference policy π_ref."""
-    reference = copy.deepcopy(model)
+    """A deep copy with every parameter frozen, in eval mode: the reference policy π_ref.
+
+    Under DeepSpeed ZeRO-3, transformers builds the model inside ``zero.Init``: each
+    parameter's ``.data`` is an empty placeholder and its shard lives in ``ds_tensor``.
+    ``Parameter.__deepcopy__`` copies ``.data`` only, so a plain deep copy would be a model of
+    empty tensors. There each parameter is gathered (one at a time, on every process) and
+    copied into a plain parameter in CPU memory (ties kept); ``prepare_deepspeed`` moves the
+    copy back to the device one parameter at a time as it shards it again.
+    """
+    memo = {}
+    sharded = [p for p in model.parameters() if hasattr(p, "ds_id")]  # ZeRO-3 partitioned
+    if sharded:
+        import deepspeed
+
+        for param in sharded:
+            with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                memo[id(param)] = torch.nn.Parameter(param.data.detach().to("cpu", copy=True),
+                                                     requires_grad=False)
+    reference = copy.deepcopy(model, memo)
     reference.requires_grad_(False)
     return reference.eval()
 
@@ -118,6 +135,10 @@ class AuxDPOTrainer(DPOTrainer):
                                                    args.weight_column)
         self.loss_fn = get_loss(args.method)
         self.offsets = self._build_offsets() if args.method == "auxdpo" else None
+        self._fuse_reference = (self.offsets is not None and args.aux_fused_reference
+                                and args.aux_constraint in ("global", "batch")
+                                and self.offsets.products.dtype in (torch.float32,
+                                                                    torch.float64))
         self._rows_since_step = 0
         self.add_callback(OffsetsStepCallback(self))
         if args.metrics_file:
@@ -163,14 +184,16 @@ class AuxDPOTrainer(DPOTrainer):
             # The frozen reference copy stays at θ₀: read it live instead of snapshotting θ₀.
             reference = self.accelerator.unwrap_model(self.ref_model)
             products = ReferenceProducts(reference, names, average=args.logp_average,
-                                         snapshot=False)
+                                         snapshot=False, truncate=args.aux_truncate_products)
         else:  # LoRA: θ₀ = the adapters at initialisation, snapshotted by ReferenceProducts.
-            products = ReferenceProducts(policy, names, average=args.logp_average)
+            products = ReferenceProducts(policy, names, average=args.logp_average,
+                                         truncate=args.aux_truncate_products)
         return AuxOffsets(len(self.train_dataset), products, mode=args.aux_constraint,
                           lambda_null=args.lambda_null, lambda_amp=args.lambda_amp,
                           amp_sign=args.amp_sign, delta_lr=args.delta_lr,
                           delta_cap=args.delta_cap, recompute_every=args.recompute_u_every,
-                          dtype=products.dtype, optimizer=args.delta_optimizer)
+                          dtype=products.dtype, optimizer=args.delta_optimizer,
+                          keep_reference_graph=args.aux_keep_reference_graph)
 
     def dataset_batches(self) -> _DatasetBatches:
         """The training set in unshuffled collated batches (for δ's whole-dataset passes)."""
@@ -252,6 +275,10 @@ class AuxDPOTrainer(DPOTrainer):
         return logps, outputs
 
     def _reference_logps(self, inputs, model_kwargs) -> torch.Tensor:
+        if getattr(self, "_fuse_reference", False) and self.model.training \
+                and AUX_INDEX in inputs and not self.precompute_ref_logps:
+            # One products pass: log π_θ₀ for the loss, A_Bᵀu and the prefix for the step.
+            return self.offsets.reference_logps(inputs)
         if self.precompute_ref_logps:
             total = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]])
             if self.args.logp_average:
@@ -284,9 +311,15 @@ class AuxDPOTrainer(DPOTrainer):
         model_kwargs["use_cache"] = False
         if self.aux_loss_enabled:
             model_kwargs["output_router_logits"] = True
-        policy_logps, outputs = self._forward_logps(model, model_kwargs, inputs)
         ref_kwargs = {k: v for k, v in model_kwargs.items() if k != "output_router_logits"}
-        ref_logps = self._reference_logps(inputs, ref_kwargs).to(policy_logps.dtype)
+        ref_logps = None
+        if getattr(self, "_fuse_reference", False) and mode == "train":
+            # Fused pass first: its transient tangents are freed before the policy's graph.
+            ref_logps = self._reference_logps(inputs, ref_kwargs)
+        policy_logps, outputs = self._forward_logps(model, model_kwargs, inputs)
+        if ref_logps is None:
+            ref_logps = self._reference_logps(inputs, ref_kwargs)
+        ref_logps = ref_logps.to(policy_logps.dtype)
         policy_chosen, policy_rejected = policy_logps.chunk(2)
         ref_chosen, ref_rejected = ref_logps.chunk(2)
         kwargs = self._loss_kwargs(inputs, mode, policy_logps.dtype)
