@@ -33,6 +33,8 @@ MODELS = {  # name: (architecture, layers, hidden size)
     "small": ("gpt2", 4, 128),
     "medium": ("gpt2", 6, 256),
     "medium-llama": ("llama", 6, 256),
+    "deep": ("gpt2", 12, 256),          # GPT-2 small's depth, narrower
+    "deep-llama": ("llama", 12, 256),
 }
 CAPACITIES = ("last-block", "lora:4", "full")
 # AuxDPO variants: name -> AuxDPOConfig overrides. "auxdpo" is the default configuration;
