@@ -131,10 +131,3 @@ def brute_force_dataset_matrix(model, dataset, param_names, num_examples) -> tor
     return torch.stack([blocks[c] for c in range(2 * num_examples)], dim=1)
 
 
-def one_thread():
-    """Generator for a module-scoped autouse fixture: tiny models run several times faster
-    with one intra-op thread than with OpenMP threads fighting over 2 busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

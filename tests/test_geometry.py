@@ -20,14 +20,6 @@ from auxdpo.lab.policies import FunctionPolicy, LogLinearPolicy, three_response_
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The lab's tensors are tiny: torch's thread pool only adds overhead (see single_thread)."""
-    from auxdpo.lab.experiments import single_thread
-
-    with single_thread():
-        yield
-
 
 def _instance(seed=0, S=3, A=5, d=2):
     gen = torch.Generator().manual_seed(seed)

@@ -14,7 +14,6 @@ from auxdpo.lab.experiments import (
     loglinear_gap,
     run_demo,
     sensitivity,
-    single_thread,
 )
 from auxdpo.lab.newton import batched_newton, bracketed_newton
 from auxdpo.lab.policies import three_response_policy
@@ -24,11 +23,6 @@ from auxdpo.lab.sweep import simplex_grid, solve_prop2_grid
 
 D64 = torch.float64
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def test_simplex_grid_is_interior_and_normalised():

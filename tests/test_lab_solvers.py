@@ -28,14 +28,6 @@ from auxdpo.lab.solvers import (
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The lab's tensors are tiny: torch's thread pool only adds overhead (see single_thread)."""
-    from auxdpo.lab.experiments import single_thread
-
-    with single_thread():
-        yield
-
 
 def _tabular_instance(seed=0, S=2, A=4, path_only=True):
     gen = torch.Generator().manual_seed(seed)

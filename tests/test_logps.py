@@ -6,9 +6,7 @@ import pytest
 import torch
 
 from auxdpo.logps import model_sequence_logps, sequence_logps
-from offsets_fixtures import one_thread, preference_batch, tiny_gpt2
-
-_one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
+from offsets_fixtures import preference_batch, tiny_gpt2
 
 
 def _hand_loop(logits, input_ids, completion_mask, average):

@@ -11,12 +11,9 @@ from auxdpo.products import ReferenceProducts
 from offsets_fixtures import (
     brute_force_dataset_matrix,
     dataset_batches,
-    one_thread,
     select,
     tiny_gpt2,
 )
-
-_one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 N_EXAMPLES = 12
 F64 = torch.float64

@@ -26,14 +26,6 @@ from auxdpo.oracle.solvers import (
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _instance(beta=2.0, seed=0, S=3, nA=5, d=2):
     gen = torch.Generator().manual_seed(seed)

@@ -36,13 +36,6 @@ TINY = dict(vocab_size=3, response_length=2, prompt_length=2, num_prompts=3, num
             hidden_size=8, num_layers=1, warmup_steps=5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tiny():

@@ -28,13 +28,6 @@ if not os.path.isfile(DEFAULT_MMLU_PRO):
     pytest.skip(f"MMLU-Pro data absent ({DEFAULT_MMLU_PRO})", allow_module_level=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):

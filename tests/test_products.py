@@ -8,13 +8,10 @@ import torch
 from auxdpo.products import ReferenceProducts
 from offsets_fixtures import (
     brute_force_columns,
-    one_thread,
     preference_batch,
     tiny_gpt2,
     tiny_llama,
 )
-
-_one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 BUILDERS = {"gpt2": tiny_gpt2, "llama": tiny_llama}
 LAST_BLOCK = {"gpt2": "transformer.h.1.", "llama": "model.layers.1."}

@@ -268,29 +268,17 @@ def _setup(config, task, capacity_spec: str, seed: int) -> dict:
     """Capacity, log-prob functions, θ₀, A_θ₀, the design's counts and the pair sample."""
     from auxdpo.oracle.capacity import FlatCapacity
     from auxdpo.oracle.designs import design_counts
-    from auxdpo.oracle.solvers import forward_score_matrix, local_rlhf_theta
+    from auxdpo.oracle.runner import cell_setup
 
-    S, finite = task.num_prompts, config.finite
+    S, finite, reward = task.num_prompts, config.finite, task.reward
     capacity = FlatCapacity(task.model, capacity_spec, seed=seed)
     trainer_capacity(capacity)                                   # fail early on LoRA
-    fn, fn_train = task.log_probs_fn(capacity), task.log_probs_fn(capacity, train_only=True)
-    theta0 = capacity.theta0
-    with torch.no_grad():
-        logp0 = fn(theta0)
-    rho, reward = task.rho(), task.reward
-    A = forward_score_matrix(fn_train, theta0)                    # (d, S·A)
-    # as the population cell (runner._cell): design counts from the local RLHF direction
-    direction = local_rlhf_theta(A, rho, logp0[:S], reward[:S], 1.0, theta0) - theta0
-    counts = design_counts(
-        config.design, rho=rho, probs0=logp0[:S].exp(), reward=reward[:S],
-        direction_scores=(A.T @ direction).reshape(S, -1), factor=config.anti_factor,
-        skew=config.skew, generator=torch.Generator().manual_seed(10_000 + seed))
-    source = counts if finite.sampler == "design" else design_counts(
-        "on-policy", rho=rho, probs0=logp0[:S].exp())
+    cell = cell_setup(config, task, capacity, seed)              # as the population cell
+    source = cell["counts"] if finite.sampler == "design" else design_counts(
+        "on-policy", rho=cell["rho"], probs0=cell["logp0"][:S].exp())
     sample = sample_pairs(source, reward[:S], finite.pairs,
                           torch.Generator().manual_seed(20_000 + seed))
-    return dict(capacity=capacity, fn=fn, fn_train=fn_train, theta0=theta0, logp0=logp0,
-                rho=rho, A=A, counts=counts, sample=sample)
+    return dict(cell, capacity=capacity, sample=sample)
 
 
 def _exact_rlhf(config, cell: dict, reward: torch.Tensor, beta: float):

@@ -31,7 +31,8 @@ from auxdpo.oracle.solvers import (
 from auxdpo.oracle.tasks import TokenTaskConfig, build_token_task
 from auxdpo.train.config import parse_capacity
 
-__all__ = ["BASE_METHODS", "OracleConfig", "aggregate", "method_names", "run_oracle"]
+__all__ = ["BASE_METHODS", "OracleConfig", "aggregate", "cell_setup", "method_names",
+           "run_oracle"]
 
 BASE_METHODS = ("dpo", "ipo", "dpop", "auxdpo")
 FAMILIES = ("tokens", "mmlu-choice")
@@ -128,23 +129,36 @@ def method_names(config: OracleConfig) -> list[tuple[str, str, dict]]:
     return out
 
 
-def _cell(config, task, capacity_spec, seed, log) -> list[dict]:
-    """All β and methods for one (seed, capacity)."""
-    S, L = task.num_prompts, task.config.response_length
-    capacity = (task.capacity(capacity_spec) if config.family == "mmlu-choice"
-                else FlatCapacity(task.model, capacity_spec, seed=seed))
+def cell_setup(config, task, capacity, seed: int) -> dict:
+    """What both regimes need for one (seed, capacity): the log-prob functions ``fn`` (all
+    prompts) and ``fn_train``, θ₀, log π₀ ``(S + H, A)``, ρ, A_θ₀ ``(d, S·A)`` and the
+    design's counts (the anti-aligned design scores pairs by the local RLHF direction)."""
+    S, reward = task.num_prompts, task.reward
     fn = task.log_probs_fn(capacity)
     fn_train = task.log_probs_fn(capacity, train_only=True)
     theta0 = capacity.theta0
     with torch.no_grad():
         logp0 = fn(theta0)
-    rho, reward = task.rho(), task.reward
+    rho = task.rho()
     A = forward_score_matrix(fn_train, theta0)           # (d, S·A)
     direction = local_rlhf_theta(A, rho, logp0[:S], reward[:S], 1.0, theta0) - theta0
     counts = design_counts(
         config.design, rho=rho, probs0=logp0[:S].exp(), reward=reward[:S],
         direction_scores=(A.T @ direction).reshape(S, -1), factor=config.anti_factor,
         skew=config.skew, generator=torch.Generator().manual_seed(10_000 + seed))
+    return dict(fn=fn, fn_train=fn_train, theta0=theta0, logp0=logp0, rho=rho, A=A,
+                counts=counts)
+
+
+def _cell(config, task, capacity_spec, seed, log) -> list[dict]:
+    """All β and methods for one (seed, capacity)."""
+    S, L = task.num_prompts, task.config.response_length
+    capacity = (task.capacity(capacity_spec) if config.family == "mmlu-choice"
+                else FlatCapacity(task.model, capacity_spec, seed=seed))
+    cell = cell_setup(config, task, capacity, seed)
+    fn, fn_train, theta0, logp0, rho, A, counts = (cell[k] for k in (
+        "fn", "fn_train", "theta0", "logp0", "rho", "A", "counts"))
+    reward = task.reward
     rows = []
     for beta in config.betas:
         problem = PreferenceProblem(rho, reward[:S], counts, beta)
