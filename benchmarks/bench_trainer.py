@@ -38,12 +38,17 @@ MODELS = {  # name: (architecture, layers, hidden size)
 }
 CAPACITIES = ("last-block", "lora:4", "full")
 # AuxDPO variants: name -> AuxDPOConfig overrides. "auxdpo" is the default configuration;
-# "auxdpo-unfused" is the code path before fusion and truncation (separate reference forward,
-# whole-model JVP and VJP), "auxdpo-keep" keeps the reference tail's graph until the step.
+# "auxdpo-forward" computes A_Bᵀu by exact forward-mode AD instead of a finite difference,
+# "auxdpo-central" by a central difference, "auxdpo-unfused" is the code path before fusion
+# and truncation (separate reference forward, whole-model forward-mode JVP and VJP),
+# "auxdpo-keep" keeps the reference tail's graph until the step.
 VARIANTS = {
     "auxdpo": {},
+    "auxdpo-forward": {"aux_jvp": "forward"},
+    "auxdpo-central": {"aux_jvp": "central-difference"},
     "auxdpo-keep": {"aux_keep_reference_graph": True},
-    "auxdpo-unfused": {"aux_fused_reference": False, "aux_truncate_products": False},
+    "auxdpo-unfused": {"aux_fused_reference": False, "aux_truncate_products": False,
+                       "aux_jvp": "forward"},
 }
 
 

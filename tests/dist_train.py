@@ -32,14 +32,20 @@ from auxdpo.train.trainer import AuxDPOTrainer  # noqa: E402
 # dataset would put the file in a per-process temporary folder.
 datasets.enable_caching()
 
+# The exactness runs use the exact JVP (aux_jvp: forward): with the default difference JVP
+# each process takes its own step size, and the runs then agree to the quotient's error
+# (≈ 1e-7 in float64), not to round-off; "global_fd" checks that level.
 RUNS = {
     "dpo": {"method": "dpo"},
     "global": {"method": "auxdpo", "aux_constraint": "global", "lambda_null": 5.0,
-               "delta_lr": 0.05},
+               "delta_lr": 0.05, "aux_jvp": "forward"},
+    "global_fd": {"method": "auxdpo", "aux_constraint": "global", "lambda_null": 5.0,
+                  "delta_lr": 0.05, "aux_jvp": "finite-difference"},
     "batch": {"method": "auxdpo", "aux_constraint": "batch", "lambda_null": 5.0,
-              "lambda_amp": 0.1, "delta_lr": 0.05},
+              "lambda_amp": 0.1, "delta_lr": 0.05, "aux_jvp": "forward"},
     "global_precomputed": {"method": "auxdpo", "aux_constraint": "global", "lambda_null": 5.0,
-                           "delta_lr": 0.05, "precompute_ref_log_probs": True},
+                           "delta_lr": 0.05, "precompute_ref_log_probs": True,
+                           "aux_jvp": "forward"},
     # Only the final norm's weight trains: d = 16 < 2n = 32, so A has a null space of
     # dimension ≥ 16 and δ = Γc really moves (with capacity full, 2n < d: dimension 0).
     "projection": {"method": "auxdpo", "aux_constraint": "projection",

@@ -440,7 +440,8 @@ class AuxOffsets:
     # ---- checkpoints -------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """δ's parameters, optimizer state, u (global), Γ (projection) and the step count."""
+        """δ's parameters, optimizer state, u (global), Γ (projection), the step count and the
+        difference JVP's step-size state."""
         state = {"mode": self.mode, "num_examples": self.num_examples,
                  "num_steps": self.num_steps, "optimizer": self.optimizer.state_dict()}
         if self.mode == "projection":
@@ -449,6 +450,9 @@ class AuxOffsets:
             state["raw"] = self.raw.detach().clone()
         if self.mode == "global":
             state["u"] = self.u.clone()
+        # The difference JVP's step size follows ‖A_Bᵀt‖/‖t‖ of the previous call; restoring
+        # it makes a resumed run take the same steps as an uninterrupted one.
+        state["jvp_gain"] = self.products._fd_gain
         return state
 
     def load_state_dict(self, state: dict, *, recompute: bool | None = None) -> None:
@@ -469,6 +473,8 @@ class AuxOffsets:
             with torch.no_grad():
                 self.raw.copy_(state["raw"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if "jvp_gain" in state:
+            self.products._fd_gain = state["jvp_gain"]
         if self.mode == "global":
             self.u = state["u"].to(self.device, self.dtype).clone()
             if recompute or (recompute is None and self._dataset_batches is not None):

@@ -104,6 +104,11 @@ class AuxDPOConfig(DPOConfig):
     aux_keep_reference_graph: bool = field(default=False, metadata={
         "help": "Keep each micro-batch's reference-tail graph from the fused pass until the "
                 "offsets' step (saves a tail forward per micro-batch, holds its activations)."})
+    aux_jvp: str = field(default="finite-difference", metadata={
+        "help": "How the global/batch penalty's A_Bᵀu is computed: finite-difference (one "
+                "extra reference-tail forward; relative error ≈ 1e-3 in float32, 1e-7 in "
+                "float64), central-difference (two forwards; ≈ 3e-4 / 1e-9), forward (exact "
+                "forward-mode AD, slower) or double-vjp (exact). 16-bit models use forward."})
     pref_prob_column: str | None = field(default="pref_prob", metadata={
         "help": "Optional dataset column with the probability that chosen ≻ rejected (soft label, "
                 "in [0, 1]); used when the column exists."})
@@ -140,6 +145,10 @@ class AuxDPOConfig(DPOConfig):
             raise ValueError(f"amp_sign must be +1 or -1, got {self.amp_sign!r}")
         if self.delta_cap is not None and self.delta_cap <= 0:
             raise ValueError(f"delta_cap must be > 0 or None, got {self.delta_cap!r}")
+        from auxdpo.products import JVP_METHODS
+
+        if self.aux_jvp not in JVP_METHODS:
+            raise ValueError(f"aux_jvp must be one of {JVP_METHODS}, got {self.aux_jvp!r}")
         if self.recompute_u_every < 0:
             raise ValueError(f"recompute_u_every must be >= 0, got {self.recompute_u_every!r}")
         super().__post_init__()

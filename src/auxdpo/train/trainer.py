@@ -180,14 +180,23 @@ class AuxDPOTrainer(DPOTrainer):
         args = self.args
         policy = self.accelerator.unwrap_model(self.model)
         names = trainable_parameter_names(policy)
+        jvp = args.aux_jvp
+        dtype = dict(policy.named_parameters())[names[0]].dtype if names else torch.float32
+        if jvp in ("finite-difference", "central-difference") and torch.finfo(dtype).bits < 32:
+            logger.info("AuxDPO: %s parameters, so A_Bᵀu by forward-mode AD instead of %s",
+                        dtype, jvp)
+            jvp = "forward"
+        # Exact methods run the VJP on math attention too, so that all products see one A_B;
+        # difference methods use the default kernels throughout.
+        product_options = dict(average=args.logp_average, truncate=args.aux_truncate_products,
+                               jvp_method=jvp,
+                               math_attention_vjp=jvp in ("forward", "double-vjp"))
         if self.ref_model is not None and not is_peft_model(policy):
             # The frozen reference copy stays at θ₀: read it live instead of snapshotting θ₀.
             reference = self.accelerator.unwrap_model(self.ref_model)
-            products = ReferenceProducts(reference, names, average=args.logp_average,
-                                         snapshot=False, truncate=args.aux_truncate_products)
+            products = ReferenceProducts(reference, names, snapshot=False, **product_options)
         else:  # LoRA: θ₀ = the adapters at initialisation, snapshotted by ReferenceProducts.
-            products = ReferenceProducts(policy, names, average=args.logp_average,
-                                         truncate=args.aux_truncate_products)
+            products = ReferenceProducts(policy, names, **product_options)
         return AuxOffsets(len(self.train_dataset), products, mode=args.aux_constraint,
                           lambda_null=args.lambda_null, lambda_amp=args.lambda_amp,
                           amp_sign=args.amp_sign, delta_lr=args.delta_lr,
