@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "auxdpo.eval_cli",
     "auxdpo.protocol.cli",
     "auxdpo.oracle.cli",
+    "auxdpo.oracle.grid",
 )
 
 

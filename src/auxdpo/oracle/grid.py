@@ -1,0 +1,430 @@
+"""``auxdpo oracle-grid``: the oracle benchmark's full grid, resumable cell by cell.
+
+A cell is one ``auxdpo oracle`` run (an :class:`~auxdpo.oracle.runner.OracleConfig`) whose
+outputs live in ``<out>/<cell name>/``. Before running a cell its ``results.json`` is read: a
+cell whose config matches and whose seeds are all complete is skipped, a cell whose first k
+seeds are complete runs only the missing seeds, and a file from a different config is refused
+(unless ``force``). After every cell ``grid.md`` / ``grid.json`` summarise every cell.
+See docs/oracle.md, "The full grid".
+
+No heavy imports at module top (``auxdpo --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import json
+import math
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+
+from auxdpo.oracle.cli import _FINITE_FLAGS, _MMLU_FIELDS, _TASK_FLAGS
+from auxdpo.report import atomic_write_text
+
+__all__ = ["GRID", "CellState", "cell_command", "cell_config", "config_differences",
+           "inspect_cell", "register", "run_grid", "select_cells", "write_report"]
+
+_BETAS = [100.0, 10.0, 1.0]
+_METHODS = ["dpo", "ipo", "dpop", "auxdpo"]
+_DESIGNS = ("anti-aligned", "on-policy", "uniform", "skew")
+
+
+def _cell(**fields) -> dict:
+    return {"seeds": 10, "methods": list(_METHODS), "betas": list(_BETAS), **fields}
+
+
+# Ordered cheap → expensive. Names are directory names under --out.
+GRID: list[tuple[str, dict]] = [
+    *[(f"tokens-population-{d}-norm",
+       _cell(family="tokens", regime="population", design=d, capacities=["norm"],
+             max_iter=150, aux_modes=["projection"])) for d in _DESIGNS],
+    *[(f"mmlu-choice-population-{d}-head",
+       _cell(family="mmlu-choice", regime="population", design=d, capacities=["head"],
+             max_iter=1000, mmlu={"reward": "binary"})) for d in _DESIGNS],
+    ("mmlu-choice-population-anti-aligned-head-graded",
+     _cell(family="mmlu-choice", regime="population", design="anti-aligned",
+           capacities=["head"], max_iter=1000, mmlu={"reward": "graded"})),
+    *[(f"tokens-population-{d}-lora{r}",
+       _cell(family="tokens", regime="population", design=d, capacities=[f"lora:{r}"],
+             max_iter=400, precondition_floor=1e-3))
+      for r in (1, 4) for d in ("anti-aligned", "on-policy")],
+    *[(f"tokens-finite-{d}-norm",
+       _cell(family="tokens", regime="finite", design=d, capacities=["norm"],
+             aux_modes=["projection", "global", "batch"], finite={"pairs": 1000}))
+      for d in ("anti-aligned", "on-policy")],
+]
+
+# Fields that do not change a cell's rows (or only say which seeds ran): never compared.
+_IGNORED = {"threads", "first_seed", "seeds"}
+
+
+def cell_config(fields: dict, seeds: int | None = None, encode_cache: str | None = None):
+    """The OracleConfig of a grid cell, with ``seeds`` and ``mmlu.cache`` overridden."""
+    from auxdpo.oracle.runner import OracleConfig
+
+    fields = {**fields, **({"seeds": seeds} if seeds is not None else {})}
+    if encode_cache is not None and fields.get("family") == "mmlu-choice":
+        fields["mmlu"] = {**fields.get("mmlu", {}), "cache": encode_cache}
+    return OracleConfig(**json.loads(json.dumps(fields)))        # nested dicts copied
+
+
+def _relevant(config: dict) -> dict:
+    """The fields that decide a cell's rows; sections its family/regime never reads dropped."""
+    out = {k: v for k, v in config.items() if k not in _IGNORED}
+    if config["family"] != "tokens":
+        out.pop("task")
+    if config["family"] != "mmlu-choice":
+        out.pop("mmlu")
+    else:
+        out["mmlu"] = {k: v for k, v in config["mmlu"].items() if k != "cache"}
+        out["mmlu"]["data"] = os.path.realpath(out["mmlu"]["data"])
+    if config["regime"] != "finite":
+        out.pop("finite")
+    return out
+
+
+def config_differences(stored: dict, config) -> list[str]:
+    """Names of the fields (``mmlu.reward`` style) where a saved config differs from ``config``.
+
+    ``stored`` is first rebuilt as an OracleConfig, so fields added since it was written take
+    their defaults; ``threads``, ``first_seed``, ``seeds``, ``mmlu.cache`` and the sections a
+    cell's family and regime never read are not compared.
+    """
+    from dataclasses import asdict
+
+    from auxdpo.oracle.runner import OracleConfig
+
+    try:
+        rebuilt = asdict(OracleConfig(**stored))
+    except (TypeError, ValueError) as exc:
+        return [f"<not a valid OracleConfig: {exc}>"]
+    ours, theirs = _relevant(asdict(config)), _relevant(rebuilt)
+    diff = []
+    for key in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(key), theirs.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diff += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            diff.append(key)
+    return diff
+
+
+def expected_methods(config) -> list[str]:
+    """Row names every (seed, capacity, β) of a complete run holds."""
+    from auxdpo.oracle.runner import method_names
+
+    names = ["base", "rlhf", "rlhf_local"] + [n for n, _, _ in method_names(config)]
+    if config.regime == "finite" and config.finite.rm_steps > 0:
+        names.append("rlhf_2stage")
+    return names
+
+
+def complete_seeds(rows: list[dict], config) -> set[int]:
+    """Seeds with a row for every capacity × β × expected method."""
+    need = {(c, float(b), m) for c in config.capacities for b in config.betas
+            for m in expected_methods(config)}
+    have: dict[int, set] = {}
+    for row in rows:
+        have.setdefault(row["seed"], set()).add((row["capacity"], float(row["beta"]),
+                                                 row["method"]))
+    return {seed for seed, keys in have.items() if need <= keys}
+
+
+@dataclass
+class CellState:
+    """What ``<out>/<name>/results.json`` holds for one grid cell."""
+
+    name: str
+    path: str                   # the cell's results.json
+    state: str                  # "not run", "partial", "done" or "different"
+    done: int                   # k: seeds 0..k-1 are complete
+    seeds: int                  # N wanted
+    reason: str = ""            # why "different"
+    result: dict | None = None  # the file's contents (None when absent)
+
+    def label(self) -> str:
+        if self.state == "partial":
+            return f"partial {self.done} of {self.seeds} seeds"
+        if self.state == "done":
+            return f"done ({self.done} seeds)" if self.done != self.seeds else "done"
+        return "different config" if self.state == "different" else self.state
+
+
+def inspect_cell(out_dir: str, name: str, config) -> CellState:
+    """Status of one cell in ``out_dir`` against ``config`` (which carries N = config.seeds)."""
+    path = os.path.join(out_dir, name, "results.json")
+    state = CellState(name, path, "not run", 0, config.seeds)
+    if not os.path.exists(path):
+        return state
+    try:
+        with open(path, encoding="utf-8") as handle:
+            result = json.load(handle)
+        stored, rows = result["config"], result["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        state.state, state.reason = "different", f"{path}: not an oracle results file ({exc})"
+        return state
+    diff = config_differences(stored, config)
+    if diff:
+        state.state = "different"
+        state.reason = f"{path}: config differs from grid cell {name} in {', '.join(diff)}"
+        return state
+    complete = complete_seeds(rows, config)
+    k = 0
+    while k in complete:
+        k += 1
+    state.result, state.done = result, k
+    if k >= config.seeds:
+        state.state = "done"
+    elif k > 0:
+        state.state = "partial"
+    elif complete:     # complete seeds, but not from 0: overwriting them would lose work
+        state.state = "different"
+        state.reason = (f"{path}: holds complete seeds {sorted(complete)} but not seed 0 "
+                        f"(a --first-seed run)")
+    return state
+
+
+def select_cells(only: list[str] | None = None) -> list[tuple[str, dict]]:
+    """GRID's cells whose names match any of ``only`` (names or globs), in GRID order."""
+    if not only:
+        return list(GRID)
+    names = [name for name, _ in GRID]
+    unknown = [p for p in only if not fnmatch.filter(names, p)]
+    if unknown:
+        raise ValueError(f"--only {' '.join(unknown)} matches no grid cell; cells: "
+                         f"{', '.join(names)}")
+    return [(n, f) for n, f in GRID if any(fnmatch.fnmatchcase(n, p) for p in only)]
+
+
+def _result(config, rows: list[dict], seconds: float) -> dict:
+    """An oracle result dictionary (runner.run_oracle's shape) over ``rows``."""
+    from dataclasses import asdict
+
+    from auxdpo.oracle.runner import aggregate
+
+    summary = aggregate(rows)
+    head = (config.capacities[0], config.betas[0])
+    headline = {e["method"]: e["gap_closed"] for e in summary
+                if (e["capacity"], e["beta"]) == head and e["method"] not in ("base", "rlhf")}
+    return {"config": asdict(config), "rows": rows, "summary": summary,
+            "gap_closed": headline, "seconds": seconds}
+
+
+def _run_cell(state: CellState, config, out_dir: str, progress) -> int:
+    """Run the seeds ``state`` lacks and write the merged outputs; returns seeds run."""
+    from dataclasses import replace
+
+    from auxdpo.oracle import runner
+    from auxdpo.oracle.outputs import write_outputs
+
+    k = state.done if state.state == "partial" else 0
+    kept = [r for r in state.result["rows"] if r["seed"] < k] if k else []
+    before = float(state.result.get("seconds", 0.0)) if k else 0.0
+    merged = replace(config, first_seed=0)                  # config.seeds = N: covers all rows
+    run_dir = os.path.dirname(state.path)
+
+    def merge(partial: dict) -> dict:
+        return _result(merged, kept + partial["rows"], before + partial["seconds"])
+
+    result = runner.run_oracle(
+        replace(config, first_seed=k, seeds=config.seeds - k), log=progress,
+        on_partial=lambda partial: write_outputs(merge(partial), run_dir, plots=False))
+    write_outputs(merge(result), run_dir)
+    return config.seeds - k
+
+
+def run_grid(out_dir: str, only: list[str] | None = None, seeds: int | None = None,
+             encode_cache: str | None = None, log=lambda message: None, force: bool = False,
+             progress=lambda message: None) -> list[dict]:
+    """Run (or resume, or skip) every selected cell; returns ``[{"name", "action", "seeds"}]``.
+
+    ``seeds`` overrides every cell's N; ``encode_cache`` is mmlu cells' ``mmlu.cache`` (default
+    ``out_dir/mmlu-cache.pt``). A cell whose results.json has a different config is refused
+    (ValueError naming every such file, before anything runs) unless ``force``. ``log`` gets
+    one line per cell, ``progress`` the solvers' per-solve lines. grid.md / grid.json are
+    rewritten after every cell.
+    """
+    if seeds is not None and seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    cache = encode_cache or os.path.join(out_dir, "mmlu-cache.pt")
+    plan = []
+    for name, fields in select_cells(only):
+        config = cell_config(fields, seeds, cache)
+        plan.append((inspect_cell(out_dir, name, config), config))
+    refused = [s.reason for s, _ in plan if s.state == "different"]
+    if refused and not force:
+        raise ValueError("refusing to overwrite (use --force): " + "; ".join(refused))
+    outcomes = []
+    for state, config in plan:
+        if state.state == "done":
+            action, ran = "skipped", 0
+            log(f"{state.name}: done ({state.done} seeds), skipped")
+        else:
+            action = "resumed" if state.state == "partial" else "ran"
+            log(f"{state.name}: {state.label()}, running seeds "
+                f"{state.done if action == 'resumed' else 0}..{config.seeds - 1}")
+            ran = _run_cell(state, config, out_dir, progress)
+            log(f"{state.name}: done")
+        outcomes.append({"name": state.name, "action": action, "seeds": ran})
+        write_report(out_dir, seeds, encode_cache)
+    if not plan:
+        write_report(out_dir, seeds, encode_cache)
+    return outcomes
+
+
+def _fmt(stat: dict | None) -> str:
+    if stat is None or math.isnan(stat["mean"]):
+        return "–"
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def _cell_tables(state: CellState, config) -> list[dict]:
+    """Per (capacity, β): gap closed mean ± std over the complete seeds, per method."""
+    from auxdpo.oracle.runner import aggregate
+
+    if state.result is None or state.state == "different":
+        return []
+    complete = complete_seeds(state.result["rows"], config)
+    rows = [r for r in state.result["rows"] if r["seed"] in complete]
+    out: dict[tuple, dict] = {}
+    for e in aggregate(rows):
+        if e["method"] in ("base", "rlhf"):
+            continue
+        entry = out.setdefault((e["capacity"], e["beta"]), {
+            "capacity": e["capacity"], "beta": e["beta"], "seeds": e["seeds"], "methods": {}})
+        entry["methods"][e["method"]] = e["gap_closed"]
+    return list(out.values())
+
+
+def write_report(out_dir: str, seeds: int | None = None,
+                 encode_cache: str | None = None) -> list[str]:
+    """(Re)write ``grid.md`` and ``grid.json`` from what ``out_dir`` holds, for every cell."""
+    cache = encode_cache or os.path.join(out_dir, "mmlu-cache.pt")
+    cells, lines = [], ["# Oracle grid", "", "Gap closed (1 = exact RLHF optimum, 0 = θ₀), "
+                        "mean ± std over the complete seeds. Written by `auxdpo oracle-grid`.",
+                        "", "| cell | status |", "|---|---|"]
+    tables = []
+    for name, fields in GRID:
+        config = cell_config(fields, seeds, cache)
+        state = inspect_cell(out_dir, name, config)
+        entries = _cell_tables(state, config)
+        cells.append({"name": name, "status": state.label(), "state": state.state,
+                      "seeds_done": state.done, "seeds": state.seeds,
+                      "results": os.path.relpath(state.path, out_dir),
+                      "reason": state.reason, "gap_closed": entries})
+        lines.append(f"| {name} | {state.label()} |")
+        if entries:
+            methods = list(dict.fromkeys(m for e in entries for m in e["methods"]))
+            tables += ["", f"## {name}", "",
+                       "| capacity | β | seeds | " + " | ".join(methods) + " |",
+                       "|" + "---|" * (3 + len(methods))]
+            tables += [f"| {e['capacity']} | {e['beta']:g} | {e['seeds']} | "
+                       + " | ".join(_fmt(e["methods"].get(m)) for m in methods) + " |"
+                       for e in entries]
+    paths = [os.path.join(out_dir, "grid.md"), os.path.join(out_dir, "grid.json")]
+    atomic_write_text(paths[0], "\n".join(lines + tables) + "\n")
+    atomic_write_text(paths[1], json.dumps({"cells": cells}, indent=1))
+    return paths
+
+
+# ---- command line ----------------------------------------------------------------------
+
+_TOP_FLAGS = {"family": "family", "regime": "regime", "design": "design",
+              "capacities": "capacity", "betas": "beta", "seeds": "seeds",
+              "first_seed": "first-seed", "methods": "methods", "aux_modes": "aux-modes",
+              "lambdas": "lambdas", "anti_factor": "anti-factor", "skew": "skew",
+              "dpop_lambda": "dpop-lambda", "max_iter": "max-iter",
+              "precondition_floor": "precondition-floor"}
+_SECTION_FLAGS = {
+    "task": {field: flag.replace("_", "-") for flag, field in _TASK_FLAGS.items()},
+    "mmlu": {field: dest.replace("_", "-") for dest, field in _MMLU_FIELDS},
+    "finite": {flag.replace("-", "_"): flag for flag, _, _ in _FINITE_FLAGS},
+}
+
+
+def _arg(value) -> str:
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return shlex.quote(str(value))
+
+
+def cell_command(name: str, fields: dict, out_dir: str, seeds: int | None = None,
+                 encode_cache: str | None = None) -> str:
+    """The ``auxdpo oracle ...`` command line that runs the same config as a grid cell."""
+    fields = {**fields, **({"seeds": seeds} if seeds is not None else {})}
+    if fields.get("family") == "mmlu-choice":
+        fields["mmlu"] = {**fields.get("mmlu", {}),
+                          "cache": encode_cache or os.path.join(out_dir, "mmlu-cache.pt")}
+    parts = ["auxdpo", "oracle"]
+    order = list(_TOP_FLAGS) + list(_SECTION_FLAGS)
+    for key, value in sorted(fields.items(), key=lambda kv: (
+            order.index(kv[0]) if kv[0] in order else len(order))):
+        if key in _SECTION_FLAGS:
+            pairs = [(_SECTION_FLAGS[key].get(k), k, v) for k, v in value.items()]
+        else:
+            pairs = [(_TOP_FLAGS.get(key), key, value)]
+        for flag, field_name, v in pairs:
+            if flag is None:
+                raise ValueError(f"grid cell {name}: field {key}.{field_name} has no "
+                                 f"`auxdpo oracle` flag")
+            values = v if isinstance(v, list) else [v]
+            parts += [f"--{flag}", *(_arg(x) for x in values)]
+    return " ".join(parts + ["--out", shlex.quote(os.path.join(out_dir, name))])
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``oracle-grid`` to the ``auxdpo`` parser."""
+    p = subparsers.add_parser(
+        "oracle-grid", help="the oracle benchmark's full grid, resumable cell by cell",
+        description="Run every cell of the oracle grid (designs × capacities × β ∈ {100, 10, 1}"
+                    " × regimes) into --out DIR/<cell>/, skipping complete cells and resuming "
+                    "partial ones seed by seed; writes DIR/grid.md and DIR/grid.json after "
+                    "every cell. See docs/oracle.md, 'The full grid'.")
+    p.add_argument("--out", required=True, help="grid directory (one folder per cell)")
+    p.add_argument("--only", nargs="+", metavar="NAME_OR_GLOB",
+                   help="run only these cells (names or shell globs, e.g. 'tokens-*-norm')")
+    p.add_argument("--seeds", type=int, help="seeds per cell (default: each cell's, 10); a "
+                   "later larger N resumes from there")
+    p.add_argument("--encode-cache", help="mmlu-choice cells' encode cache "
+                   "(default DIR/mmlu-cache.pt)")
+    p.add_argument("--list", action="store_true",
+                   help="print every cell, its equivalent `auxdpo oracle` command and its "
+                        "status in DIR, then exit")
+    p.add_argument("--report", action="store_true",
+                   help="only rewrite DIR/grid.md and DIR/grid.json from what DIR holds")
+    p.add_argument("--force", action="store_true",
+                   help="rerun cells whose results.json holds a different config")
+    p.add_argument("--quiet", action="store_true", help="no per-solve progress on stderr")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.list:
+        cache = args.encode_cache or os.path.join(args.out, "mmlu-cache.pt")
+        for name, fields in select_cells(args.only):
+            state = inspect_cell(args.out, name, cell_config(fields, args.seeds, cache))
+            print(f"{name}: {state.label()}" + (f" ({state.reason})" if state.reason else ""))
+            print("    " + cell_command(name, fields, args.out, args.seeds, args.encode_cache))
+        return 0
+    if args.report:
+        print(f"wrote {', '.join(write_report(args.out, args.seeds, args.encode_cache))}")
+        return 0
+
+    def err(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    # Libraries the finite regime's trainer loads log to stdout; keep stdout for the summary.
+    with contextlib.redirect_stdout(sys.stderr):
+        outcomes = run_grid(args.out, args.only, args.seeds, args.encode_cache, log=err,
+                            force=args.force,
+                            progress=(lambda message: None) if args.quiet else err)
+    for o in outcomes:
+        print(f"{o['name']}: {o['action']}" + (f" ({o['seeds']} seeds run)" if o["seeds"]
+                                               else ""))
+    print(f"wrote {os.path.join(args.out, 'grid.md')}, {os.path.join(args.out, 'grid.json')}")
+    return 0

@@ -1,0 +1,241 @@
+"""``auxdpo oracle-grid``: cells, skip / resume / refuse, the report and ``--list``."""
+
+import copy
+import json
+import shlex
+from dataclasses import asdict
+
+import pytest
+
+from auxdpo.cli import build_parser, main
+from auxdpo.oracle import grid, runner
+from auxdpo.oracle.cli import build_config
+from auxdpo.oracle.outputs import write_outputs
+
+TINY = {"family": "tokens", "regime": "population", "design": "anti-aligned",
+        "capacities": ["norm"], "betas": [50.0, 5.0], "seeds": 2, "max_iter": 60,
+        "task": {"vocab_size": 3, "response_length": 2, "prompt_length": 2, "num_prompts": 3,
+                 "num_heldout": 1, "hidden_size": 8, "num_layers": 1, "warmup_steps": 2}}
+TINY_GRID = [("tiny-a", TINY), ("tiny-b", {**TINY, "design": "on-policy"})]
+
+
+@pytest.fixture(scope="module")
+def straight():
+    """A straight 2-seed run of the tiny cell (the reference for every test)."""
+    return runner.run_oracle(grid.cell_config(TINY))
+
+
+@pytest.fixture
+def tiny_grid(monkeypatch):
+    monkeypatch.setattr(grid, "GRID", TINY_GRID)
+
+
+@pytest.fixture
+def fake_runs(monkeypatch, straight):
+    """run_oracle replaced by the straight run's rows for the asked seeds; records the calls."""
+    calls = []
+
+    def fake(config, log=None, on_partial=None):
+        calls.append((config.design, config.first_seed, config.seeds))
+        seeds = range(config.first_seed, config.first_seed + config.seeds)
+        result = grid._result(config, [r for r in straight["rows"] if r["seed"] in seeds], 1.0)
+        if on_partial is not None:
+            on_partial(result)
+        return result
+
+    monkeypatch.setattr(runner, "run_oracle", fake)
+    return calls
+
+
+def _write(result, directory, **config_changes):
+    result = copy.deepcopy(result)
+    result["config"].update(config_changes)
+    write_outputs(result, str(directory), plots=False)
+
+
+def _read(path):
+    return json.loads(path.read_text())
+
+
+def test_grid_holds_exactly_the_documented_cells():
+    names = [name for name, _ in grid.GRID]
+    designs = ["anti-aligned", "on-policy", "uniform", "skew"]
+    assert names == (
+        [f"tokens-population-{d}-norm" for d in designs]
+        + [f"mmlu-choice-population-{d}-head" for d in designs]
+        + ["mmlu-choice-population-anti-aligned-head-graded"]
+        + [f"tokens-population-{d}-lora{r}" for r in (1, 4) for d in designs[:2]]
+        + [f"tokens-finite-{d}-norm" for d in designs[:2]])
+    configs = dict(grid.GRID)
+    for name, fields in grid.GRID:
+        config = grid.cell_config(fields)
+        assert (config.seeds, config.methods, config.betas) == (
+            10, ["dpo", "ipo", "dpop", "auxdpo"], [100.0, 10.0, 1.0]), name
+    lora = grid.cell_config(configs["tokens-population-on-policy-lora4"])
+    assert (lora.capacities, lora.max_iter, lora.precondition_floor) == (["lora:4"], 400, 1e-3)
+    graded = grid.cell_config(configs["mmlu-choice-population-anti-aligned-head-graded"])
+    assert (graded.mmlu.reward, graded.max_iter, graded.capacities) == ("graded", 1000,
+                                                                        ["head"])
+    finite = grid.cell_config(configs["tokens-finite-on-policy-norm"])
+    assert (finite.regime, finite.finite.pairs, finite.aux_modes, finite.max_iter) == (
+        "finite", 1000, ["projection", "global", "batch"], 300)
+    norm = grid.cell_config(configs["tokens-population-skew-norm"])
+    assert (norm.max_iter, norm.precondition_floor, norm.aux_modes) == (150, 1e-9,
+                                                                        ["projection"])
+
+
+def _cli_config(command: str):
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    return build_config(args)
+
+
+@pytest.mark.parametrize("name, command", [
+    ("tokens-population-on-policy-norm",
+     "auxdpo oracle --design on-policy --capacity norm --beta 100 10 1 --seeds 10 "
+     "--max-iter 150 --out runs/grid/x"),
+    ("mmlu-choice-population-skew-head",
+     "auxdpo oracle --family mmlu-choice --design skew --beta 100 10 1 --seeds 4 --first-seed 3"
+     " --max-iter 1000 --encode-cache elsewhere.pt --out runs/grid/y"),
+])
+def test_plain_cli_runs_match_their_cell(name, command):
+    cell = grid.cell_config(dict(grid.GRID)[name])
+    stored = asdict(_cli_config(command))
+    assert grid.config_differences(stored, cell) == []     # seeds, first_seed, cache ignored
+    stored["max_iter"] = 151
+    stored["task"]["hidden_size"] = 7                     # tokens: a field the task reads
+    expected = ["max_iter"] + (["task.hidden_size"] if name.startswith("tokens") else [])
+    assert grid.config_differences(stored, cell) == expected
+
+
+def test_every_listed_command_rebuilds_its_cell_config():
+    for name, fields in grid.GRID:
+        command = grid.cell_command(name, fields, "out dir", seeds=3, encode_cache="c.pt")
+        assert command.endswith("--out " + shlex.quote(f"out dir/{name}"))
+        assert asdict(_cli_config(command)) == asdict(grid.cell_config(fields, 3, "c.pt"))
+
+
+def test_complete_cell_is_skipped(tmp_path, tiny_grid, fake_runs, straight):
+    _write(straight, tmp_path / "tiny-a", threads=2)         # threads is ignored
+    outcomes = grid.run_grid(str(tmp_path), only=["tiny-a"])
+    assert fake_runs == [] and outcomes == [{"name": "tiny-a", "action": "skipped", "seeds": 0}]
+    outcomes = grid.run_grid(str(tmp_path))
+    assert fake_runs == [("on-policy", 0, 2)]
+    assert [o["action"] for o in outcomes] == ["skipped", "ran"]
+    assert _read(tmp_path / "tiny-a" / "results.json")["config"]["threads"] == 2  # untouched
+
+
+def test_partial_cell_resumes_missing_seed_and_matches_straight_run(
+        tmp_path, tiny_grid, monkeypatch, straight):
+    """Seed 0 complete, seed 1 cut off mid-way → only seed 1 runs; rows equal a 2-seed run."""
+    partial = copy.deepcopy(straight)
+    partial["rows"] = [r for r in partial["rows"] if r["seed"] == 0] + [
+        r for r in partial["rows"] if r["seed"] == 1][:3]
+    _write(partial, tmp_path / "tiny-a")
+    assert grid.inspect_cell(str(tmp_path), "tiny-a", grid.cell_config(TINY)).label() == \
+        "partial 1 of 2 seeds"
+    calls, real = [], runner.run_oracle
+
+    def recording(config, **kwargs):
+        calls.append((config.first_seed, config.seeds))
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(runner, "run_oracle", recording)
+    grid.run_grid(str(tmp_path), only=["tiny-a"])
+    assert calls == [(1, 1)]
+    merged = _read(tmp_path / "tiny-a" / "results.json")
+    assert (merged["config"]["first_seed"], merged["config"]["seeds"]) == (0, 2)
+    assert len(merged["rows"]) == len(straight["rows"]) == 2 * 2 * 7
+    assert merged["rows"][:14] == straight["rows"][:14]     # seed 0 kept as it was, bit for bit
+    # run_oracle is not bit-reproducible within one process: the same L-BFGS solve, called
+    # again with identical inputs, can stop elsewhere. Measured over repeated tiny runs: rows
+    # other than rlhf differ by <= 1e-12 (so 1e-10 here leaves a margin), the rlhf row by up
+    # to 3.5e-9 (its objective is nearly flat and the better of two starts can flip). The
+    # solver diagnostics (iterations, final |grad|) are therefore left out.
+    for got, want in zip(merged["rows"], straight["rows"]):
+        assert got.keys() == want.keys()
+        tol = 1e-8 if want["method"] == "rlhf" else 1e-10
+        for key, value in want.items():
+            if key in ("iterations", "grad_norm"):
+                continue
+            if isinstance(value, float):
+                assert got[key] == pytest.approx(value, rel=0, abs=tol), (want["method"], key)
+            else:
+                assert got[key] == value, key
+    for got, want in zip(merged["summary"], straight["summary"]):
+        assert got["gap_closed"]["mean"] == pytest.approx(want["gap_closed"]["mean"], abs=1e-8)
+
+
+def test_cheaper_pass_then_larger_n_resumes(tmp_path, tiny_grid, fake_runs):
+    grid.run_grid(str(tmp_path), only=["tiny-a"], seeds=1)
+    assert fake_runs == [("anti-aligned", 0, 1)]
+    report = _read(tmp_path / "grid.json")["cells"]
+    assert [c["status"] for c in report] == ["done", "not run"]          # against N = 1
+    grid.run_grid(str(tmp_path), only=["tiny-a"])
+    assert fake_runs[1:] == [("anti-aligned", 1, 1)]
+    assert _read(tmp_path / "grid.json")["cells"][0]["status"] == "done"
+
+
+def test_different_config_is_refused_naming_the_file(tmp_path, tiny_grid, fake_runs,
+                                                     straight, capsys):
+    _write(straight, tmp_path / "tiny-a", max_iter=61)
+    path = str(tmp_path / "tiny-a" / "results.json")
+    with pytest.raises(ValueError, match=r"tiny-a/results\.json.*max_iter"):
+        grid.run_grid(str(tmp_path))
+    assert fake_runs == []                                 # refused before anything ran
+    assert main(["oracle-grid", "--out", str(tmp_path), "--quiet"]) == 2
+    assert path in capsys.readouterr().err
+    grid.run_grid(str(tmp_path), only=["tiny-a"], force=True)
+    assert fake_runs == [("anti-aligned", 0, 2)]
+    assert _read(tmp_path / "tiny-a" / "results.json")["config"]["max_iter"] == 60
+
+
+def test_seeds_not_starting_at_zero_are_not_overwritten(tmp_path, tiny_grid, straight):
+    later = copy.deepcopy(straight)
+    later["rows"] = [r for r in later["rows"] if r["seed"] == 1]
+    _write(later, tmp_path / "tiny-a", first_seed=1, seeds=1)
+    state = grid.inspect_cell(str(tmp_path), "tiny-a", grid.cell_config(TINY))
+    assert state.state == "different" and "seed 0" in state.reason
+
+
+def test_report_numbers_equal_the_cells_summaries(tmp_path, tiny_grid, straight):
+    _write(straight, tmp_path / "tiny-a")
+    seed0 = copy.deepcopy(straight)
+    seed0["rows"] = [r for r in seed0["rows"] if r["seed"] == 0]
+    _write(seed0, tmp_path / "tiny-b", design="on-policy")
+    grid.write_report(str(tmp_path))
+    cells = _read(tmp_path / "grid.json")["cells"]
+    assert [c["status"] for c in cells] == ["done", "partial 1 of 2 seeds"]
+    text = (tmp_path / "grid.md").read_text()
+    assert "| tiny-a | done |" in text and "| tiny-b | partial 1 of 2 seeds |" in text
+    summary = {(e["beta"], e["method"]): e["gap_closed"] for e in straight["summary"]}
+    entries = cells[0]["gap_closed"]
+    assert [e["beta"] for e in entries] == [50.0, 5.0]
+    for entry in entries:
+        assert set(entry["methods"]) == {"rlhf_local", "dpo", "ipo", "dpop", "auxdpo"}
+        for method, stat in entry["methods"].items():
+            assert stat == summary[entry["beta"], method]
+            assert f"{stat['mean']:.3f} ± {stat['std']:.3f}" in text
+    # The partial cell reports seed 0 alone: its std over one seed is 0.
+    assert all(e["seeds"] == 1 and e["methods"]["dpo"]["std"] == 0.0
+               for e in cells[1]["gap_closed"])
+    dpo0 = next(r for r in seed0["rows"] if (r["beta"], r["method"]) == (50.0, "dpo"))
+    assert cells[1]["gap_closed"][0]["methods"]["dpo"]["mean"] == pytest.approx(
+        dpo0["gap_closed"], abs=1e-15)
+
+
+def test_cli_list_and_report(tmp_path, tiny_grid, straight, capsys):
+    _write(straight, tmp_path / "tiny-a")
+    assert main(["oracle-grid", "--out", str(tmp_path), "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "tiny-a: done" and lines[2] == "tiny-b: not run"
+    assert lines[3].strip().startswith("auxdpo oracle --family tokens --regime population "
+                                       "--design on-policy --capacity norm --beta 50 5 "
+                                       "--seeds 2 --max-iter 60 --vocab-size 3")
+    assert not (tmp_path / "grid.md").exists()              # --list writes nothing
+    assert main(["oracle-grid", "--out", str(tmp_path), "--only", "tiny-b", "--list",
+                 "--seeds", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "tiny-b: not run"
+    assert main(["oracle-grid", "--out", str(tmp_path), "--report"]) == 0
+    assert "| tiny-a | done |" in (tmp_path / "grid.md").read_text()
+    assert main(["oracle-grid", "--out", str(tmp_path), "--only", "nope*", "--list"]) == 2
+    assert "nope*" in capsys.readouterr().err
