@@ -107,9 +107,10 @@ def _make_trainer(kind, model_name, capacity, steps, out):
     return trainer, timer
 
 
-def time_pair(kinds, model_name, capacity, steps, rounds, walls=None):
+def time_pair(kinds, model_name, capacity, steps, rounds, walls=None, per_round=None):
     """Median and minimum CPU seconds per step for each kind, trainers alternating
-    ``rounds`` times; the wall-clock medians go into ``walls`` when a dict is given."""
+    ``rounds`` times; the wall-clock medians go into ``walls`` and each round's median step
+    time into ``per_round`` (kind -> list) when dicts are given."""
     times = {k: [] for k in kinds}
     wall = {k: [] for k in kinds}
     for _ in range(rounds):
@@ -119,10 +120,19 @@ def time_pair(kinds, model_name, capacity, steps, rounds, walls=None):
                 trainer.train()
                 times[kind] += timer.times[2:]
                 wall[kind] += timer.walls[2:]
+                if per_round is not None:
+                    per_round.setdefault(kind, []).append(statistics.median(timer.times[2:]))
     if walls is not None:
         walls.update({k: statistics.median(v) for k, v in wall.items()})
     return ({k: statistics.median(v) for k, v in times.items()},
             {k: min(v) for k, v in times.items()})
+
+
+def paired(per_round, kind, base):
+    """Median, min and max over rounds of (kind's round median / base's round median): the
+    two ran back to back in each round, so slow drifts of the machine cancel."""
+    ratios = [a / b for a, b in zip(per_round[kind], per_round[base])]
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def _rss_kib(field):
@@ -169,16 +179,18 @@ def memory(kind, model_name, capacity, steps):
 def _method_rows(model_name, capacity, args):
     """DPO and each AuxDPO variant on one model and capacity: time and memory ratios."""
     variants = args.variants.split(",")
-    walls = {}
+    walls, rounds = {}, {}
     med, low = time_pair(("dpo", *variants), model_name, capacity, args.steps, args.rounds,
-                         walls)
+                         walls, rounds)
     mem = {k: memory(k, model_name, capacity, args.steps) for k in ("dpo", *variants)}
     rows = []
     for variant in variants:
+        pair = paired(rounds, variant, "dpo")
         row = {"model": model_name, "capacity": capacity, "variant": variant,
                "dpo_s": med["dpo"], "auxdpo_s": med[variant],
                "time_ratio": med[variant] / med["dpo"],
                "time_ratio_min": low[variant] / low["dpo"],
+               "paired_ratio": pair[0], "paired_range": pair[1:],
                "wall_ratio": walls[variant] / walls["dpo"],
                "increment_ratio": mem[variant]["increment_kib"]
                / max(mem["dpo"]["increment_kib"], 1),
@@ -187,7 +199,8 @@ def _method_rows(model_name, capacity, args):
         rows.append(row)
         print(f"| {model_name} | {capacity} | {variant} | {1e3 * med['dpo']:.1f} | "
               f"{1e3 * med[variant]:.1f} | {row['time_ratio']:.2f} | "
-              f"{row['time_ratio_min']:.2f} | {row['wall_ratio']:.2f} | "
+              f"{row['time_ratio_min']:.2f} | {pair[0]:.2f} ({pair[1]:.2f}–{pair[2]:.2f}) | "
+              f"{row['wall_ratio']:.2f} | "
               f"{mem['dpo']['increment_kib'] / 1024:.1f} / "
               f"{mem[variant]['increment_kib'] / 1024:.1f} | "
               f"{row['increment_ratio']:.2f} | {row['peak_ratio']:.3f} |", flush=True)
@@ -217,21 +230,26 @@ def main(argv=None):
         return 0
     results = []
     print("| model | capacity | variant | DPO step (ms CPU) | AuxDPO step (ms CPU) | "
-          "time ratio (median) | (min) | wall ratio (median) | peak increment DPO / AuxDPO "
-          "(MiB) | increment ratio | whole-process peak ratio |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+          "time ratio (median) | (min) | paired by round: median (range) | wall ratio "
+          "(median) | peak increment DPO / AuxDPO (MiB) | increment ratio | whole-process "
+          "peak ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     for model_name in args.models.split(",") if "methods" in args.sections else ():
         for capacity in args.capacities.split(","):
             results += _method_rows(model_name, capacity, args)
     print("\n| model | TRL DPOTrainer step (ms) | our dpo step (ms) | ratio ours/TRL (median) "
-          "| ratio (min) |\n|---|---|---|---|---|")
+          "| ratio (min) | paired by round: median (range) |\n|---|---|---|---|---|---|")
     for model_name in args.models.split(",") if "trl" in args.sections else ():
-        med, low = time_pair(("trl", "dpo"), model_name, "full", args.steps, args.rounds)
+        rounds = {}
+        med, low = time_pair(("trl", "dpo"), model_name, "full", args.steps, args.rounds,
+                             per_round=rounds)
+        pair = paired(rounds, "dpo", "trl")
         results.append({"model": model_name, "trl_s": med["trl"], "ours_s": med["dpo"],
                         "ours_over_trl": med["dpo"] / med["trl"],
-                        "ours_over_trl_min": low["dpo"] / low["trl"]})
+                        "ours_over_trl_min": low["dpo"] / low["trl"],
+                        "paired_ratio": pair[0], "paired_range": pair[1:]})
         print(f"| {model_name} | {1e3 * med['trl']:.1f} | {1e3 * med['dpo']:.1f} | "
-              f"{med['dpo'] / med['trl']:.3f} | {low['dpo'] / low['trl']:.3f} |", flush=True)
+              f"{med['dpo'] / med['trl']:.3f} | {low['dpo'] / low['trl']:.3f} | "
+              f"{pair[0]:.3f} ({pair[1]:.3f}–{pair[2]:.3f}) |", flush=True)
     if args.json:
         tmp = f"{args.json}.tmp"
         with open(tmp, "w") as handle:
