@@ -146,23 +146,10 @@ def test_partial_cell_resumes_missing_seed_and_matches_straight_run(
     assert (merged["config"]["first_seed"], merged["config"]["seeds"]) == (0, 2)
     assert len(merged["rows"]) == len(straight["rows"]) == 2 * 2 * 7
     assert merged["rows"][:14] == straight["rows"][:14]     # seed 0 kept as it was, bit for bit
-    # run_oracle is not bit-reproducible within one process: the same L-BFGS solve, called
-    # again with identical inputs, can stop elsewhere. Measured over repeated tiny runs: rows
-    # other than rlhf differ by <= 1e-12 (so 1e-10 here leaves a margin), the rlhf row by up
-    # to 3.5e-9 (its objective is nearly flat and the better of two starts can flip). The
-    # solver diagnostics (iterations, final |grad|) are therefore left out.
-    for got, want in zip(merged["rows"], straight["rows"]):
-        assert got.keys() == want.keys()
-        tol = 1e-8 if want["method"] == "rlhf" else 1e-10
-        for key, value in want.items():
-            if key in ("iterations", "grad_norm"):
-                continue
-            if isinstance(value, float):
-                assert got[key] == pytest.approx(value, rel=0, abs=tol), (want["method"], key)
-            else:
-                assert got[key] == value, key
-    for got, want in zip(merged["summary"], straight["summary"]):
-        assert got["gap_closed"]["mean"] == pytest.approx(want["gap_closed"]["mean"], abs=1e-8)
+    # The resumed seed is computed afresh: the oracle is bit-reproducible (its solvers use the
+    # deterministic gelsd least-squares driver), so the merged rows equal the straight run's.
+    assert merged["rows"] == straight["rows"]
+    assert merged["summary"] == straight["summary"]
 
 
 def test_cheaper_pass_then_larger_n_resumes(tmp_path, tiny_grid, fake_runs):

@@ -256,7 +256,9 @@ def fit_rlhf(log_probs: LogProbs, problem: PreferenceProblem, theta0: torch.Tens
 
     best = None
     for start in starts:
-        psi0 = torch.linalg.lstsq(root, beta * (start - theta0)[:, None]).solution[:, 0]
+        # gelsd (SVD): the default gelsy driver is not bit-reproducible from call to call.
+        psi0 = torch.linalg.lstsq(root, beta * (start - theta0)[:, None],
+                                 driver="gelsd").solution[:, 0]
         psi, value, its, gnorm = _lbfgs(objective, psi0, max_iter)
         if best is None or value < best[1]:
             best = (psi, value, its, gnorm)
