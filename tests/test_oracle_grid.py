@@ -226,3 +226,18 @@ def test_cli_list_and_report(tmp_path, tiny_grid, straight, capsys):
     assert "| tiny-a | done |" in (tmp_path / "grid.md").read_text()
     assert main(["oracle-grid", "--out", str(tmp_path), "--only", "nope*", "--list"]) == 2
     assert "nope*" in capsys.readouterr().err
+
+
+def test_status_is_checked_again_before_each_cell(tmp_path, tiny_grid, fake_runs, straight,
+                                                  monkeypatch):
+    """A cell finished by another process while an earlier cell ran is skipped, not rerun."""
+    real = runner.run_oracle
+
+    def finishing_b_meanwhile(config, **kwargs):
+        _write(straight, tmp_path / "tiny-b", design="on-policy")   # the other process
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(runner, "run_oracle", finishing_b_meanwhile)
+    outcomes = grid.run_grid(str(tmp_path))
+    assert fake_runs == [("anti-aligned", 0, 2)]                     # tiny-b never ran
+    assert [o["action"] for o in outcomes] == ["ran", "skipped"]

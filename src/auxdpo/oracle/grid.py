@@ -260,6 +260,14 @@ def run_grid(out_dir: str, only: list[str] | None = None, seeds: int | None = No
         raise ValueError("refusing to overwrite (use --force): " + "; ".join(refused))
     outcomes = []
     for state, config in plan:
+        if state.state != "done":
+            # Cells can take hours: look again, in case another process moved this one on.
+            state = inspect_cell(out_dir, state.name, config)
+            if state.state == "different" and not force:
+                log(f"{state.name}: {state.reason}; skipped (use --force)")
+                outcomes.append({"name": state.name, "action": "refused", "seeds": 0})
+                write_report(out_dir, seeds, encode_cache)
+                continue
         if state.state == "done":
             action, ran = "skipped", 0
             log(f"{state.name}: done ({state.done} seeds), skipped")
