@@ -230,7 +230,7 @@ def test_difference_jvp_matches_explicit_columns(arch, subset, method):
         bound = _DIFFERENCE_BOUNDS[method, dtype]
         t = tangent.to(dtype)
         first = products.jvp(batch, t)
-        assert products._fd_gain is not None
+        assert products.difference_gain is not None
         lin = products.linearize(batch, t)
         assert torch.equal(lin.logps, products.logps(batch))
         for value in (first, products.jvp(batch, t), lin.directional, lin.jvp(t),

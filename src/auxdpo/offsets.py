@@ -452,7 +452,7 @@ class AuxOffsets:
             state["u"] = self.u.clone()
         # The difference JVP's step size follows ‖A_Bᵀt‖/‖t‖ of the previous call; restoring
         # it makes a resumed run take the same steps as an uninterrupted one.
-        state["jvp_gain"] = self.products._fd_gain
+        state["jvp_gain"] = self.products.difference_gain
         return state
 
     def load_state_dict(self, state: dict, *, recompute: bool | None = None) -> None:
@@ -474,7 +474,7 @@ class AuxOffsets:
                 self.raw.copy_(state["raw"])
         self.optimizer.load_state_dict(state["optimizer"])
         if "jvp_gain" in state:
-            self.products._fd_gain = state["jvp_gain"]
+            self.products.difference_gain = state["jvp_gain"]
         if self.mode == "global":
             self.u = state["u"].to(self.device, self.dtype).clone()
             if recompute or (recompute is None and self._dataset_batches is not None):

@@ -44,10 +44,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from auxdpo.logps import model_sequence_logps
 from auxdpo.tail import find_tail
 
-__all__ = ["JVP_METHODS", "Linearization", "ReferenceProducts", "eval_mode"]
+__all__ = ["DIFFERENCE_METHODS", "JVP_METHODS", "Linearization", "ReferenceProducts",
+           "eval_mode"]
 
 JVP_METHODS = ("forward", "double-vjp", "finite-difference", "central-difference")
 _DIFFERENCES = {"finite-difference": 0.5, "central-difference": 0.2}   # τ = c·eps^(1/2 or 1/3)
+DIFFERENCE_METHODS = tuple(_DIFFERENCES)
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +150,16 @@ class ReferenceProducts:
     @property
     def device(self) -> torch.device:
         return next(iter(self.reference.values())).device
+
+    @property
+    def difference_gain(self) -> float | None:
+        """The difference JVP's step-size state (last ‖A_Bᵀt‖/‖t‖; None before the first
+        call). Saved in checkpoints so that a resumed run takes the same steps."""
+        return self._fd_gain
+
+    @difference_gain.setter
+    def difference_gain(self, value: float | None) -> None:
+        self._fd_gain = None if value is None else float(value)
 
     def flatten(self, tensors: list[torch.Tensor] | Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Concatenate per-parameter tensors (in ``param_names`` order) into a ``(d,)`` vector."""
@@ -289,8 +301,8 @@ class ReferenceProducts:
         leaves = [t.detach().requires_grad_(True) for t in self.reference.values()]
         directional = None
         # A difference quotient must see the same kernels at both points: default kernels.
-        math = not difference
-        with self._context(math_attention=math), torch.enable_grad():
+        use_math = not difference
+        with self._context(math_attention=use_math), torch.enable_grad():
             if tangent is None or difference:
                 logps = fn(*leaves)
             else:

@@ -175,14 +175,14 @@ class AuxDPOTrainer(DPOTrainer):
 
     def _build_offsets(self):
         from auxdpo.offsets import AuxOffsets
-        from auxdpo.products import ReferenceProducts
+        from auxdpo.products import DIFFERENCE_METHODS, ReferenceProducts
 
         args = self.args
         policy = self.accelerator.unwrap_model(self.model)
         names = trainable_parameter_names(policy)
         jvp = args.aux_jvp
         dtype = dict(policy.named_parameters())[names[0]].dtype if names else torch.float32
-        if jvp in ("finite-difference", "central-difference") and torch.finfo(dtype).bits < 32:
+        if jvp in DIFFERENCE_METHODS and torch.finfo(dtype).bits < 32:
             logger.info("AuxDPO: %s parameters, so A_Bᵀu by forward-mode AD instead of %s",
                         dtype, jvp)
             jvp = "forward"
