@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_trainer.py [--steps 12] [--rounds 3] [--json out.json]
         [--models tiny,small,medium] [--capacities last-block,lora:4,full]
-        [--variants auxdpo,auxdpo-keep,auxdpo-unfused]
+        [--variants auxdpo,auxdpo-keep,auxdpo-unfused] [--baseline dpo|dpo-tail]
 
 Step time: CPU time (``time.process_time``, one torch thread; the wall-clock ratio is printed
 too) of one optimizer step (forward,
@@ -41,12 +41,17 @@ CAPACITIES = ("last-block", "lora:4", "full")
 # "auxdpo-forward" computes A_Bᵀu by exact forward-mode AD instead of a finite difference,
 # "auxdpo-central" by a central difference, "auxdpo-unfused" is the code path before fusion
 # and truncation (separate reference forward, whole-model forward-mode JVP and VJP),
-# "auxdpo-keep" keeps the reference tail's graph until the step.
+# "auxdpo-keep" keeps the reference tail's graph until the step, "auxdpo-noshare" runs the
+# frozen prefix again for the reference tail instead of taking the policy forward's input.
+# DPO baselines (--baseline): "dpo" scores the reference through the whole model as TRL does;
+# "dpo-tail" through the trainable tail from the policy forward's input (tail_reference).
+BASELINES = {"dpo": {}, "dpo-tail": {"tail_reference": True}}
 VARIANTS = {
     "auxdpo": {},
     "auxdpo-forward": {"aux_jvp": "forward"},
     "auxdpo-central": {"aux_jvp": "central-difference"},
     "auxdpo-keep": {"aux_keep_reference_graph": True},
+    "auxdpo-noshare": {"aux_share_prefix": False},
     "auxdpo-unfused": {"aux_fused_reference": False, "aux_truncate_products": False,
                        "aux_jvp": "forward"},
 }
@@ -99,7 +104,12 @@ def _make_trainer(kind, model_name, capacity, steps, out):
                              train_dataset=data, processing_class=build_char_tokenizer(),
                              callbacks=[timer])
     else:
-        method, overrides = ("auxdpo", VARIANTS[kind]) if kind in VARIANTS else (kind, {})
+        if kind in VARIANTS:
+            method, overrides = "auxdpo", VARIANTS[kind]
+        elif kind in BASELINES:
+            method, overrides = "dpo", BASELINES[kind]
+        else:
+            method, overrides = kind, {}
         config = AuxDPOConfig(method=method, capacity=capacity, metrics_file=None,
                               **overrides, **common)
         trainer = AuxDPOTrainer(model, args=config, train_dataset=data,
@@ -179,14 +189,17 @@ def memory(kind, model_name, capacity, steps):
 def _method_rows(model_name, capacity, args):
     """DPO and each AuxDPO variant on one model and capacity: time and memory ratios."""
     variants = args.variants.split(",")
+    base = args.baseline
     walls, rounds = {}, {}
-    med, low = time_pair(("dpo", *variants), model_name, capacity, args.steps, args.rounds,
+    med, low = time_pair((base, *variants), model_name, capacity, args.steps, args.rounds,
                          walls, rounds)
-    mem = {k: memory(k, model_name, capacity, args.steps) for k in ("dpo", *variants)}
+    mem = {k: memory(k, model_name, capacity, args.steps) for k in (base, *variants)}
+    med["dpo"], low["dpo"], walls["dpo"], mem["dpo"] = med[base], low[base], walls[base], \
+        mem[base]
     rows = []
     for variant in variants:
-        pair = paired(rounds, variant, "dpo")
-        row = {"model": model_name, "capacity": capacity, "variant": variant,
+        pair = paired(rounds, variant, base)
+        row = {"model": model_name, "capacity": capacity, "variant": variant, "baseline": base,
                "dpo_s": med["dpo"], "auxdpo_s": med[variant],
                "time_ratio": med[variant] / med["dpo"],
                "time_ratio_min": low[variant] / low["dpo"],
@@ -195,9 +208,10 @@ def _method_rows(model_name, capacity, args):
                "increment_ratio": mem[variant]["increment_kib"]
                / max(mem["dpo"]["increment_kib"], 1),
                "peak_ratio": mem[variant]["peak_kib"] / mem["dpo"]["peak_kib"],
-               "memory_kib": {"dpo": mem["dpo"], variant: mem[variant]}}
+               "memory_kib": {"dpo": mem["dpo"], variant: mem[variant]},
+               "round_medians": {base: rounds[base], variant: rounds[variant]}}
         rows.append(row)
-        print(f"| {model_name} | {capacity} | {variant} | {1e3 * med['dpo']:.1f} | "
+        print(f"| {model_name} | {capacity} | {variant} / {base} | {1e3 * med['dpo']:.1f} | "
               f"{1e3 * med[variant]:.1f} | {row['time_ratio']:.2f} | "
               f"{row['time_ratio_min']:.2f} | {pair[0]:.2f} ({pair[1]:.2f}–{pair[2]:.2f}) | "
               f"{row['wall_ratio']:.2f} | "
@@ -217,6 +231,8 @@ def main(argv=None):
     parser.add_argument("--capacities", default=",".join(CAPACITIES))
     parser.add_argument("--variants", default="auxdpo",
                         help=f"AuxDPO variants, comma-separated, of {sorted(VARIANTS)}")
+    parser.add_argument("--baseline", default="dpo", choices=sorted(BASELINES),
+                        help="the DPO run the AuxDPO variants are compared with")
     parser.add_argument("--json", default=None)
     parser.add_argument("--sections", default="methods,trl", help="methods and/or trl")
     parser.add_argument("--memory-child", nargs=4, default=None, help=argparse.SUPPRESS)

@@ -205,7 +205,7 @@ class AuxOffsets:
         self._batch_index(batch)
         self._pending.append(batch)
 
-    def reference_logps(self, batch: Batch) -> torch.Tensor:
+    def reference_logps(self, batch: Batch, captured=None) -> torch.Tensor:
         """``(2B,)`` reference log-probs log π_θ₀ of a training micro-batch, from the products.
 
         Fused path for a trainer whose loss needs the reference log-probs anyway: in global
@@ -213,13 +213,15 @@ class AuxOffsets:
         :meth:`step`); the batch's prefix pass (truncated products) or graph
         (``keep_reference_graph``) is kept, so :meth:`step` uses them for this micro-batch
         instead of new passes. Call it before :meth:`accumulate` for the same batch.
+        ``captured``: the tail's inputs recorded from the policy's forward on this batch
+        (:meth:`auxdpo.tail.TailPlan.recording`); the frozen prefix then does not run again.
         """
         index = self._batch_index(batch)
         tangent = None
         if self.mode == "global" and torch.any(self.u != 0):
             tangent = self.u.to(self.products.dtype)
         keep = self.keep_reference_graph and self.mode != "projection"
-        linear = self.products.linearize(batch, tangent, keep_graph=keep)
+        linear = self.products.linearize(batch, tangent, keep_graph=keep, captured=captured)
         if self.mode != "projection":
             key = tuple(index.tolist())
             self._linearized.setdefault(key, []).append((self._u_version, linear))

@@ -42,7 +42,7 @@ import torch.autograd.forward_ad as fwad
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from auxdpo.logps import model_sequence_logps
-from auxdpo.tail import find_tail
+from auxdpo.tail import CapturedInputs, TailPlan, find_tail, same_inputs
 
 __all__ = ["DIFFERENCE_METHODS", "JVP_METHODS", "Linearization", "ReferenceProducts",
            "eval_mode"]
@@ -130,6 +130,8 @@ class ReferenceProducts:
                              "has no correct digits; use jvp_method='forward'")
         self._tail, reason = find_tail(model, self.param_names) if truncate else (None, "off")
         self._tail_checked = self._tail is None
+        self.share_prefix = True          # accept tail inputs captured from the policy's pass
+        self._share_checked = False
         if self._tail is None:
             logger.info("reference products: full model pass (%s)", reason)
 
@@ -194,14 +196,36 @@ class ReferenceProducts:
 
         return logps
 
-    def _logps_fn(self, batch: Mapping[str, torch.Tensor]):
+    @property
+    def tail_plan(self) -> TailPlan | None:
+        """The trainable tail the products run through, or None (full model pass)."""
+        return self._tail
+
+    def _logps_fn(self, batch: Mapping[str, torch.Tensor],
+                  captured: CapturedInputs | None = None):
         """θ (as positional tensors in ``param_names`` order) ↦ ``(N,)`` reference log-probs.
 
-        With a tail plan, the frozen prefix runs here, once, and the function runs the tail."""
+        With a tail plan, the frozen prefix runs here, once, and the function runs the tail;
+        ``captured`` (the tail's inputs recorded from the policy's own forward on ``batch``,
+        :meth:`TailPlan.recording`) replaces that prefix pass. The first such capture is
+        compared with the products' own; if they differ (active dropout or autocast in the
+        prefix), shared captures are refused from then on (``share_prefix`` turns False)."""
         if self._tail is None:
             return self._full_logps_fn(batch)
         plan = self._tail
-        inputs = plan.capture(batch)
+        if captured is not None and not self.share_prefix:
+            captured = None
+        if captured is not None and not self._share_checked:
+            own = plan.capture(batch)
+            self._share_checked = True
+            if not same_inputs(captured, own):
+                warnings.warn("reference products: the policy forward's input to the first "
+                              "trainable block differs from the reference's (dropout or "
+                              "autocast in the frozen prefix?); running the prefix separately",
+                              RuntimeWarning, stacklevel=4)
+                self.share_prefix = False
+                captured = own
+        inputs = captured if captured is not None else plan.capture(batch)
         frozen = {name: tensor for name, tensor in self._frozen().items()
                   if name in plan.model_to_tail}
 
@@ -216,11 +240,12 @@ class ReferenceProducts:
                 return self._full_logps_fn(batch)
         return logps
 
-    def _prepare(self, batch: Mapping[str, torch.Tensor]) -> Callable:
+    def _prepare(self, batch: Mapping[str, torch.Tensor],
+                 captured: CapturedInputs | None = None) -> Callable:
         """:meth:`_logps_fn` with the frozen prefix (if any) run on the default attention
         kernels; the products then run the returned function in their own context."""
         with self._context(math_attention=False):
-            return self._logps_fn(batch)
+            return self._logps_fn(batch, captured)
 
     def _check_tail(self, batch: Mapping[str, torch.Tensor], tail_fn) -> None:
         """First batch: the tail must reproduce the whole model's log-probs, else fall back."""
@@ -279,16 +304,19 @@ class ReferenceProducts:
         return self._jvp_of(self._prepare(batch), tangent)
 
     def linearize(self, batch: Mapping[str, torch.Tensor], tangent: torch.Tensor | None = None,
-                  *, keep_graph: bool = False) -> "Linearization":
+                  *, keep_graph: bool = False, captured: CapturedInputs | None = None
+                  ) -> "Linearization":
         """One pass over ``batch`` giving its reference log-probs and, if ``tangent`` (d,) is
         given, A_Bᵀ·tangent; the returned object computes A_B·c and A_Bᵀ·t for the same batch
         later without running the frozen prefix again (it keeps the tail's input).
 
         ``keep_graph=True`` keeps the tail's autograd graph from this pass (forward-mode
         tangents ride on it), so that the first ``vjp`` is a backward pass only; it holds the
-        tail's activations until then.
+        tail's activations until then. ``captured``: the tail's inputs recorded from the
+        policy's forward on the same batch (:meth:`TailPlan.recording`), so that the frozen
+        prefix does not run again (see :meth:`_logps_fn`).
         """
-        fn = self._prepare(batch)
+        fn = self._prepare(batch, captured)
         difference = self.jvp_method in _DIFFERENCES
         if not keep_graph:
             if tangent is None or difference:

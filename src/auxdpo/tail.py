@@ -21,7 +21,8 @@ not match the whole model's on the first batch, falls back to the full pass
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +30,7 @@ from torch import nn
 
 from auxdpo.logps import MODEL_INPUT_KEYS, sequence_logps
 
-__all__ = ["CapturedInputs", "TailPlan", "find_tail"]
+__all__ = ["CapturedInputs", "TailPlan", "find_tail", "same_inputs"]
 
 _NORM_NAMES = ("ln_f", "norm", "final_layernorm")
 
@@ -101,6 +102,24 @@ class TailPlan:
             raise RuntimeError("the model's forward never reached its first trainable block")
         return store[0]
 
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[list[CapturedInputs]]:
+        """Record, without stopping it, what the first trainable block receives during a
+        forward run inside the block (the policy's own forward); yields a list that holds the
+        first call's inputs, detached, once the forward has run. Gradient checkpointing's
+        recomputation in the backward pass comes after the block and is not recorded."""
+        store: list[CapturedInputs] = []
+
+        def hook(module, args, kwargs):
+            if not store:
+                store.append(CapturedInputs(_detached(tuple(args)), _detached(dict(kwargs))))
+
+        handle = self.first_block.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            yield store
+        finally:
+            handle.remove()
+
     def logps(self, inputs: CapturedInputs, batch: Mapping[str, torch.Tensor],
               params: Mapping[str, torch.Tensor], *, average: bool) -> torch.Tensor:
         """``(N,)`` log-probs from the tail, with ``params`` (model names) substituted."""
@@ -110,6 +129,29 @@ class TailPlan:
                                             strict=False)
         return sequence_logps(logits, batch["input_ids"], batch["completion_mask"],
                               average=average)
+
+
+def _detached(value):
+    """``value`` with every tensor in it (tuples, lists, dicts) detached from its graph."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, tuple):
+        return tuple(_detached(v) for v in value)
+    if isinstance(value, list):
+        return [_detached(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _detached(v) for k, v in value.items()}
+    return value
+
+
+def same_inputs(a: CapturedInputs, b: CapturedInputs) -> bool:
+    """Whether two captures hold the same hidden states (to float round-off, relative)."""
+    x, y = a.args[0], b.args[0]
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or x.shape != y.shape:
+        return False
+    tolerance = {64: 1e-10, 32: 1e-5}.get(torch.finfo(x.dtype).bits, 1e-2)
+    scale = max(float(y.abs().max()), 1.0) if y.numel() else 1.0
+    return bool(torch.isfinite(x).all()) and float((x - y).abs().max()) <= tolerance * scale
 
 
 def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList] | None:

@@ -8,6 +8,8 @@ import pytest
 import torch
 import train_helpers as H
 
+from auxdpo.tail import find_tail, same_inputs
+from auxdpo.train.capacity import trainable_parameter_names
 from auxdpo.train.trainer import AuxDPOTrainer
 
 SEPARATE = dict(aux_fused_reference=False, aux_truncate_products=False)
@@ -46,3 +48,108 @@ def test_fused_truncated_run_equals_separate_passes(tmp_path, arch, capacity, mo
     if mode == "global":
         assert u_slow.norm() > 0
         torch.testing.assert_close(u_fast, u_slow, rtol=1e-9, atol=1e-12)
+
+
+def _count_calls(module: torch.nn.Module) -> list[int]:
+    calls = [0]
+    module.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+@pytest.mark.parametrize("arch,capacity,checkpointing", [
+    ("gpt2", "last-block", False), ("llama", "lora:2", False), ("gpt2", "lora:2", True)])
+def test_shared_prefix_runs_the_prefix_once_per_batch_and_changes_no_number(
+        tmp_path, arch, capacity, checkpointing):
+    """The policy's forward hands the reference tail its input: the frozen prefix runs once
+    per micro-batch instead of twice (plus once for the first batch's check), and every number
+    stays the same as with the products' own prefix pass."""
+    results, calls = {}, {}
+    for share in (True, False):
+        model = H.model(arch, num_layers=3)
+        first = model.transformer.h[0] if arch == "gpt2" else model.model.layers[0]
+        counter = _count_calls(first)
+        values = dict(method="auxdpo", aux_constraint="global", lambda_null=5.0,
+                      delta_lr=0.05, max_steps=4, learning_rate=5e-3, capacity=capacity,
+                      per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                      aux_share_prefix=share, gradient_checkpointing=checkpointing)
+        trainer = AuxDPOTrainer(model, args=H.config(tmp_path / str(share), **values),
+                                train_dataset=H.dataset(8), processing_class=H.tokenizer())
+        trainer.train()
+        assert trainer.offsets.products.share_prefix            # never refused here
+        calls[share] = counter[0]
+        results[share] = ({k: v.detach().clone() for k, v in trainer.model.named_parameters()},
+                          trainer.offsets.table(), trainer.offsets.u)
+    micro_batches = 4 * 2
+    assert calls[False] - calls[True] == micro_batches - 1
+    (p_on, d_on, u_on), (p_off, d_off, u_off) = results[True], results[False]
+    assert d_off.abs().max() > 1e-3 and u_off.norm() > 0
+    for name, value in p_off.items():
+        torch.testing.assert_close(p_on[name], value, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(d_on, d_off, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(u_on, u_off, rtol=1e-12, atol=1e-14)
+
+
+def test_shared_prefix_is_refused_when_dropout_makes_the_inputs_differ(tmp_path):
+    """Embedding dropout left on (disable_dropout=False): the policy's prefix output is not
+    the reference's, the first batch's check sees it, warns, and the products run their own
+    prefix from then on; the reference log-probs stay those of the eval-mode model."""
+    model = H.model("gpt2", num_layers=2)
+    model.transformer.drop.p = 0.5
+    values = dict(method="auxdpo", aux_constraint="global", lambda_null=5.0, delta_lr=0.05,
+                  max_steps=2, capacity="last-block", per_device_train_batch_size=2,
+                  disable_dropout=False)
+    trainer = AuxDPOTrainer(model, args=H.config(tmp_path, **values),
+                            train_dataset=H.dataset(4), processing_class=H.tokenizer())
+    with pytest.warns(RuntimeWarning, match="differs from the reference"):
+        trainer.train()
+    products = trainer.offsets.products
+    assert not products.share_prefix and products.tail_plan is not None
+    batch = next(iter(trainer.dataset_batches()))
+    expected = products.logps(batch)                               # own prefix, eval mode
+    plan, _ = find_tail(trainer.model, trainable_parameter_names(trainer.model))
+    with plan.recording() as store:
+        trainer.model.train()
+        trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    assert not same_inputs(store[0], products.tail_plan.capture(batch))
+    got = products.linearize(batch, captured=store[0]).logps       # refused: own prefix
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method,capacity", [("dpo", "last-block"), ("ipo", "lora:2")])
+def test_tail_reference_runs_the_prefix_once_and_changes_no_number(tmp_path, method, capacity):
+    """dpo/ipo with ``tail_reference``: the reference is scored through the trainable tail
+    from the policy forward's input, and training is the same as with TRL's whole-model
+    reference pass. (The hook registered before the trainer is built is carried into its
+    frozen reference copy, so ``calls`` counts the first block's runs in both models.)"""
+    results, calls = {}, {}
+    for tail in (True, False):
+        model = H.model("gpt2", num_layers=3)
+        counter = _count_calls(model.transformer.h[0])
+        values = dict(method=method, max_steps=4, learning_rate=5e-3, capacity=capacity,
+                      per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                      tail_reference=tail)
+        trainer = AuxDPOTrainer(model, args=H.config(tmp_path / str(tail), **values),
+                                train_dataset=H.dataset(8), processing_class=H.tokenizer())
+        assert (trainer._tail_reference is not None) == tail
+        start = {k: v.detach().clone() for k, v in trainer.model.named_parameters()
+                 if v.requires_grad}
+        trainer.train()
+        assert max(float((trainer.model.get_parameter(k).detach() - v).abs().max())
+                   for k, v in start.items()) > 1e-4                       # it really trained
+        calls[tail] = counter[0]
+        results[tail] = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    micro_batches = 4 * 2
+    # TRL's path: policy + reference per micro-batch. Tail reference: the policy's pass, plus
+    # on the first batch the products' checks (whole-model log-probs, own prefix capture).
+    assert calls[False] == 2 * micro_batches
+    assert calls[True] == micro_batches + 2
+    for name, value in results[False].items():
+        torch.testing.assert_close(results[True][name], value, rtol=1e-12, atol=1e-14)
+
+
+def test_tail_reference_falls_back_without_a_frozen_prefix(tmp_path):
+    trainer = AuxDPOTrainer(H.model("gpt2"), args=H.config(tmp_path, method="dpo",
+                                                           capacity="full",
+                                                           tail_reference=True),
+                            train_dataset=H.dataset(4), processing_class=H.tokenizer())
+    assert trainer._tail_reference is None

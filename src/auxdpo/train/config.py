@@ -94,10 +94,21 @@ class AuxDPOConfig(DPOConfig):
     recompute_u_every: int = field(default=0, metadata={
         "help": "Recompute the global-mode running sum u = A·δ from scratch every this many "
                 "optimizer steps (0: only at start and on resume)."})
+    tail_reference: bool = field(default=False, metadata={
+        "help": "dpo/ipo/dpop with a partial capacity (last-block, last:<f>, lora:<r>): score "
+                "the reference through the trainable tail only, starting from the policy "
+                "forward's input to the first trainable block (the frozen prefix runs once per "
+                "batch). Off: TRL's reference pass through the whole model. AuxDPO does this "
+                "by itself (aux_fused_reference, aux_share_prefix)."})
     aux_fused_reference: bool = field(default=True, metadata={
         "help": "AuxDPO (global/batch, float32/float64 models): take the loss's reference "
                 "log-probs from the offsets' products, so that one pass also gives A_Bᵀu and "
                 "keeps what the step's VJP needs. False: a separate reference forward."})
+    aux_share_prefix: bool = field(default=True, metadata={
+        "help": "With the fused reference and truncated products: take the reference tail's "
+                "input from the policy's own forward (a hook on the first trainable block) "
+                "instead of running the frozen prefix again. Checked on the first batch; off "
+                "by itself when dropout or autocast makes the two differ."})
     aux_truncate_products: bool = field(default=True, metadata={
         "help": "Run the reference Jacobian products through the trainable tail only (first "
                 "trainable block onwards) when the model's structure is recognised."})

@@ -33,6 +33,7 @@ from trl.trainer.utils import create_model_from_path, use_adapter
 
 from auxdpo.logps import sequence_logps
 from auxdpo.losses import get_loss
+from auxdpo.tail import find_tail
 from auxdpo.train.callbacks import JsonlMetricsCallback, OffsetsStepCallback
 from auxdpo.train.capacity import CapacityPlan, apply_capacity, trainable_parameter_names
 from auxdpo.train.checkpoint import OFFSETS_STEM, load_state, save_state
@@ -140,6 +141,8 @@ class AuxDPOTrainer(DPOTrainer):
                                 and self.offsets.products.dtype in (torch.float32,
                                                                     torch.float64))
         self._rows_since_step = 0
+        self._policy_tail = None           # TailPlan of the policy (shared prefix), or False
+        self._tail_reference = self._build_tail_reference()
         self.add_callback(OffsetsStepCallback(self))
         if args.metrics_file:
             self.add_callback(JsonlMetricsCallback(Path(args.output_dir) / args.metrics_file))
@@ -173,9 +176,35 @@ class AuxDPOTrainer(DPOTrainer):
 
     # ---- offsets ---------------------------------------------------------------------------
 
+    def _reference_products(self, **options):
+        """ReferenceProducts at θ₀ over the policy's trainable tensors."""
+        from auxdpo.products import ReferenceProducts
+
+        policy = self.accelerator.unwrap_model(self.model)
+        names = trainable_parameter_names(policy)
+        options.setdefault("average", self.args.logp_average)
+        if self.ref_model is not None and not is_peft_model(policy):
+            # The frozen reference copy stays at θ₀: read it live instead of snapshotting θ₀.
+            reference = self.accelerator.unwrap_model(self.ref_model)
+            return ReferenceProducts(reference, names, snapshot=False, **options)
+        # LoRA: θ₀ = the adapters at initialisation (B = 0), snapshotted by ReferenceProducts.
+        return ReferenceProducts(policy, names, **options)
+
+    def _build_tail_reference(self):
+        """dpo/ipo/dpop with ``tail_reference``: products used only for their tail log-probs,
+        or None (with the reason logged) when the capacity has no frozen prefix to share."""
+        if not self.args.tail_reference or self.args.method == "auxdpo":
+            return None
+        products = self._reference_products(truncate=True)
+        if products.tail_plan is None or products.tail_plan.first == 0:
+            logger.info("tail_reference: no frozen prefix before the trainable tensors; using "
+                        "the whole-model reference pass")
+            return None
+        return products
+
     def _build_offsets(self):
         from auxdpo.offsets import AuxOffsets
-        from auxdpo.products import DIFFERENCE_METHODS, ReferenceProducts
+        from auxdpo.products import DIFFERENCE_METHODS
 
         args = self.args
         policy = self.accelerator.unwrap_model(self.model)
@@ -188,15 +217,9 @@ class AuxDPOTrainer(DPOTrainer):
             jvp = "forward"
         # Exact methods run the VJP on math attention too, so that all products see one A_B;
         # difference methods use the default kernels throughout.
-        product_options = dict(average=args.logp_average, truncate=args.aux_truncate_products,
-                               jvp_method=jvp,
-                               math_attention_vjp=jvp in ("forward", "double-vjp"))
-        if self.ref_model is not None and not is_peft_model(policy):
-            # The frozen reference copy stays at θ₀: read it live instead of snapshotting θ₀.
-            reference = self.accelerator.unwrap_model(self.ref_model)
-            products = ReferenceProducts(reference, names, snapshot=False, **product_options)
-        else:  # LoRA: θ₀ = the adapters at initialisation, snapshotted by ReferenceProducts.
-            products = ReferenceProducts(policy, names, **product_options)
+        products = self._reference_products(
+            truncate=args.aux_truncate_products, jvp_method=jvp,
+            math_attention_vjp=jvp in ("forward", "double-vjp"))
         return AuxOffsets(len(self.train_dataset), products, mode=args.aux_constraint,
                           lambda_null=args.lambda_null, lambda_amp=args.lambda_amp,
                           amp_sign=args.amp_sign, delta_lr=args.delta_lr,
@@ -302,6 +325,25 @@ class AuxDPOTrainer(DPOTrainer):
                     return self._forward_logps(self.model, model_kwargs, inputs)[0]
             return self._forward_logps(self.ref_model, model_kwargs, inputs)[0]
 
+    def _shared_prefix_plan(self, products):
+        """The policy's tail plan, whose forward hands ``products`` the tail's input, or None:
+        needs ``aux_share_prefix`` (AuxDPO) or ``tail_reference`` (the others), truncated
+        products, no mixed precision (the products run without autocast) and no failed
+        first-batch check (see ReferenceProducts)."""
+        wanted = self.args.aux_share_prefix if self.offsets is not None else True
+        if not (wanted and products.share_prefix
+                and products.tail_plan is not None
+                and self.accelerator.mixed_precision == "no"):
+            return None
+        if self._policy_tail is None:
+            # The products may run on the frozen reference copy: hook the policy's own block
+            # at the same depth (the prefixes before it are identical frozen copies).
+            policy = self.accelerator.unwrap_model(self.model)
+            plan, _ = find_tail(policy, trainable_parameter_names(policy))
+            same = plan is not None and plan.first == products.tail_plan.first
+            self._policy_tail = plan if same else False
+        return self._policy_tail or None
+
     def _loss_kwargs(self, inputs, mode: str, dtype: torch.dtype) -> dict:
         kwargs = {"beta": self.beta}
         for key in (PREF_PROB, WEIGHT):
@@ -322,10 +364,27 @@ class AuxDPOTrainer(DPOTrainer):
             model_kwargs["output_router_logits"] = True
         ref_kwargs = {k: v for k, v in model_kwargs.items() if k != "output_router_logits"}
         ref_logps = None
-        if getattr(self, "_fuse_reference", False) and mode == "train":
-            # Fused pass first: its transient tangents are freed before the policy's graph.
-            ref_logps = self._reference_logps(inputs, ref_kwargs)
-        policy_logps, outputs = self._forward_logps(model, model_kwargs, inputs)
+        fused = getattr(self, "_fuse_reference", False) and mode == "train" \
+            and AUX_INDEX in inputs and not self.precompute_ref_logps
+        tail_ref = getattr(self, "_tail_reference", None) if mode == "train" \
+            and not self.precompute_ref_logps else None
+        products = self.offsets.products if fused else tail_ref
+        plan = self._shared_prefix_plan(products) if products is not None else None
+        if plan is not None:
+            # The policy's forward records the first trainable block's input; the reference
+            # tail starts from it, so the frozen prefix runs once per batch, not twice.
+            with plan.recording() as captured:
+                policy_logps, outputs = self._forward_logps(model, model_kwargs, inputs)
+            captured = captured[0] if captured else None
+            if fused:
+                ref_logps = self.offsets.reference_logps(inputs, captured=captured)
+            else:
+                ref_logps = products.linearize(inputs, captured=captured).logps
+        else:
+            if fused:
+                # Fused pass first: its transient tangents are freed before the policy's graph.
+                ref_logps = self._reference_logps(inputs, ref_kwargs)
+            policy_logps, outputs = self._forward_logps(model, model_kwargs, inputs)
         if ref_logps is None:
             ref_logps = self._reference_logps(inputs, ref_kwargs)
         ref_logps = ref_logps.to(policy_logps.dtype)
