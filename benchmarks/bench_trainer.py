@@ -11,7 +11,10 @@ time rather than wall time, because the development machine is shared and wall t
 swing by 2-5x with other users' load. Trainers of the compared methods run alternately,
 ``--rounds`` times each; ratios are of the medians (and of the minima) over measured steps. Memory: each configuration runs in its own
 subprocess; peak RSS (VmHWM, reset through /proc/self/clear_refs after set-up) minus the RSS
-before training, i.e. the training's own peak increment, and the whole-process peak.
+before training, i.e. the training's own peak increment, and the whole-process peak. With
+``--malloc-mmap-threshold`` the children run with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed, so
+freed large blocks leave the RSS (docs/benchmarks.md, fourth round); ``--sections memory``
+measures memory only.
 """
 
 from __future__ import annotations
@@ -179,11 +182,36 @@ def memory_child(kind, model_name, capacity, steps):
                           "peak_kib": _rss_kib("VmHWM")}))
 
 
+MMAP_THRESHOLD = None   # --malloc-mmap-threshold: glibc's MALLOC_MMAP_THRESHOLD_ for children
+
+
 def memory(kind, model_name, capacity, steps):
     command = [sys.executable, __file__, "--memory-child", kind, model_name, capacity,
                str(steps)]
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    env = dict(os.environ)
+    if MMAP_THRESHOLD:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _memory_rows(model_name, capacity, args):
+    """Memory only: each kind's training peak increment and its ratio to the baseline's."""
+    base, variants = args.baseline, args.variants.split(",")
+    mem = {k: memory(k, model_name, capacity, args.steps) for k in (base, *variants)}
+    rows = []
+    for variant in variants:
+        ratio = mem[variant]["increment_kib"] / max(mem[base]["increment_kib"], 1)
+        peak = mem[variant]["peak_kib"] / mem[base]["peak_kib"]
+        rows.append({"model": model_name, "capacity": capacity, "variant": variant,
+                     "baseline": base, "increment_ratio": ratio, "peak_ratio": peak,
+                     "mmap_threshold": MMAP_THRESHOLD,
+                     "memory_kib": {base: mem[base], variant: mem[variant]}})
+        print(f"| {model_name} | {capacity} | {variant} / {base} | "
+              f"{mem[base]['increment_kib'] / 1024:.1f} / "
+              f"{mem[variant]['increment_kib'] / 1024:.1f} | {ratio:.2f} | {peak:.3f} |",
+              flush=True)
+    return rows
 
 
 def _method_rows(model_name, capacity, args):
@@ -194,28 +222,26 @@ def _method_rows(model_name, capacity, args):
     med, low = time_pair((base, *variants), model_name, capacity, args.steps, args.rounds,
                          walls, rounds)
     mem = {k: memory(k, model_name, capacity, args.steps) for k in (base, *variants)}
-    med["dpo"], low["dpo"], walls["dpo"], mem["dpo"] = med[base], low[base], walls[base], \
-        mem[base]
     rows = []
     for variant in variants:
         pair = paired(rounds, variant, base)
         row = {"model": model_name, "capacity": capacity, "variant": variant, "baseline": base,
-               "dpo_s": med["dpo"], "auxdpo_s": med[variant],
-               "time_ratio": med[variant] / med["dpo"],
-               "time_ratio_min": low[variant] / low["dpo"],
+               "dpo_s": med[base], "auxdpo_s": med[variant],
+               "time_ratio": med[variant] / med[base],
+               "time_ratio_min": low[variant] / low[base],
                "paired_ratio": pair[0], "paired_range": pair[1:],
-               "wall_ratio": walls[variant] / walls["dpo"],
+               "wall_ratio": walls[variant] / walls[base],
                "increment_ratio": mem[variant]["increment_kib"]
-               / max(mem["dpo"]["increment_kib"], 1),
-               "peak_ratio": mem[variant]["peak_kib"] / mem["dpo"]["peak_kib"],
-               "memory_kib": {"dpo": mem["dpo"], variant: mem[variant]},
+               / max(mem[base]["increment_kib"], 1),
+               "peak_ratio": mem[variant]["peak_kib"] / mem[base]["peak_kib"],
+               "memory_kib": {base: mem[base], variant: mem[variant]},
                "round_medians": {base: rounds[base], variant: rounds[variant]}}
         rows.append(row)
-        print(f"| {model_name} | {capacity} | {variant} / {base} | {1e3 * med['dpo']:.1f} | "
+        print(f"| {model_name} | {capacity} | {variant} / {base} | {1e3 * med[base]:.1f} | "
               f"{1e3 * med[variant]:.1f} | {row['time_ratio']:.2f} | "
               f"{row['time_ratio_min']:.2f} | {pair[0]:.2f} ({pair[1]:.2f}–{pair[2]:.2f}) | "
               f"{row['wall_ratio']:.2f} | "
-              f"{mem['dpo']['increment_kib'] / 1024:.1f} / "
+              f"{mem[base]['increment_kib'] / 1024:.1f} / "
               f"{mem[variant]['increment_kib'] / 1024:.1f} | "
               f"{row['increment_ratio']:.2f} | {row['peak_ratio']:.3f} |", flush=True)
     return rows
@@ -234,26 +260,42 @@ def main(argv=None):
     parser.add_argument("--baseline", default="dpo", choices=sorted(BASELINES),
                         help="the DPO run the AuxDPO variants are compared with")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--sections", default="methods,trl", help="methods and/or trl")
+    parser.add_argument("--sections", default="methods,trl",
+                        help="methods (time and memory), trl, and/or memory (memory only)")
+    parser.add_argument("--malloc-mmap-threshold", type=int, default=None,
+                        help="run the memory subprocesses with glibc's MALLOC_MMAP_THRESHOLD_ "
+                             "set (bytes): large blocks then go back to the OS when freed, so "
+                             "the peak RSS follows live memory rather than heap retention")
     parser.add_argument("--memory-child", nargs=4, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
+    global MMAP_THRESHOLD
+    MMAP_THRESHOLD = args.malloc_mmap_threshold
     if args.memory_child:
         kind, model_name, capacity, steps = args.memory_child
         memory_child(kind, model_name, capacity, int(steps))
         return 0
     results = []
-    print("| model | capacity | variant | DPO step (ms CPU) | AuxDPO step (ms CPU) | "
-          "time ratio (median) | (min) | paired by round: median (range) | wall ratio "
-          "(median) | peak increment DPO / AuxDPO (MiB) | increment ratio | whole-process "
-          "peak ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+    if "methods" in args.sections:
+        print("| model | capacity | variant | DPO step (ms CPU) | AuxDPO step (ms CPU) | "
+              "time ratio (median) | (min) | paired by round: median (range) | wall ratio "
+              "(median) | peak increment DPO / AuxDPO (MiB) | increment ratio | whole-process "
+              "peak ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     for model_name in args.models.split(",") if "methods" in args.sections else ():
         for capacity in args.capacities.split(","):
             results += _method_rows(model_name, capacity, args)
-    print("\n| model | TRL DPOTrainer step (ms) | our dpo step (ms) | ratio ours/TRL (median) "
-          "| ratio (min) | paired by round: median (range) |\n|---|---|---|---|---|---|")
+    if "memory" in args.sections:
+        print(f"\n| model | capacity | variant / baseline | peak increment (MiB) | increment "
+              f"ratio | whole-process peak ratio |   (MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD})"
+              "\n|---|---|---|---|---|---|")
+        for model_name in args.models.split(","):
+            for capacity in args.capacities.split(","):
+                results += _memory_rows(model_name, capacity, args)
+    if "trl" in args.sections:
+        print("\n| model | TRL DPOTrainer step (ms) | our dpo step (ms) | ratio ours/TRL "
+              "(median) | ratio (min) | paired by round: median (range) |\n|---|---|---|---|---|---|")
     for model_name in args.models.split(",") if "trl" in args.sections else ():
         rounds = {}
         med, low = time_pair(("trl", "dpo"), model_name, "full", args.steps, args.rounds,
