@@ -72,7 +72,8 @@ def test_grid_holds_exactly_the_documented_cells():
         assert (config.seeds, config.methods, config.betas) == (
             10, ["dpo", "ipo", "dpop", "auxdpo"], [100.0, 10.0, 1.0]), name
     lora = grid.cell_config(configs["tokens-population-on-policy-lora4"])
-    assert (lora.capacities, lora.max_iter, lora.precondition_floor) == (["lora:4"], 400, 1e-3)
+    assert (lora.capacities, lora.max_iter, lora.restarts, lora.precondition_floor,
+            lora.restart_floor) == (["lora:4"], 100, 4, 1e-3, 1e-6)
     graded = grid.cell_config(configs["mmlu-choice-population-anti-aligned-head-graded"])
     assert (graded.mmlu.reward, graded.max_iter, graded.capacities) == ("graded", 1000,
                                                                         ["head"])

@@ -80,6 +80,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iter", type=int, help="L-BFGS iterations per solve")
     p.add_argument("--precondition-floor", type=float,
                    help="relative eigenvalue floor of the preconditioners (1e-9; LoRA: 1e-3)")
+    p.add_argument("--restarts", type=int,
+                   help="solver rounds of --max-iter iterations; later rounds re-centre and "
+                        "re-precondition at the current point (1; LoRA grid cells: 4)")
+    p.add_argument("--restart-floor", type=float,
+                   help="eigenvalue floor of the later rounds (default: --precondition-floor)")
     for flag, help_text in (("vocab-size", "V (6)"), ("response-length", "L (3)"),
                             ("prompt-length", "P (3)"), ("prompts", "training prompts (16)"),
                             ("heldout", "held-out prompts (4)"), ("hidden", "GPT-2 width (32)"),
@@ -108,7 +113,7 @@ def build_config(args: argparse.Namespace):
     values = dict(PRESETS.get(args.preset or "", {}))
     for key in ("family", "regime", "design", "capacities", "betas", "seeds", "methods",
                 "aux_modes", "lambdas", "anti_factor", "first_seed", "skew", "dpop_lambda", "max_iter",
-                "precondition_floor"):
+                "precondition_floor", "restarts", "restart_floor"):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
     if values.get("family") == "mmlu-choice" and args.capacities is None:

@@ -50,7 +50,7 @@ GRID: list[tuple[str, dict]] = [
            capacities=["head"], max_iter=1000, mmlu={"reward": "graded"})),
     *[(f"tokens-population-{d}-lora{r}",
        _cell(family="tokens", regime="population", design=d, capacities=[f"lora:{r}"],
-             max_iter=400, precondition_floor=1e-3))
+             max_iter=100, restarts=4, precondition_floor=1e-3, restart_floor=1e-6))
       for r in (1, 4) for d in ("anti-aligned", "on-policy")],
     *[(f"tokens-finite-{d}-norm",
        _cell(family="tokens", regime="finite", design=d, capacities=["norm"],
@@ -346,7 +346,8 @@ _TOP_FLAGS = {"family": "family", "regime": "regime", "design": "design",
               "first_seed": "first-seed", "methods": "methods", "aux_modes": "aux-modes",
               "lambdas": "lambdas", "anti_factor": "anti-factor", "skew": "skew",
               "dpop_lambda": "dpop-lambda", "max_iter": "max-iter",
-              "precondition_floor": "precondition-floor"}
+              "precondition_floor": "precondition-floor", "restarts": "restarts",
+              "restart_floor": "restart-floor"}
 _SECTION_FLAGS = {
     "task": {field: flag.replace("_", "-") for flag, field in _TASK_FLAGS.items()},
     "mmlu": {field: dest.replace("_", "-") for dest, field in _MMLU_FIELDS},

@@ -64,6 +64,12 @@ class OracleConfig:
     max_iter: int = field(default=300, metadata={"help": "L-BFGS iterations per solve"})
     precondition_floor: float = field(default=1e-9, metadata={
         "help": "relative eigenvalue floor of the solvers' preconditioners (LoRA: 1e-3)"})
+    restarts: int = field(default=1, metadata={
+        "help": "solver rounds of max_iter iterations each; every later round re-centres and "
+                "re-preconditions at the current point (LoRA: 4)"})
+    restart_floor: float | None = field(default=None, metadata={
+        "help": "eigenvalue floor of the later rounds' preconditioners (default: "
+                "precondition_floor)"})
     threads: int = field(default=1, metadata={"help": "torch intra-op threads during the run"})
     task: TokenTaskConfig = field(default_factory=TokenTaskConfig,
                                   metadata={"help": "tokens task shape"})
@@ -93,6 +99,8 @@ class OracleConfig:
         modes = FINITE_AUX_MODES if self.regime == "finite" else AUX_MODES
         if [m for m in self.aux_modes if m not in modes] or not self.aux_modes:
             raise ValueError(f"aux_modes must be a non-empty subset of {modes}")
+        if self.restarts < 1:
+            raise ValueError(f"restarts must be >= 1, got {self.restarts}")
         if self.seeds < 1 or not self.capacities or not self.betas:
             raise ValueError("need seeds >= 1, at least one capacity and one beta")
         for spec in self.capacities:
@@ -163,8 +171,9 @@ def _cell(config, task, capacity_spec, seed, log) -> list[dict]:
     for beta in config.betas:
         problem = PreferenceProblem(rho, reward[:S], counts, beta)
         local = local_rlhf_theta(A, rho, logp0[:S], reward[:S], beta, theta0)
-        rlhf = fit_rlhf(fn_train, problem, theta0, A=A, starts=[theta0, local],
-                        max_iter=config.max_iter, floor=config.precondition_floor)
+        solver = dict(max_iter=config.max_iter, floor=config.precondition_floor,
+                      restarts=config.restarts, restart_floor=config.restart_floor)
+        rlhf = fit_rlhf(fn_train, problem, theta0, A=A, starts=[theta0, local], **solver)
         with torch.no_grad():
             j_base = float(policy_metrics(logp0, logp0, reward, rho, beta, j_base=0.0,
                                           j_rlhf=1.0)["J"])
@@ -173,9 +182,8 @@ def _cell(config, task, capacity_spec, seed, log) -> list[dict]:
                   "rlhf_local": (local, 0, 0.0)}
         for name, loss_name, kwargs in method_names(config):
             start = time.time()
-            fit = fit_method(loss_name, fn_train, problem, theta0, A=A, dpop_lambda=config.dpop_lambda,
-                             ipo_length=L, max_iter=config.max_iter,
-                             floor=config.precondition_floor, **kwargs)
+            fit = fit_method(loss_name, fn_train, problem, theta0, A=A,
+                             dpop_lambda=config.dpop_lambda, ipo_length=L, **solver, **kwargs)
             thetas[name] = (fit.theta, fit.iterations, fit.grad_norm)
             log(f"seed {seed} {capacity_spec} β={beta:g} {name}: {fit.iterations} it, "
                 f"|grad| {fit.grad_norm:.2e}, {time.time() - start:.1f}s")

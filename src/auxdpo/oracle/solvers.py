@@ -178,31 +178,61 @@ def _inverse_root(matrix: torch.Tensor, floor: float = 1e-9) -> torch.Tensor:
     return (evecs * scale[..., None, :]) @ evecs.transpose(-1, -2)
 
 
+def _rounds(objective: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor,
+            max_iter: int, restarts: int, recentre: Callable[[torch.Tensor], torch.Tensor]
+            ) -> tuple[torch.Tensor, float, int, float]:
+    """``restarts`` L-BFGS rounds of ``max_iter`` iterations; between rounds ``recentre(x)``
+    moves the parametrisation's centre to the point x stands for, re-preconditions there, and
+    returns the same point's new coordinates. Iterations are summed over rounds."""
+    x, value, its, gnorm = _lbfgs(objective, x0, max_iter)
+    for _ in range(restarts - 1):
+        x, value, more, gnorm = _lbfgs(objective, recentre(x), max_iter)
+        its += more
+    return x, value, its, gnorm
+
+
 def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
                theta0: torch.Tensor, *, A: torch.Tensor, mode: str = "projection",
                lambda_null: float = 1e4, dpop_lambda: float = 50.0, ipo_length: int = 1,
-               max_iter: int = 300, floor: float = 1e-9) -> Fit:
+               max_iter: int = 300, floor: float = 1e-9, restarts: int = 1,
+               restart_floor: float | None = None) -> Fit:
     """Minimiser of ``method``'s population loss (AuxDPO: jointly with δ), from θ₀ (δ = 0).
 
     ``A`` ``(d, S·A)`` is the score matrix at θ₀ (the constraint of AuxDPO; for every method
     it also builds the preconditioner φ = G^{-1/2}ψ, G = A·H_r·Aᵀ; ``floor`` is the relative
     eigenvalue floor of every preconditioner: raise it, e.g. to 1e-3, when A has near-flat
-    directions, as LoRA does at V = 0).
+    directions, as LoRA does at V = 0). ``restarts`` > 1 runs that many rounds of ``max_iter``
+    iterations; each later round rebuilds G from the score matrix at the current θ and starts
+    there (LoRA: the curvature at V = 0 is a poor guide once V has grown), with eigenvalue
+    floor ``restart_floor`` (default ``floor``). AuxDPO's constraint always uses the score
+    matrix at θ₀.
     """
     beta, d, S = problem.beta, theta0.numel(), problem.num_states
     loss = pair_loss_closure(method, log_probs, problem, theta0, dpop_lambda=dpop_lambda,
                              ipo_length=ipo_length)
     laplacian = reward_metric(problem)                                      # (S, A, A)
     nA = problem.num_actions
-    blocks = A.reshape(d, S, nA).transpose(0, 1)                            # (S, d, A)
-    param_root = _inverse_root((blocks @ laplacian @ blocks.transpose(1, 2)).sum(0), floor)
+
+    def param_root_at(score, floor=floor):
+        blocks = score.reshape(d, S, nA).transpose(0, 1)                    # (S, d, A)
+        return _inverse_root((blocks @ laplacian @ blocks.transpose(1, 2)).sum(0), floor)
+
+    frame = {"centre": theta0, "root": param_root_at(A)}
 
     def theta_of(psi):
-        return theta0 + (param_root @ psi) / beta                          # θ = θ₀ + φ/β
+        return frame["centre"] + (frame["root"] @ psi) / beta             # θ = θ_c + φ/β
+
+    def recentre(x):
+        centre = theta_of(x[:d]).detach()
+        frame["centre"], frame["root"] = centre, param_root_at(
+            forward_score_matrix(log_probs, centre),
+            floor if restart_floor is None else restart_floor)
+        return torch.cat([torch.zeros(d, dtype=DTYPE), x[d:]])
 
     if method != "auxdpo":
-        x, value, its, gnorm = _lbfgs(lambda x: loss(theta_of(x)),
-                                      torch.zeros(d, dtype=DTYPE), max_iter)
+        x, value, its, gnorm = _rounds(lambda x: loss(theta_of(x)),
+                                       torch.zeros(d, dtype=DTYPE), max_iter, restarts,
+                                       recentre)
         return Fit(method, theta_of(x), value, its, gnorm)
     if mode not in AUX_MODES:
         raise ValueError(f"AuxDPO mode must be one of {AUX_MODES}, got {mode!r}")
@@ -224,7 +254,7 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
         return value
 
     x0 = torch.zeros(d + S * nA, dtype=DTYPE)
-    x, value, its, gnorm = _lbfgs(objective, x0, max_iter)
+    x, value, its, gnorm = _rounds(objective, x0, max_iter, restarts, recentre)
     return Fit(f"auxdpo-{mode}", theta_of(x[:d]), value, its, gnorm,
                delta=delta_of(x[d:]).detach())
 
@@ -238,29 +268,51 @@ def rlhf_objective(log_probs: torch.Tensor, log_probs0: torch.Tensor, reward: to
 
 def fit_rlhf(log_probs: LogProbs, problem: PreferenceProblem, theta0: torch.Tensor, *,
              A: torch.Tensor, starts: list[torch.Tensor], max_iter: int = 300,
-             floor: float = 1e-9) -> Fit:
+             floor: float = 1e-9, restarts: int = 1, restart_floor: float | None = None
+             ) -> Fit:
     """argmax_θ J(θ; r*) by L-BFGS on β·(J₀ − J(θ₀ + φ/β)) from each start; the best wins.
 
     Preconditioned by the Fisher matrix at θ₀: φ = F^{-1/2}ψ (F = A D Aᵀ, the Hessian of
-    β·(J₀ − J) in φ at θ₀ up to O(1/β)).
+    β·(J₀ − J) in φ at θ₀ up to O(1/β)). ``restarts`` > 1: the best start's solve continues
+    for that many rounds in all, each later round centred at the current θ and preconditioned
+    by the Fisher matrix there (see :func:`fit_method`).
     """
     beta, S = problem.beta, problem.num_states
     with torch.no_grad():
         logp0 = log_probs(theta0)[:S]
     base = rlhf_objective(logp0, logp0, problem.reward, problem.rho, beta)
-    root = _inverse_root(fisher_matrix(A, base_weights(problem.rho, logp0)), floor)
+    frame = {"centre": theta0,
+             "root": _inverse_root(fisher_matrix(A, base_weights(problem.rho, logp0)), floor)}
+
+    def theta_of(psi):
+        return frame["centre"] + (frame["root"] @ psi) / beta
 
     def objective(psi):
-        logp = log_probs(theta0 + (root @ psi) / beta)[:S]
+        logp = log_probs(theta_of(psi))[:S]
         return beta * (base - rlhf_objective(logp, logp0, problem.reward, problem.rho, beta))
 
     best = None
     for start in starts:
         # gelsd (SVD): the default gelsy driver is not bit-reproducible from call to call.
-        psi0 = torch.linalg.lstsq(root, beta * (start - theta0)[:, None],
+        psi0 = torch.linalg.lstsq(frame["root"], beta * (start - theta0)[:, None],
                                  driver="gelsd").solution[:, 0]
         psi, value, its, gnorm = _lbfgs(objective, psi0, max_iter)
         if best is None or value < best[1]:
             best = (psi, value, its, gnorm)
     psi, value, its, gnorm = best
-    return Fit("rlhf", theta0 + (root @ psi) / beta, float(base) - value / beta, its, gnorm)
+
+    def recentre(psi):
+        centre = theta_of(psi).detach()
+        with torch.no_grad():
+            logp = log_probs(centre)[:S]
+        score = forward_score_matrix(log_probs, centre)
+        frame["centre"] = centre
+        frame["root"] = _inverse_root(fisher_matrix(score, base_weights(problem.rho, logp)),
+                                      floor if restart_floor is None else restart_floor)
+        return torch.zeros_like(psi)
+
+    if restarts > 1:
+        psi, value, more, gnorm = _rounds(objective, recentre(psi), max_iter, restarts - 1,
+                                          recentre)
+        its += more
+    return Fit("rlhf", theta_of(psi), float(base) - value / beta, its, gnorm)
