@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from auxdpo.logps import MODEL_INPUT_KEYS, sequence_logps
+from auxdpo.logps import MODEL_INPUT_KEYS
 
 __all__ = ["CapturedInputs", "TailPlan", "find_tail", "same_inputs"]
 
@@ -57,12 +57,17 @@ class _Tail(nn.Module):
         self.norm = norm
         self.head = head
 
-    def forward(self, inputs: CapturedInputs) -> torch.Tensor:
+    def forward(self, inputs: CapturedInputs, rows: torch.Tensor, positions: torch.Tensor,
+                targets: torch.Tensor) -> torch.Tensor:
+        """Log-probs ``(M,)`` of ``targets`` predicted at (``rows``, ``positions``): the LM head
+        runs on those M positions only, never on prompt or padding positions."""
         hidden, rest = inputs.args[0], inputs.args[1:]
         for block in self.blocks:
             output = block(hidden, *rest, **inputs.kwargs)
             hidden = output[0] if isinstance(output, tuple) else output
-        return self.head(self.norm(hidden))                       # (N, T, V) logits
+        logits = self.head(self.norm(hidden)[rows, positions])        # (M, V)
+        picked = torch.gather(logits, 1, targets.unsqueeze(-1)).squeeze(-1)
+        return picked - torch.logsumexp(logits, dim=-1)
 
 
 @dataclass
@@ -122,13 +127,21 @@ class TailPlan:
 
     def logps(self, inputs: CapturedInputs, batch: Mapping[str, torch.Tensor],
               params: Mapping[str, torch.Tensor], *, average: bool) -> torch.Tensor:
-        """``(N,)`` log-probs from the tail, with ``params`` (model names) substituted."""
+        """``(N,)`` log-probs from the tail, with ``params`` (model names) substituted: the
+        sum (or mean) of next-token log-probs over each row's completion tokens, as
+        :func:`auxdpo.logps.sequence_logps` (the same shift), with the LM head applied only
+        at the scored positions."""
         tail_params = {self.model_to_tail[name]: value for name, value in params.items()
                        if name in self.model_to_tail}
-        logits = torch.func.functional_call(self.tail, tail_params, args=(inputs,),
-                                            strict=False)
-        return sequence_logps(logits, batch["input_ids"], batch["completion_mask"],
-                              average=average)
+        mask = batch["completion_mask"][:, 1:].bool()
+        rows, positions = torch.nonzero(mask, as_tuple=True)
+        targets = batch["input_ids"][:, 1:][rows, positions]
+        token_logps = torch.func.functional_call(
+            self.tail, tail_params, args=(inputs, rows, positions, targets), strict=False)
+        total = token_logps.new_zeros(mask.shape[0]).index_add(0, rows, token_logps)
+        if average:
+            return total / mask.sum(dim=1).clamp(min=1).to(total.dtype)
+        return total
 
 
 def _detached(value):
