@@ -156,3 +156,15 @@ def test_tail_reference_falls_back_without_a_frozen_prefix(tmp_path):
                                                            tail_reference=True),
                             train_dataset=H.dataset(4), processing_class=H.tokenizer())
     assert trainer._tail_reference is None
+
+
+def test_tail_reference_is_off_under_a_sharding_engine(tmp_path, monkeypatch):
+    """FSDP / ZeRO-3 shard the tensors the tail's products read: TRL's reference pass then."""
+    import auxdpo.distributed as dist
+
+    monkeypatch.setattr(dist, "sharding_engine", lambda model=None: "FSDP")
+    trainer = AuxDPOTrainer(H.model("gpt2", num_layers=3),
+                            args=H.config(tmp_path, method="dpo", capacity="last-block",
+                                          tail_reference=True),
+                            train_dataset=H.dataset(4), processing_class=H.tokenizer())
+    assert trainer._tail_reference is None

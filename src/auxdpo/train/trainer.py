@@ -195,6 +195,14 @@ class AuxDPOTrainer(DPOTrainer):
         or None (with the reason logged) when the capacity has no frozen prefix to share."""
         if not self.args.tail_reference or self.args.method == "auxdpo":
             return None
+        from auxdpo.distributed import sharding_engine
+
+        engine = sharding_engine(self.accelerator.unwrap_model(self.model))
+        if engine is not None:
+            logger.warning("tail_reference is off under %s (the tail's products need the "
+                           "full, unsharded tensors); using the whole-model reference pass",
+                           engine)
+            return None
         products = self._reference_products(truncate=True)
         if products.tail_plan is None or products.tail_plan.first == 0:
             logger.info("tail_reference: no frozen prefix before the trainable tensors; using "
