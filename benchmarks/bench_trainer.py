@@ -182,15 +182,14 @@ def memory_child(kind, model_name, capacity, steps):
                           "peak_kib": _rss_kib("VmHWM")}))
 
 
-MMAP_THRESHOLD = None   # --malloc-mmap-threshold: glibc's MALLOC_MMAP_THRESHOLD_ for children
-
-
-def memory(kind, model_name, capacity, steps):
+def memory(kind, model_name, capacity, steps, mmap_threshold=None):
+    """Peak-RSS figures of one training run in a subprocess; ``mmap_threshold`` sets glibc's
+    ``MALLOC_MMAP_THRESHOLD_`` there (see --malloc-mmap-threshold)."""
     command = [sys.executable, __file__, "--memory-child", kind, model_name, capacity,
                str(steps)]
     env = dict(os.environ)
-    if MMAP_THRESHOLD:
-        env["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
+    if mmap_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -198,14 +197,15 @@ def memory(kind, model_name, capacity, steps):
 def _memory_rows(model_name, capacity, args):
     """Memory only: each kind's training peak increment and its ratio to the baseline's."""
     base, variants = args.baseline, args.variants.split(",")
-    mem = {k: memory(k, model_name, capacity, args.steps) for k in (base, *variants)}
+    mem = {k: memory(k, model_name, capacity, args.steps, args.malloc_mmap_threshold)
+           for k in (base, *variants)}
     rows = []
     for variant in variants:
         ratio = mem[variant]["increment_kib"] / max(mem[base]["increment_kib"], 1)
         peak = mem[variant]["peak_kib"] / mem[base]["peak_kib"]
         rows.append({"model": model_name, "capacity": capacity, "variant": variant,
                      "baseline": base, "increment_ratio": ratio, "peak_ratio": peak,
-                     "mmap_threshold": MMAP_THRESHOLD,
+                     "mmap_threshold": args.malloc_mmap_threshold,
                      "memory_kib": {base: mem[base], variant: mem[variant]}})
         print(f"| {model_name} | {capacity} | {variant} / {base} | "
               f"{mem[base]['increment_kib'] / 1024:.1f} / "
@@ -221,7 +221,8 @@ def _method_rows(model_name, capacity, args):
     walls, rounds = {}, {}
     med, low = time_pair((base, *variants), model_name, capacity, args.steps, args.rounds,
                          walls, rounds)
-    mem = {k: memory(k, model_name, capacity, args.steps) for k in (base, *variants)}
+    mem = {k: memory(k, model_name, capacity, args.steps, args.malloc_mmap_threshold)
+           for k in (base, *variants)}
     rows = []
     for variant in variants:
         pair = paired(rounds, variant, base)
@@ -271,8 +272,6 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(args.threads)
-    global MMAP_THRESHOLD
-    MMAP_THRESHOLD = args.malloc_mmap_threshold
     if args.memory_child:
         kind, model_name, capacity, steps = args.memory_child
         memory_child(kind, model_name, capacity, int(steps))
@@ -288,7 +287,7 @@ def main(argv=None):
             results += _method_rows(model_name, capacity, args)
     if "memory" in args.sections:
         print(f"\n| model | capacity | variant / baseline | peak increment (MiB) | increment "
-              f"ratio | whole-process peak ratio |   (MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD})"
+              f"ratio | whole-process peak ratio |   (MALLOC_MMAP_THRESHOLD_={args.malloc_mmap_threshold})"
               "\n|---|---|---|---|---|---|")
         for model_name in args.models.split(","):
             for capacity in args.capacities.split(","):

@@ -37,13 +37,18 @@ def _instance(beta=2.0, seed=0, S=3, nA=5, d=2):
         logits = torch.func.functional_call(layer, {"weight": theta.view(1, d)}, (features,))
         return torch.log_softmax(logits.squeeze(-1), dim=-1)
 
+    return log_probs, LogLinearPolicy(features, theta0), \
+        _on_policy_problem(log_probs, theta0, gen, S, nA, beta), theta0
+
+
+def _on_policy_problem(log_probs, theta0, gen, S, nA, beta):
+    """Random r*, ρ = (0.5, 0.3, 0.2) and on-policy pair counts ρ·π₀·π₀ (normalised)."""
     reward = torch.randn(S, nA, generator=gen, dtype=DT)
     rho = torch.tensor([0.5, 0.3, 0.2], dtype=DT)[:S]
     pi0 = log_probs(theta0).exp()
     counts = rho[:, None, None] * pi0[:, :, None] * pi0[:, None, :]
     counts = counts * (1 - torch.eye(nA, dtype=DT))
-    problem = PreferenceProblem(rho, reward, counts / counts.sum(), beta)
-    return log_probs, LogLinearPolicy(features, theta0), problem, theta0
+    return PreferenceProblem(rho, reward, counts / counts.sum(), beta)
 
 
 def test_objective_matches_lab_at_random_points():
@@ -131,13 +136,8 @@ def _bilinear_instance(beta=5.0, seed=3, S=3, nA=5, k=3):
         w = theta[:k] * theta[k:]
         return torch.log_softmax(features @ w, dim=-1)
 
-    reward = torch.randn(S, nA, generator=gen, dtype=DT)
-    rho = torch.tensor([0.5, 0.3, 0.2], dtype=DT)[:S]
-    pi0 = log_probs(theta0).exp()
-    counts = rho[:, None, None] * pi0[:, :, None] * pi0[:, None, :]
-    counts = counts * (1 - torch.eye(nA, dtype=DT))
-    problem = PreferenceProblem(rho, reward, counts / counts.sum(), beta)
-    return log_probs, LogLinearPolicy(features, torch.zeros(k, dtype=DT)), problem, theta0
+    return log_probs, LogLinearPolicy(features, torch.zeros(k, dtype=DT)), \
+        _on_policy_problem(log_probs, theta0, gen, S, nA, beta), theta0
 
 
 def test_restarted_rlhf_solve_reaches_the_optimum_of_a_bilinear_parametrisation():

@@ -65,7 +65,7 @@ class _Tail(nn.Module):
         for block in self.blocks:
             output = block(hidden, *rest, **inputs.kwargs)
             hidden = output[0] if isinstance(output, tuple) else output
-        logits = self.head(self.norm(hidden)[rows, positions])        # (M, V)
+        logits = self.head(self.norm(hidden[rows, positions]))        # (M, V)
         picked = torch.gather(logits, 1, targets.unsqueeze(-1)).squeeze(-1)
         return picked - torch.logsumexp(logits, dim=-1)
 
@@ -85,17 +85,23 @@ class TailPlan:
     num_blocks: int
     model_to_tail: dict[str, str]
 
+    def _record(self, store: list[CapturedInputs], *, stop: bool):
+        """Pre-hook on the first trainable block: the first call's inputs (detached) go into
+        ``store``; with ``stop`` the forward is then abandoned. Returns the hook's handle."""
+        def hook(module, args, kwargs):
+            if not store:
+                store.append(CapturedInputs(_detached(tuple(args)), _detached(dict(kwargs))))
+            if stop:
+                raise _Captured
+
+        return self.first_block.register_forward_pre_hook(hook, with_kwargs=True)
+
     def capture(self, batch: Mapping[str, torch.Tensor]) -> CapturedInputs:
         """Run the frozen prefix on ``batch`` (no graph) and return the tail's inputs."""
         store: list[CapturedInputs] = []
-
-        def hook(module, args, kwargs):
-            store.append(CapturedInputs(tuple(args), dict(kwargs)))
-            raise _Captured
-
         kwargs = {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
         kwargs["use_cache"] = False
-        handle = self.first_block.register_forward_pre_hook(hook, with_kwargs=True)
+        handle = self._record(store, stop=True)
         try:
             with torch.no_grad():
                 self.model(**kwargs)
@@ -114,12 +120,7 @@ class TailPlan:
         first call's inputs, detached, once the forward has run. Gradient checkpointing's
         recomputation in the backward pass comes after the block and is not recorded."""
         store: list[CapturedInputs] = []
-
-        def hook(module, args, kwargs):
-            if not store:
-                store.append(CapturedInputs(_detached(tuple(args)), _detached(dict(kwargs))))
-
-        handle = self.first_block.register_forward_pre_hook(hook, with_kwargs=True)
+        handle = self._record(store, stop=False)
         try:
             yield store
         finally:
