@@ -23,6 +23,8 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "lab": ("bench_lab.py", [], ["--seeds", "2", "--instances", "1", "--lbfgs-iters", "200"]),
     "penalty": ("bench_penalty.py", [], ["--batch-sizes", "4", "8", "--repeats", "2"]),
+    "oracle": ("bench_oracle.py", [], ["--rounds", "1", "--repeats", "2",
+                                        "--capacities", "norm", "lora:1"]),
     "trainer": ("bench_trainer.py", ["--steps", "8", "--rounds", "3"],
                 ["--steps", "4", "--rounds", "1", "--models", "tiny"]),
 }

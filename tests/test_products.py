@@ -286,6 +286,7 @@ _SLOW = pytest.mark.slow
 
 @pytest.mark.parametrize("arch,subset", [
     ("gpt2", "last_block"), ("llama", "last_two"), ("qwen3", "one_norm"),
+    ("llama", "final_norm"), pytest.param("gpt2", "final_norm", marks=_SLOW),
     pytest.param("gpt2", "last_two", marks=_SLOW), pytest.param("gpt2", "one_norm", marks=_SLOW),
     pytest.param("llama", "last_block", marks=_SLOW),
     pytest.param("llama", "one_norm", marks=_SLOW),
@@ -300,8 +301,11 @@ def test_tail_products_match_explicit_columns(arch, subset):
 
     model = tiny_family(arch, layers=3)
     blocks = BLOCKS[arch]
-    first = {"last_block": 2, "last_two": 1, "one_norm": 1}[subset]
-    if subset == "one_norm":
+    first = {"last_block": 2, "last_two": 1, "one_norm": 1, "final_norm": 3}[subset]
+    if subset == "final_norm":        # no block in the tail: it starts at the final norm
+        final = "transformer.ln_f." if arch == "gpt2" else "model.norm."
+        names = _trainable(model, lambda n: n.startswith(final))
+    elif subset == "one_norm":
         norm = "ln_2" if arch == "gpt2" else "post_attention_layernorm"
         names = _trainable(model, lambda n: n == f"{blocks}.1.{norm}.weight")
     else:

@@ -262,8 +262,8 @@ class ReferenceProducts:
             self._tail = None
             return
         plan = self._tail
-        logger.info("reference products: trainable tail only (blocks %d..%d of %d)",
-                    plan.first, plan.num_blocks - 1, plan.num_blocks)
+        logger.info("reference products: trainable tail only (from block %d of %d)",
+                    plan.first, plan.num_blocks)
 
     @contextlib.contextmanager
     def _context(self, math_attention: bool) -> Iterator[None]:

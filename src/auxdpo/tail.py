@@ -58,14 +58,17 @@ class _Tail(nn.Module):
         self.head = head
 
     def forward(self, inputs: CapturedInputs, rows: torch.Tensor, positions: torch.Tensor,
-                targets: torch.Tensor) -> torch.Tensor:
+                targets: torch.Tensor | None) -> torch.Tensor:
         """Log-probs ``(M,)`` of ``targets`` predicted at (``rows``, ``positions``): the LM head
-        runs on those M positions only, never on prompt or padding positions."""
+        runs on those M positions only, never on prompt or padding positions. Without
+        ``targets``: the logits ``(M, V)`` at those positions."""
         hidden, rest = inputs.args[0], inputs.args[1:]
         for block in self.blocks:
             output = block(hidden, *rest, **inputs.kwargs)
             hidden = output[0] if isinstance(output, tuple) else output
         logits = self.head(self.norm(hidden[rows, positions]))        # (M, V)
+        if targets is None:
+            return logits
         picked = torch.gather(logits, 1, targets.unsqueeze(-1)).squeeze(-1)
         return picked - torch.logsumexp(logits, dim=-1)
 
@@ -75,7 +78,8 @@ class TailPlan:
     """Where the trainable tail starts and how its tensors are named.
 
     ``model_to_tail`` maps a model parameter/buffer name to its name inside the tail module;
-    ``first`` is the index of the first trainable block, ``num_blocks`` their count.
+    ``first`` is the index of the first trainable block (``num_blocks``, their count, when only
+    the final norm and head are: then ``first_block`` is the final norm).
     """
 
     model: nn.Module
@@ -126,14 +130,29 @@ class TailPlan:
         finally:
             handle.remove()
 
+    def logits(self, inputs: CapturedInputs, params: Mapping[str, torch.Tensor],
+               start: int = 0) -> torch.Tensor:
+        """Logits ``(N, T − start, V)`` from the tail at positions ``start`` .. T − 1 of every
+        row, with ``params`` (model names) substituted."""
+        num_rows, length = inputs.args[0].shape[:2]
+        device = inputs.args[0].device
+        rows = torch.arange(num_rows, device=device).repeat_interleave(length - start)
+        positions = torch.arange(start, length, device=device).repeat(num_rows)
+        out = torch.func.functional_call(self.tail, self._tail_params(params),
+                                         args=(inputs, rows, positions, None), strict=False)
+        return out.view(num_rows, length - start, -1)
+
+    def _tail_params(self, params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {self.model_to_tail[name]: value for name, value in params.items()
+                if name in self.model_to_tail}
+
     def logps(self, inputs: CapturedInputs, batch: Mapping[str, torch.Tensor],
               params: Mapping[str, torch.Tensor], *, average: bool) -> torch.Tensor:
         """``(N,)`` log-probs from the tail, with ``params`` (model names) substituted: the
         sum (or mean) of next-token log-probs over each row's completion tokens, as
         :func:`auxdpo.logps.sequence_logps` (the same shift), with the LM head applied only
         at the scored positions."""
-        tail_params = {self.model_to_tail[name]: value for name, value in params.items()
-                       if name in self.model_to_tail}
+        tail_params = self._tail_params(params)
         mask = batch["completion_mask"][:, 1:].bool()
         rows, positions = torch.nonzero(mask, as_tuple=True)
         targets = batch["input_ids"][:, 1:][rows, positions]
@@ -202,7 +221,9 @@ def find_tail(model: nn.Module, param_names: list[str]) -> tuple[TailPlan | None
                 return None, f"trainable tensor {name} lies outside the blocks, norm and head"
             continue
         block_of[name] = int(name[len(prefix) + 1:].split(".")[0])
-    first = min(block_of.values(), default=len(blocks) - 1)
+    # Only the final norm and/or the head trainable: the tail has no block, and its input is
+    # the norm's (a pre-hook on the norm records it).
+    first = min(block_of.values(), default=len(blocks))
     tail_prefixes = tuple([f"{prefix}.{i}." for i in range(first, len(blocks))]
                           + [norm_name + ".", head_name + "."])
     wanted = set(param_names)
@@ -218,5 +239,6 @@ def find_tail(model: nn.Module, param_names: list[str]) -> tuple[TailPlan | None
     model_to_tail = {name: by_id[id(t)] for name, t in
                      list(model.named_parameters()) + list(model.named_buffers())
                      if id(t) in by_id}
-    return TailPlan(model, tail, blocks[first], first, len(blocks), model_to_tail), \
-        f"tail from block {first} of {len(blocks)}"
+    entry = blocks[first] if first < len(blocks) else modules[norm_name]
+    where = f"block {first} of {len(blocks)}" if first < len(blocks) else "the final norm"
+    return TailPlan(model, tail, entry, first, len(blocks), model_to_tail), f"tail from {where}"

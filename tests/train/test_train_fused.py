@@ -60,7 +60,8 @@ def _count_calls(module: torch.nn.Module) -> list[int]:
 
 
 @pytest.mark.parametrize("arch,capacity,checkpointing", [
-    ("gpt2", "last-block", False), ("llama", "lora:2", False), ("gpt2", "lora:2", True)])
+    ("gpt2", "last-block", False), ("llama", "lora:2", False), ("gpt2", "lora:2", True),
+    ("gpt2", r"regex:^transformer\.ln_f\.", False)])   # no trainable block: the tail is ln_f
 def test_shared_prefix_runs_the_prefix_once_per_batch_and_changes_no_number(
         tmp_path, arch, capacity, checkpointing):
     """The policy's forward hands the reference tail its input: the frozen prefix runs once

@@ -13,6 +13,13 @@ other parameters stay at their base values. Presets:
 ``full``       every parameter, as :func:`auxdpo.train.capacity.apply_capacity`
 ``regex:<p>``  parameters whose name matches p, as :func:`auxdpo.train.capacity.apply_capacity`
 =============  =============================================================================
+
+The frozen prefix runs once per input. Every preset but ``full`` leaves the embeddings and the
+blocks before the first trainable one at their base values, so their output does not depend on
+θ: :meth:`FlatCapacity.logits` records the first trainable block's input once per input tensor
+(the trainer's :class:`auxdpo.tail.TailPlan`) and runs only ``blocks[k:] → norm → head`` at each
+θ, and the head only at the positions asked for. The first call compares that with the whole
+model at θ₀; a mismatch (or a model the plan does not recognise) falls back to the whole model.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import copy
 
 import torch
 
+from auxdpo.tail import CapturedInputs, find_tail
 from auxdpo.train.capacity import apply_capacity, find_blocks
 
 __all__ = ["FlatCapacity"]
@@ -33,9 +41,11 @@ class FlatCapacity:
         model: a causal LM (not modified; a frozen copy is kept).
         spec: a preset from the module docstring.
         seed: seed of LoRA's fixed U factor.
+        tail: run the frozen prefix once per input (module docstring); False: the whole
+            model at every θ.
     """
 
-    def __init__(self, model: torch.nn.Module, spec: str, *, seed: int = 0):
+    def __init__(self, model: torch.nn.Module, spec: str, *, seed: int = 0, tail: bool = True):
         self.spec = spec
         self.model = copy.deepcopy(model).eval()
         self.model.requires_grad_(False)
@@ -57,6 +67,9 @@ class FlatCapacity:
             self.names = names
             self.theta0 = torch.cat([self.base[n].reshape(-1) for n in names])
             self.shapes = [self.base[n].shape for n in names]
+        self.plan, self.tail_reason = (find_tail(self.model, self.names) if tail
+                                       else (None, "off"))
+        self._captures: list[tuple[torch.Tensor, CapturedInputs]] = []
 
     def _init_lora(self, rank: int, seed: int) -> None:
         prefix, blocks = find_blocks(self.model)
@@ -95,12 +108,40 @@ class FlatCapacity:
             offset += size
         return params
 
-    def logits(self, theta: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, T, V)`` of ``input_ids`` ``(N, T)`` at θ."""
+    def logits(self, theta: torch.Tensor, input_ids: torch.Tensor, start: int = 0
+               ) -> torch.Tensor:
+        """Logits ``(N, T − start, V)`` of ``input_ids`` ``(N, T)`` at θ, at positions
+        ``start`` .. T − 1."""
+        captured = self._capture(input_ids) if self.plan is not None else None
+        if captured is None:
+            return self._full_logits(theta, input_ids)[:, start:]
+        return self.plan.logits(captured, self.parameters(theta), start)
+
+    def _full_logits(self, theta: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         mask = torch.ones_like(input_ids)
         out = torch.func.functional_call(self.model, self.parameters(theta), (input_ids,),
                                          {"attention_mask": mask})
         return out.logits
+
+    def _capture(self, input_ids: torch.Tensor) -> CapturedInputs | None:
+        """The tail's inputs for ``input_ids`` (kept per tensor object: the tasks score the same
+        tensors at every θ); None once the check at θ₀ has failed."""
+        for tensor, captured in self._captures:
+            if tensor is input_ids:
+                return captured
+        batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        captured = self.plan.capture(batch)
+        if not self._captures:
+            with torch.no_grad():
+                whole = self._full_logits(self.theta0, input_ids)
+                part = self.plan.logits(captured, self.parameters(self.theta0))
+            scale = max(float(whole.abs().max()), 1.0)
+            tolerance = 1e-10 if whole.dtype == torch.float64 else 1e-4
+            if float((whole - part).abs().max()) > tolerance * scale:
+                self.plan, self.tail_reason = None, "tail logits differ from the whole model's"
+                return None
+        self._captures = [*self._captures[-3:], (input_ids, captured)]
+        return captured
 
 
 def _is_final_norm(name: str) -> bool:

@@ -95,7 +95,7 @@ class TokenTask:
         inputs = self.inputs[:num_all * V ** (L - 1)]
 
         def log_probs(theta: torch.Tensor) -> torch.Tensor:
-            logits = capacity.logits(theta, inputs)[:, P - 1:]       # (N, L, V)
+            logits = capacity.logits(theta, inputs, start=P - 1)     # (N, L, V)
             logp = torch.log_softmax(logits, dim=-1)
             if L > 1:
                 seen = inputs[:, P:, None]                             # tokens a_1..a_{L−1}
