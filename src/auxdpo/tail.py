@@ -30,7 +30,7 @@ from torch import nn
 
 from auxdpo.logps import MODEL_INPUT_KEYS
 
-__all__ = ["CapturedInputs", "TailPlan", "find_tail", "same_inputs"]
+__all__ = ["CapturedInputs", "TailPlan", "find_tail", "same_inputs", "same_values"]
 
 _NORM_NAMES = ("ln_f", "norm", "final_layernorm")
 
@@ -179,7 +179,12 @@ def _detached(value):
 
 def same_inputs(a: CapturedInputs, b: CapturedInputs) -> bool:
     """Whether two captures hold the same hidden states (to float round-off, relative)."""
-    x, y = a.args[0], b.args[0]
+    return same_values(a.args[0], b.args[0])
+
+
+def same_values(x, y) -> bool:
+    """Whether tensors ``x`` and ``y`` agree to their dtype's round-off, relative to
+    max(|y|, 1): 1e-10 in float64, 1e-5 in float32, 1e-2 below."""
     if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or x.shape != y.shape:
         return False
     tolerance = {64: 1e-10, 32: 1e-5}.get(torch.finfo(x.dtype).bits, 1e-2)

@@ -28,7 +28,7 @@ import copy
 
 import torch
 
-from auxdpo.tail import CapturedInputs, find_tail
+from auxdpo.tail import CapturedInputs, find_tail, same_values
 from auxdpo.train.capacity import apply_capacity, find_blocks
 
 __all__ = ["FlatCapacity"]
@@ -135,9 +135,7 @@ class FlatCapacity:
             with torch.no_grad():
                 whole = self._full_logits(self.theta0, input_ids)
                 part = self.plan.logits(captured, self.parameters(self.theta0))
-            scale = max(float(whole.abs().max()), 1.0)
-            tolerance = 1e-10 if whole.dtype == torch.float64 else 1e-4
-            if float((whole - part).abs().max()) > tolerance * scale:
+            if not same_values(part, whole):
                 self.plan, self.tail_reason = None, "tail logits differ from the whole model's"
                 return None
         self._captures = [*self._captures[-3:], (input_ids, captured)]
