@@ -209,6 +209,33 @@ def test_report_numbers_equal_the_cells_summaries(tmp_path, tiny_grid, straight)
     dpo0 = next(r for r in seed0["rows"] if (r["beta"], r["method"]) == (50.0, "dpo"))
     assert cells[1]["gap_closed"][0]["methods"]["dpo"]["mean"] == pytest.approx(
         dpo0["gap_closed"], abs=1e-15)
+    # The detail rows: worst and best seed, J's gain over θ₀ and the metrics' means, from rows.
+    rows = straight["rows"]
+    for entry in cells[0]["details"]:
+        mine = [r for r in rows if (r["beta"], r["method"]) == (entry["beta"], entry["method"])]
+        base = {r["seed"]: r["J"] for r in rows
+                if (r["beta"], r["method"]) == (entry["beta"], "base")}
+        gaps = [r["gap_closed"] for r in mine]
+        assert entry["seeds"] == 2 and (entry["gap_min"], entry["gap_max"]) == (min(gaps),
+                                                                               max(gaps))
+        gains = [r["J"] - base[r["seed"]] for r in mine]
+        assert entry["gain"]["mean"] == pytest.approx(sum(gains) / 2, abs=1e-15)
+        assert entry["gain"]["std"] == pytest.approx(abs(gains[0] - gains[1]) / 2, abs=1e-15)
+        assert entry["above_rlhf"] == sum(g > 1 + 1e-9 for g in gaps)
+        want = summary_of(straight, entry, "reversal")
+        assert entry["reversal"]["mean"] == pytest.approx(want["mean"], abs=1e-15)
+        assert entry["reversal"]["std"] == pytest.approx(want["std"], abs=1e-15)
+        if entry["method"] == "base":
+            assert entry["gain"] == {"mean": 0.0, "std": 0.0} and entry["gap_max"] == 0.0
+    assert {e["method"] for e in cells[0]["details"]} == {
+        "base", "rlhf", "rlhf_local", "dpo", "ipo", "dpop", "auxdpo"}
+    assert "| 50 | dpo | 2 |" in text and "| 5 | rlhf | 2 |" in text
+
+
+def summary_of(result: dict, entry: dict, metric: str) -> dict:
+    """The cell's own summary entry for the detail row's (capacity, β, method)."""
+    return next(e[metric] for e in result["summary"] if (e["capacity"], e["beta"], e["method"])
+                == (entry["capacity"], entry["beta"], entry["method"]))
 
 
 def test_cli_list_and_report(tmp_path, tiny_grid, straight, capsys):

@@ -308,22 +308,76 @@ def _cell_tables(state: CellState, config) -> list[dict]:
     return list(out.values())
 
 
+def _cell_details(state: CellState, config) -> list[dict]:
+    """Per (capacity, β, method) over the complete seeds: the gain over θ₀ in J, the gap
+    closed's mean, std, worst and best seed, and the mean of every other metric."""
+    if state.result is None or state.state == "different":
+        return []
+    complete = complete_seeds(state.result["rows"], config)
+    rows = [r for r in state.result["rows"] if r["seed"] in complete]
+    base = {(r["seed"], r["capacity"], r["beta"]): r["J"] for r in rows if r["method"] == "base"}
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["capacity"], row["beta"], row["method"]), []).append(row)
+    out = []
+    for (capacity, beta, method), members in groups.items():
+        gains = [r["J"] - base[r["seed"], capacity, beta] for r in members
+                 if (r["seed"], capacity, beta) in base and r.get("J") is not None]
+        gaps = [r["gap_closed"] for r in members]
+        entry = {"capacity": capacity, "beta": beta, "method": method, "seeds": len(members),
+                 "gain": _mean_std(gains) if len(gains) == len(members) else None,
+                 "gap_closed": _mean_std(gaps), "gap_min": min(gaps), "gap_max": max(gaps),
+                 # J above the RLHF solve's: that solve stopped short of the optimum here.
+                 "above_rlhf": sum(g > 1 + 1e-9 for g in gaps)}
+        for metric in ("reward", "kl", "reversal", "heldout_acc"):
+            entry[metric] = _mean_std([r[metric] for r in members])
+        out.append(entry)
+    return out
+
+
+def _mean_std(values: list[float]) -> dict:
+    """Mean and population std (ddof 0, as ``runner.aggregate``)."""
+    mean = math.fsum(values) / len(values)
+    return {"mean": mean, "std": math.sqrt(math.fsum((v - mean) ** 2 for v in values)
+                                           / len(values))}
+
+
+def _detail_lines(details: list[dict]) -> list[str]:
+    lines = ["", "| capacity | β | method | seeds | J − J(θ₀) | gap closed | worst | best | "
+             "> rlhf | reward | KL | reversal | held-out acc |", "|" + "---|" * 13]
+    for e in details:
+        gain = "–" if e["gain"] is None else f"{e['gain']['mean']:.3g} ± {e['gain']['std']:.2g}"
+        lines.append(
+            f"| {e['capacity']} | {e['beta']:g} | {e['method']} | {e['seeds']} | {gain} | "
+            f"{_fmt(e['gap_closed'])} | {e['gap_min']:.3f} | {e['gap_max']:.3f} | "
+            f"{e['above_rlhf']} | {e['reward']['mean']:.4g} | {e['kl']['mean']:.3g} | "
+            f"{e['reversal']['mean']:.3f} | {e['heldout_acc']['mean']:.3f} |")
+    return lines
+
+
 def write_report(out_dir: str, seeds: int | None = None,
                  encode_cache: str | None = None) -> list[str]:
     """(Re)write ``grid.md`` and ``grid.json`` from what ``out_dir`` holds, for every cell."""
     cache = encode_cache or os.path.join(out_dir, "mmlu-cache.pt")
     cells, lines = [], ["# Oracle grid", "", "Gap closed (1 = exact RLHF optimum, 0 = θ₀), "
                         "mean ± std over the complete seeds. Written by `auxdpo oracle-grid`.",
+                        "", "Under each cell's table, one row per method: J − J(θ₀) (the "
+                        "method's gain in the exact objective; the rlhf row's is the "
+                        "denominator of the gap closed), the gap closed's worst and best "
+                        "seed, `> rlhf` (seeds where the method's J exceeds the RLHF solve's, "
+                        "which then stopped short of the optimum), and the means of the true "
+                        "reward, KL to π₀, reversal rate and held-out pair accuracy.",
                         "", "| cell | status |", "|---|---|"]
     tables = []
     for name, fields in GRID:
         config = cell_config(fields, seeds, cache)
         state = inspect_cell(out_dir, name, config)
         entries = _cell_tables(state, config)
+        details = _cell_details(state, config)
         cells.append({"name": name, "status": state.label(), "state": state.state,
                       "seeds_done": state.done, "seeds": state.seeds,
                       "results": os.path.relpath(state.path, out_dir),
-                      "reason": state.reason, "gap_closed": entries})
+                      "reason": state.reason, "gap_closed": entries, "details": details})
         lines.append(f"| {name} | {state.label()} |")
         if entries:
             methods = list(dict.fromkeys(m for e in entries for m in e["methods"]))
@@ -333,6 +387,7 @@ def write_report(out_dir: str, seeds: int | None = None,
             tables += [f"| {e['capacity']} | {e['beta']:g} | {e['seeds']} | "
                        + " | ".join(_fmt(e["methods"].get(m)) for m in methods) + " |"
                        for e in entries]
+            tables += _detail_lines(details)
     paths = [os.path.join(out_dir, "grid.md"), os.path.join(out_dir, "grid.json")]
     atomic_write_text(paths[0], "\n".join(lines + tables) + "\n")
     atomic_write_text(paths[1], json.dumps({"cells": cells}, indent=1))
