@@ -269,3 +269,31 @@ def test_status_is_checked_again_before_each_cell(tmp_path, tiny_grid, fake_runs
     outcomes = grid.run_grid(str(tmp_path))
     assert fake_runs == [("anti-aligned", 0, 2)]                     # tiny-b never ran
     assert [o["action"] for o in outcomes] == ["ran", "skipped"]
+
+
+def test_capacity_plot_joins_cells_that_differ_only_in_capacity(tmp_path, monkeypatch,
+                                                                straight):
+    wide = {**TINY, "capacities": ["lora:1"]}
+    monkeypatch.setattr(grid, "GRID", [*TINY_GRID, ("tiny-c", wide)])
+    _write(straight, tmp_path / "tiny-a")
+    grid.write_report(str(tmp_path))
+    assert not (tmp_path / "gap_vs_capacity.png").exists()       # one capacity per task
+    other = copy.deepcopy(straight)
+    for row in other["rows"]:
+        row["capacity"], row["gap_closed"] = "lora:1", row["gap_closed"] / 2
+    _write(other, tmp_path / "tiny-c", capacities=["lora:1"])
+    assert str(tmp_path / "gap_vs_capacity.png") in grid.write_report(str(tmp_path))
+    assert (tmp_path / "gap_vs_capacity.png").read_bytes()[:4] == b"\x89PNG"
+    cells = {c["name"]: c["gap_closed"] for c in _read(tmp_path / "grid.json")["cells"]}
+    drawn = grid.plot_capacity({"t": cells["tiny-a"] + cells["tiny-c"], "u": cells["tiny-a"]},
+                               str(tmp_path / "again.png"))
+    assert {key[0] for key in drawn} == {"t"}                     # u has one capacity: no row
+    assert {key[2] for key in drawn} == {"dpo", "ipo", "auxdpo"}  # rlhf_local, dpop left out
+    for beta in (50.0, 5.0):
+        a, c = (next(e for e in cells[n] if e["beta"] == beta)["methods"]["dpo"]
+                for n in ("tiny-a", "tiny-c"))
+        assert drawn["t", beta, "dpo"] == [("norm", a["mean"], a["std"]),
+                                           ("lora:1", c["mean"], c["std"])]
+        assert c["mean"] == pytest.approx(a["mean"] / 2, abs=1e-15)
+    assert grid.plot_capacity({"u": cells["tiny-a"]}, str(tmp_path / "none.png")) is None
+    assert not (tmp_path / "none.png").exists()

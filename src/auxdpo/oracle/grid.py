@@ -26,7 +26,8 @@ from auxdpo.oracle.cli import _FINITE_FLAGS, _MMLU_FIELDS, _TASK_FLAGS
 from auxdpo.report import atomic_write_text
 
 __all__ = ["GRID", "CellState", "cell_command", "cell_config", "config_differences",
-           "inspect_cell", "register", "run_grid", "select_cells", "write_report"]
+           "inspect_cell", "plot_capacity", "register", "run_grid", "select_cells",
+           "write_report"]
 
 _BETAS = [100.0, 10.0, 1.0]
 _METHODS = ["dpo", "ipo", "dpop", "auxdpo"]
@@ -303,7 +304,8 @@ def _cell_tables(state: CellState, config) -> list[dict]:
         if e["method"] in ("base", "rlhf"):
             continue
         entry = out.setdefault((e["capacity"], e["beta"]), {
-            "capacity": e["capacity"], "beta": e["beta"], "seeds": e["seeds"], "methods": {}})
+            "capacity": e["capacity"], "beta": e["beta"], "seeds": e["seeds"],
+            "dim": e["dim"], "methods": {}})
         entry["methods"][e["method"]] = e["gap_closed"]
     return list(out.values())
 
@@ -355,6 +357,59 @@ def _detail_lines(details: list[dict]) -> list[str]:
     return lines
 
 
+# What makes two cells one task, so that their capacities belong on one axis.
+_TASK_KEYS = ("family", "regime", "design", "task", "mmlu", "finite")
+# Not plotted: rlhf_local is off any common scale under LoRA (docs/results.md), dpop stays at 0.
+_UNPLOTTED = ("rlhf_local", "dpop")
+
+
+def plot_capacity(groups: dict[str, list[dict]], path: str) -> dict | None:
+    """One row per task (cells that differ only in capacity, ≥ 2 capacities with results), one
+    column per β: gap closed (mean ± std over each cell's complete seeds) against capacity.
+    Returns what was drawn, ``{(task, β, method): [(capacity, mean, std), ...]}``, or None,
+    writing nothing, when no task has two capacities."""
+    rows = {k: v for k, v in groups.items()
+            if len(dict.fromkeys(e["capacity"] for e in v)) > 1}
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from auxdpo.report import save_figure
+
+    betas = list(dict.fromkeys(e["beta"] for v in rows.values() for e in v))
+    drawn: dict[tuple, list] = {}
+    fig, axes = plt.subplots(len(rows), len(betas), figsize=(4 * len(betas), 3.2 * len(rows)),
+                             squeeze=False, sharey="row")
+    for i, (task, entries) in enumerate(rows.items()):
+        caps = list(dict.fromkeys(e["capacity"] for e in entries))
+        for j, beta in enumerate(betas):
+            ax, here = axes[i][j], [e for e in entries if e["beta"] == beta]
+            methods = [m for m in dict.fromkeys(m for e in here for m in e["methods"])
+                       if m not in _UNPLOTTED]
+            for method in methods:
+                pts = [(caps.index(e["capacity"]), e["methods"][method]) for e in here
+                       if method in e["methods"]]
+                ax.errorbar([x for x, _ in pts], [p["mean"] for _, p in pts],
+                            [p["std"] for _, p in pts], marker="o", capsize=3, label=method)
+                drawn[task, beta, method] = [(caps[x], p["mean"], p["std"]) for x, p in pts]
+            ticks = {e["capacity"]: f"{e['capacity']}\nd={e['dim']}, {e['seeds']} seed"
+                     + "s" * (e["seeds"] != 1) for e in here}
+            ax.set_xticks(range(len(caps)), [ticks.get(c, c) for c in caps], fontsize="small")
+            ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+            ax.axhline(0.0, color="gray", lw=0.8)
+            ax.set_title(f"{task}, β = {beta:g}", fontsize="small")
+            if j == 0:
+                ax.set_ylabel("fraction of RLHF gain closed")
+                ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return drawn
+
+
 def write_report(out_dir: str, seeds: int | None = None,
                  encode_cache: str | None = None) -> list[str]:
     """(Re)write ``grid.md`` and ``grid.json`` from what ``out_dir`` holds, for every cell."""
@@ -368,12 +423,16 @@ def write_report(out_dir: str, seeds: int | None = None,
                         "which then stopped short of the optimum), and the means of the true "
                         "reward, KL to π₀, reversal rate and held-out pair accuracy.",
                         "", "| cell | status |", "|---|---|"]
-    tables = []
+    tables, groups = [], {}
     for name, fields in GRID:
         config = cell_config(fields, seeds, cache)
         state = inspect_cell(out_dir, name, config)
         entries = _cell_tables(state, config)
         details = _cell_details(state, config)
+        task = " ".join(str(fields[k]) for k in ("family", "regime", "design") if k in fields)
+        extra = {k: fields[k] for k in _TASK_KEYS[3:] if k in fields}
+        groups.setdefault(task + (f" {json.dumps(extra, sort_keys=True)}" if extra else ""),
+                          []).extend(entries)
         cells.append({"name": name, "status": state.label(), "state": state.state,
                       "seeds_done": state.done, "seeds": state.seeds,
                       "results": os.path.relpath(state.path, out_dir),
@@ -391,6 +450,8 @@ def write_report(out_dir: str, seeds: int | None = None,
     paths = [os.path.join(out_dir, "grid.md"), os.path.join(out_dir, "grid.json")]
     atomic_write_text(paths[0], "\n".join(lines + tables) + "\n")
     atomic_write_text(paths[1], json.dumps({"cells": cells}, indent=1))
+    if plot_capacity(groups, os.path.join(out_dir, "gap_vs_capacity.png")) is not None:
+        paths.append(os.path.join(out_dir, "gap_vs_capacity.png"))
     return paths
 
 
