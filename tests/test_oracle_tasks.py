@@ -166,6 +166,24 @@ def test_cli_json_tiny_run(tmp_path, capsys):
     assert len(rows) == 2 * 7                       # seeds × (base, rlhf, rlhf_local, 4)
 
 
+def test_cli_relinearised_row_records_its_rounds(tmp_path, capsys):
+    code = main(["oracle", "--vocab-size", "3", "--response-length", "2", "--prompt-length",
+                 "2", "--prompts", "3", "--heldout", "1", "--hidden", "8", "--layers", "1",
+                 "--warmup-steps", "2", "--seeds", "1", "--beta", "2", "--max-iter", "60",
+                 "--methods", "auxdpo", "--relinearise", "3", "--quiet", "--json",
+                 "--out", str(tmp_path / "run")])
+    assert code == 0
+    assert set(json.loads(capsys.readouterr().out)["gap_closed"]) == {
+        "auxdpo", "auxdpo-relin", "rlhf_local"}
+    rows = {r["method"]: r for r in json.loads(
+        (tmp_path / "run" / "results.json").read_text())["rows"]}
+    gaps = rows["auxdpo-relin"]["round_gaps"]
+    assert len(gaps) == 3 and gaps[-1] == rows["auxdpo-relin"]["gap_closed"]
+    assert gaps[0] == rows["auxdpo"]["gap_closed"]                # round 1 is plain AuxDPO
+    assert abs(1 - gaps[-1]) < abs(1 - gaps[0])                   # closer to the exact optimum
+    assert "round_gaps" not in rows["auxdpo"]
+
+
 def test_method_names_and_config_validation():
     from auxdpo.oracle.runner import OracleConfig, method_names
 

@@ -85,6 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "re-precondition at the current point (1; LoRA grid cells: 4)")
     p.add_argument("--restart-floor", type=float,
                    help="eigenvalue floor of the later rounds (default: --precondition-floor)")
+    p.add_argument("--relinearise", type=int, metavar="K",
+                   help="also run AuxDPO re-solved K rounds, each with its null space at the "
+                        "previous round's θ (row auxdpo-relin; population regime)")
     for flag, help_text in (("vocab-size", "V (6)"), ("response-length", "L (3)"),
                             ("prompt-length", "P (3)"), ("prompts", "training prompts (16)"),
                             ("heldout", "held-out prompts (4)"), ("hidden", "GPT-2 width (32)"),
@@ -113,7 +116,7 @@ def build_config(args: argparse.Namespace):
     values = dict(PRESETS.get(args.preset or "", {}))
     for key in ("family", "regime", "design", "capacities", "betas", "seeds", "methods",
                 "aux_modes", "lambdas", "anti_factor", "first_seed", "skew", "dpop_lambda", "max_iter",
-                "precondition_floor", "restarts", "restart_floor"):
+                "precondition_floor", "restarts", "restart_floor", "relinearise"):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
     if values.get("family") == "mmlu-choice" and args.capacities is None:

@@ -463,7 +463,7 @@ _TOP_FLAGS = {"family": "family", "regime": "regime", "design": "design",
               "lambdas": "lambdas", "anti_factor": "anti-factor", "skew": "skew",
               "dpop_lambda": "dpop-lambda", "max_iter": "max-iter",
               "precondition_floor": "precondition-floor", "restarts": "restarts",
-              "restart_floor": "restart-floor"}
+              "restart_floor": "restart-floor", "relinearise": "relinearise"}
 _SECTION_FLAGS = {
     "task": {field: flag.replace("_", "-") for flag, field in _TASK_FLAGS.items()},
     "mmlu": {field: dest.replace("_", "-") for dest, field in _MMLU_FIELDS},

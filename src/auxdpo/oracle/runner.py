@@ -23,6 +23,7 @@ from auxdpo.oracle.mmlu import CAPACITIES as MMLU_CAPACITIES
 from auxdpo.oracle.mmlu import MmluTaskConfig, build_mmlu_task
 from auxdpo.oracle.solvers import (
     AUX_MODES,
+    fit_auxdpo_relinearised,
     fit_method,
     fit_rlhf,
     forward_score_matrix,
@@ -70,6 +71,10 @@ class OracleConfig:
     restart_floor: float | None = field(default=None, metadata={
         "help": "eigenvalue floor of the later rounds' preconditioners (default: "
                 "precondition_floor)"})
+    relinearise: int = field(default=0, metadata={
+        "help": "population regime: also run AuxDPO (projection) re-solved this many rounds, "
+                "each with the null space taken at the previous round's θ (row auxdpo-relin; "
+                "0: not run; docs/oracle.md, 'Relinearised AuxDPO')"})
     threads: int = field(default=1, metadata={"help": "torch intra-op threads during the run"})
     task: TokenTaskConfig = field(default_factory=TokenTaskConfig,
                                   metadata={"help": "tokens task shape"})
@@ -101,6 +106,10 @@ class OracleConfig:
             raise ValueError(f"aux_modes must be a non-empty subset of {modes}")
         if self.restarts < 1:
             raise ValueError(f"restarts must be >= 1, got {self.restarts}")
+        if self.relinearise < 0:
+            raise ValueError(f"relinearise must be >= 0, got {self.relinearise}")
+        if self.relinearise and (self.regime != "population" or "auxdpo" not in self.methods):
+            raise ValueError("relinearise needs the population regime and method auxdpo")
         if self.seeds < 1 or not self.capacities or not self.betas:
             raise ValueError("need seeds >= 1, at least one capacity and one beta")
         for spec in self.capacities:
@@ -134,6 +143,8 @@ def method_names(config: OracleConfig) -> list[tuple[str, str, dict]]:
             if lam is not None and len(config.lambdas) > 1:
                 name += f"-lam{lam:g}"
             out.append((name, "auxdpo", kwargs))
+        if config.relinearise:
+            out.append(("auxdpo-relin", "auxdpo", {"relinearise": config.relinearise}))
     return out
 
 
@@ -180,10 +191,17 @@ def _cell(config, task, capacity_spec, seed, log) -> list[dict]:
         thetas = {"base": (theta0, 0, 0.0), "rlhf": (rlhf.theta, rlhf.iterations,
                                                      rlhf.grad_norm),
                   "rlhf_local": (local, 0, 0.0)}
+        paths = {}
         for name, loss_name, kwargs in method_names(config):
             start = time.time()
-            fit = fit_method(loss_name, fn_train, problem, theta0, A=A,
-                             dpop_lambda=config.dpop_lambda, ipo_length=L, **solver, **kwargs)
+            if "relinearise" in kwargs:
+                fit = fit_auxdpo_relinearised(fn_train, problem, theta0, A=A,
+                                              rounds=kwargs["relinearise"], **solver)
+                paths[name] = fit.path
+            else:
+                fit = fit_method(loss_name, fn_train, problem, theta0, A=A,
+                                 dpop_lambda=config.dpop_lambda, ipo_length=L, **solver,
+                                 **kwargs)
             thetas[name] = (fit.theta, fit.iterations, fit.grad_norm)
             log(f"seed {seed} {capacity_spec} β={beta:g} {name}: {fit.iterations} it, "
                 f"|grad| {fit.grad_norm:.2e}, {time.time() - start:.1f}s")
@@ -194,6 +212,11 @@ def _cell(config, task, capacity_spec, seed, log) -> list[dict]:
             rows.append({"seed": seed, "capacity": capacity_spec, "dim": capacity.dim,
                          "responses": int(A.shape[1]), "beta": beta, "method": name,
                          "iterations": its, "grad_norm": gnorm, **m})
+            if name in paths:               # the gap closed after each relinearised round
+                with torch.no_grad():
+                    rows[-1]["round_gaps"] = [float(policy_metrics(
+                        fn(t), logp0, reward, rho, beta, j_base=j_base,
+                        j_rlhf=rlhf.objective)["gap_closed"]) for t in paths[name]]
     return rows
 
 

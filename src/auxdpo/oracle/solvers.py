@@ -35,6 +35,7 @@ __all__ = [
     "AUX_MODES",
     "Fit",
     "NullProjector",
+    "fit_auxdpo_relinearised",
     "fit_method",
     "fit_rlhf",
     "forward_score_matrix",
@@ -58,6 +59,7 @@ class Fit:
     iterations: int
     grad_norm: float
     delta: torch.Tensor | None = None
+    path: list[torch.Tensor] | None = None        # relinearised AuxDPO: θ after each round
 
 
 def forward_score_matrix(log_probs: LogProbs, theta0: torch.Tensor,
@@ -204,7 +206,8 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
                theta0: torch.Tensor, *, A: torch.Tensor, mode: str = "projection",
                lambda_null: float = 1e4, dpop_lambda: float = 50.0, ipo_length: int = 1,
                max_iter: int = 300, floor: float = 1e-9, restarts: int = 1,
-               restart_floor: float | None = None) -> Fit:
+               restart_floor: float | None = None,
+               constraint_at: torch.Tensor | None = None) -> Fit:
     """Minimiser of ``method``'s population loss (AuxDPO: jointly with δ), from θ₀ (δ = 0).
 
     ``A`` ``(d, S·A)`` is the score matrix at θ₀ (the constraint of AuxDPO; for every method
@@ -213,8 +216,9 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
     directions, as LoRA does at V = 0). ``restarts`` > 1 runs that many rounds of ``max_iter``
     iterations; each later round rebuilds G from the score matrix at the current θ and starts
     there (LoRA: the curvature at V = 0 is a poor guide once V has grown), with eigenvalue
-    floor ``restart_floor`` (default ``floor``). AuxDPO's constraint always uses the score
-    matrix at θ₀.
+    floor ``restart_floor`` (default ``floor``). AuxDPO's constraint uses the score matrix and
+    the weights ρ·π at θ₀ (paper Eq. 7), or at ``constraint_at`` when given (see
+    :func:`fit_auxdpo_relinearised`).
     """
     beta, d, S = problem.beta, theta0.numel(), problem.num_states
     loss = pair_loss_closure(method, log_probs, problem, theta0, dpop_lambda=dpop_lambda,
@@ -245,11 +249,13 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
         return Fit(method, theta_of(x), value, its, gnorm)
     if mode not in AUX_MODES:
         raise ValueError(f"AuxDPO mode must be one of {AUX_MODES}, got {mode!r}")
+    at = theta0 if constraint_at is None else constraint_at.detach()
+    A_at = A if constraint_at is None else forward_score_matrix(log_probs, at)
     with torch.no_grad():
-        weights = base_weights(problem.rho, log_probs(theta0)[:S])
+        weights = base_weights(problem.rho, log_probs(at)[:S])
     delta_root = _inverse_root(laplacian, floor)                                 # (S, A, A)
-    project = NullProjector(A, weights, S) if mode == "projection" else None
-    A_rho = A * weights[None, :]
+    project = NullProjector(A_at, weights, S) if mode == "projection" else None
+    A_rho = A_at * weights[None, :]
 
     def delta_of(c):
         raw = (delta_root @ c.view(S, nA, 1)).reshape(-1)
@@ -266,6 +272,32 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
     x, value, its, gnorm = _rounds(objective, x0, max_iter, restarts, recentre)
     return Fit(f"auxdpo-{mode}", theta_of(x[:d]), value, its, gnorm,
                delta=delta_of(x[d:]).detach())
+
+
+def fit_auxdpo_relinearised(log_probs: LogProbs, problem: PreferenceProblem,
+                            theta0: torch.Tensor, *, A: torch.Tensor, rounds: int,
+                            **solver) -> Fit:
+    """AuxDPO re-solved with its null space taken where its last solve ended.
+
+    Round 1 is AuxDPO (δ ∈ N(A_ρ,θ₀)); round k + 1 solves the same loss from θ₀ with
+    δ ∈ N(A_ρ,θ_k), θ_k round k's answer. A fixed point θ̄ where the loss reaches its floor
+    (r_θ̄ + δ̄ = r*, per-prompt constants aside) is a stationary point of the exact RLHF
+    objective: ∇J(θ̄) = A_ρ,θ̄ (r* − r_θ̄) = A_ρ,θ̄ δ̄ = 0. With θ₀'s null space, as in the paper,
+    the minimiser solves A_ρ,θ₀ (r* − r_θ) = 0 instead, whose linearisation in θ is the local
+    solution of Eq. 5 (docs/oracle.md, "Relinearised AuxDPO"). ``solver`` goes to :func:`fit_method` (projection mode). The answer carries
+    every round's θ in ``path`` and the iterations of all rounds.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be ≥ 1, got {rounds}")
+    path, its, at = [], 0, None
+    for _ in range(rounds):
+        fit = fit_method("auxdpo", log_probs, problem, theta0, A=A, mode="projection",
+                         constraint_at=at, **solver)
+        its += fit.iterations
+        at = fit.theta.detach()
+        path.append(at)
+    return Fit("auxdpo-relin", fit.theta, fit.objective, its, fit.grad_norm, delta=fit.delta,
+               path=path)
 
 
 def rlhf_objective(log_probs: torch.Tensor, log_probs0: torch.Tensor, reward: torch.Tensor,
