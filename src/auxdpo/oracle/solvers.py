@@ -284,8 +284,9 @@ def fit_auxdpo_relinearised(log_probs: LogProbs, problem: PreferenceProblem,
     (r_θ̄ + δ̄ = r*, per-prompt constants aside) is a stationary point of the exact RLHF
     objective: ∇J(θ̄) = A_ρ,θ̄ (r* − r_θ̄) = A_ρ,θ̄ δ̄ = 0. With θ₀'s null space, as in the paper,
     the minimiser solves A_ρ,θ₀ (r* − r_θ) = 0 instead, whose linearisation in θ is the local
-    solution of Eq. 5 (docs/oracle.md, "Relinearised AuxDPO"). ``solver`` goes to :func:`fit_method` (projection mode). The answer carries
-    every round's θ in ``path`` and the iterations of all rounds.
+    solution of Eq. 5 (docs/oracle.md, "Relinearised AuxDPO"). ``solver`` goes to
+    :func:`fit_method` (projection mode). The answer carries every round's θ in ``path`` and
+    the iterations of all rounds.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be ≥ 1, got {rounds}")
