@@ -291,16 +291,18 @@ def _fmt(stat: dict | None) -> str:
     return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
 
 
-def _cell_tables(state: CellState, config) -> list[dict]:
-    """Per (capacity, β): gap closed mean ± std over the complete seeds, per method."""
-    from auxdpo.oracle.runner import aggregate
-
+def _complete_rows(state: CellState, config) -> list[dict]:
+    """The cell's rows of its complete seeds ([] when it has none or a different config)."""
     if state.result is None or state.state == "different":
         return []
     complete = complete_seeds(state.result["rows"], config)
-    rows = [r for r in state.result["rows"] if r["seed"] in complete]
+    return [r for r in state.result["rows"] if r["seed"] in complete]
+
+
+def _cell_tables(summary: list[dict]) -> list[dict]:
+    """Per (capacity, β): gap closed mean ± std over the complete seeds, per method."""
     out: dict[tuple, dict] = {}
-    for e in aggregate(rows):
+    for e in summary:
         if e["method"] in ("base", "rlhf"):
             continue
         entry = out.setdefault((e["capacity"], e["beta"]), {
@@ -310,35 +312,30 @@ def _cell_tables(state: CellState, config) -> list[dict]:
     return list(out.values())
 
 
-def _cell_details(state: CellState, config) -> list[dict]:
-    """Per (capacity, β, method) over the complete seeds: the gain over θ₀ in J, the gap
-    closed's mean, std, worst and best seed, and the mean of every other metric."""
-    if state.result is None or state.state == "different":
-        return []
-    complete = complete_seeds(state.result["rows"], config)
-    rows = [r for r in state.result["rows"] if r["seed"] in complete]
+def _cell_details(rows: list[dict], summary: list[dict]) -> list[dict]:
+    """Per (capacity, β, method), ``summary``'s metrics (``runner.aggregate`` of ``rows``) plus
+    the gain over θ₀ in J and the gap closed's worst and best seed."""
     base = {(r["seed"], r["capacity"], r["beta"]): r["J"] for r in rows if r["method"] == "base"}
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["capacity"], row["beta"], row["method"]), []).append(row)
     out = []
-    for (capacity, beta, method), members in groups.items():
-        gains = [r["J"] - base[r["seed"], capacity, beta] for r in members
-                 if (r["seed"], capacity, beta) in base and r.get("J") is not None]
+    for e in summary:
+        members = [r for r in rows
+                   if (r["capacity"], r["beta"], r["method"]) == (e["capacity"], e["beta"],
+                                                                  e["method"])]
+        gains = [r["J"] - base[r["seed"], r["capacity"], r["beta"]] for r in members
+                 if (r["seed"], r["capacity"], r["beta"]) in base and r.get("J") is not None]
         gaps = [r["gap_closed"] for r in members]
-        entry = {"capacity": capacity, "beta": beta, "method": method, "seeds": len(members),
-                 "gain": _mean_std(gains) if len(gains) == len(members) else None,
-                 "gap_closed": _mean_std(gaps), "gap_min": min(gaps), "gap_max": max(gaps),
-                 # J above the RLHF solve's: that solve stopped short of the optimum here.
-                 "above_rlhf": sum(g > 1 + 1e-9 for g in gaps)}
-        for metric in ("reward", "kl", "reversal", "heldout_acc"):
-            entry[metric] = _mean_std([r[metric] for r in members])
-        out.append(entry)
+        out.append({
+            "capacity": e["capacity"], "beta": e["beta"], "method": e["method"],
+            "seeds": e["seeds"], "gain": _mean_std(gains) if len(gains) == len(members) else None,
+            "gap_min": min(gaps), "gap_max": max(gaps),
+            # J above the RLHF solve's: that solve stopped short of the optimum here.
+            "above_rlhf": sum(g > 1 + 1e-9 for g in gaps),
+            **{m: e[m] for m in ("gap_closed", "reward", "kl", "reversal", "heldout_acc")}})
     return out
 
 
 def _mean_std(values: list[float]) -> dict:
-    """Mean and population std (ddof 0, as ``runner.aggregate``)."""
+    """Mean and population std (ddof 0, as ``runner.aggregate``), for the J gains."""
     mean = math.fsum(values) / len(values)
     return {"mean": mean, "std": math.sqrt(math.fsum((v - mean) ** 2 for v in values)
                                            / len(values))}
@@ -413,6 +410,8 @@ def plot_capacity(groups: dict[str, list[dict]], path: str) -> dict | None:
 def write_report(out_dir: str, seeds: int | None = None,
                  encode_cache: str | None = None) -> list[str]:
     """(Re)write ``grid.md`` and ``grid.json`` from what ``out_dir`` holds, for every cell."""
+    from auxdpo.oracle.runner import aggregate
+
     cache = encode_cache or os.path.join(out_dir, "mmlu-cache.pt")
     cells, lines = [], ["# Oracle grid", "", "Gap closed (1 = exact RLHF optimum, 0 = θ₀), "
                         "mean ± std over the complete seeds. Written by `auxdpo oracle-grid`.",
@@ -427,8 +426,9 @@ def write_report(out_dir: str, seeds: int | None = None,
     for name, fields in GRID:
         config = cell_config(fields, seeds, cache)
         state = inspect_cell(out_dir, name, config)
-        entries = _cell_tables(state, config)
-        details = _cell_details(state, config)
+        rows = _complete_rows(state, config)
+        summary = aggregate(rows)
+        entries, details = _cell_tables(summary), _cell_details(rows, summary)
         task = " ".join(str(fields[k]) for k in ("family", "regime", "design") if k in fields)
         extra = {k: fields[k] for k in _TASK_KEYS[3:] if k in fields}
         groups.setdefault(task + (f" {json.dumps(extra, sort_keys=True)}" if extra else ""),
