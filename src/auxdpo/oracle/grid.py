@@ -316,11 +316,12 @@ def _cell_details(rows: list[dict], summary: list[dict]) -> list[dict]:
     """Per (capacity, β, method), ``summary``'s metrics (``runner.aggregate`` of ``rows``) plus
     the gain over θ₀ in J and the gap closed's worst and best seed."""
     base = {(r["seed"], r["capacity"], r["beta"]): r["J"] for r in rows if r["method"] == "base"}
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["capacity"], row["beta"], row["method"]), []).append(row)
     out = []
     for e in summary:
-        members = [r for r in rows
-                   if (r["capacity"], r["beta"], r["method"]) == (e["capacity"], e["beta"],
-                                                                  e["method"])]
+        members = groups[e["capacity"], e["beta"], e["method"]]
         gains = [r["J"] - base[r["seed"], r["capacity"], r["beta"]] for r in members
                  if (r["seed"], r["capacity"], r["beta"]) in base and r.get("J") is not None]
         gaps = [r["gap_closed"] for r in members]
