@@ -79,6 +79,15 @@ class AuxDPOConfig(DPOConfig):
     aux_constraint: str = field(default="global", metadata={
         "help": "How AuxDPO keeps δ in the null space of A: global (dataset-wide penalty), "
                 "batch (batchwise penalty) or projection (exact, small trainable sets)."})
+    aux_offsets: str = field(default="response", metadata={
+        "help": "What one AuxDPO offset δ belongs to: response (one per unique prompt and "
+                "response token ids, shared by every pair the response occurs in, as the "
+                "paper's δ(s, a)) or row (one per pair and side; acts only from epoch 2)."})
+    aux_null_weights: str = field(default="prompt", metadata={
+        "help": "Weights ω of the empirical constraint Σ ω δ ∇log π_ref = 0: prompt "
+                "(π_ref-weighted, normalised per prompt), multiplicity (occurrence counts, "
+                "the paper's Monte Carlo sum) or reference (unnormalised π_ref; short "
+                "responses only). prompt and reference take one extra reference pass."})
     lambda_null: float = field(default=1.0, metadata={
         "help": "Weight λ of the null-space penalty ‖A·δ‖² (global and batch modes)."})
     lambda_amp: float = field(default=0.0, metadata={
@@ -138,6 +147,11 @@ class AuxDPOConfig(DPOConfig):
             raise ValueError(f"aux_constraint must be one of {AUX_CONSTRAINTS}, "
                              f"got {self.aux_constraint!r}")
         parse_capacity(self.capacity)
+        from auxdpo.offset_keys import KEYINGS, NULL_WEIGHTS
+
+        for name, allowed in (("aux_offsets", KEYINGS), ("aux_null_weights", NULL_WEIGHTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not self.delta_lr > 0:
             raise ValueError(f"delta_lr must be > 0, got {self.delta_lr!r}")
         for name in ("lambda_null", "lambda_amp", "dpop_lambda"):

@@ -45,6 +45,7 @@ from auxdpo.train.data import (
     AuxPreferenceCollator,
     validate_preference_rows,
 )
+from auxdpo.train.offset_setup import offset_keys_for, report_coverage
 
 __all__ = ["AuxDPOTrainer", "DELTAS_FILE", "frozen_copy"]
 
@@ -228,7 +229,9 @@ class AuxDPOTrainer(DPOTrainer):
         products = self._reference_products(
             truncate=args.aux_truncate_products, jvp_method=jvp,
             math_attention_vjp=jvp in ("forward", "double-vjp"))
+        keys, self._response_coverage = offset_keys_for(self.train_dataset, args.aux_offsets)
         return AuxOffsets(len(self.train_dataset), products, mode=args.aux_constraint,
+                          keys=keys, null_weights=args.aux_null_weights,
                           lambda_null=args.lambda_null, lambda_amp=args.lambda_amp,
                           amp_sign=args.amp_sign, delta_lr=args.delta_lr,
                           delta_cap=args.delta_cap, recompute_every=args.recompute_u_every,
@@ -243,6 +246,10 @@ class AuxDPOTrainer(DPOTrainer):
               **kwargs):
         if self.offsets is not None:
             self.offsets.prepare(self.dataset_batches())
+            stats = report_coverage(self.offsets.keys, self._response_coverage, self.args,
+                                    self.accelerator.num_processes)
+            for name, value in stats.items():       # in the run's first logged metrics
+                self._metrics["train"][name].append(value)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
