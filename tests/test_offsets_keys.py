@@ -298,11 +298,14 @@ def test_unique_responses_give_the_row_layout(world):
     assert "aux_offsets: response (100%" in advice
 
 
-def test_digest_collisions_are_detected_not_merged(monkeypatch):
+def test_hash_collisions_are_resolved_by_the_ids_not_merged(monkeypatch):
     ids = comparison_rows(num_prompts=2)
-    monkeypatch.setattr(offset_keys, "_digest", lambda prompt, completion: b"same")
-    with pytest.raises(ValueError, match="collision"):
-        keys_from_ids(*ids)
+    expected = keys_from_ids(*ids)
+    monkeypatch.setattr(offset_keys, "_fingerprint", lambda group, values: 0)  # all collide
+    collided = keys_from_ids(*ids)
+    assert torch.equal(collided.slots, expected.slots)
+    assert torch.equal(collided.prompts, expected.prompts)
+    assert collided.num_slots == 6
 
 
 def test_bad_keys_and_weights(world):

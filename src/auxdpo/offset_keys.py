@@ -22,7 +22,6 @@ occurrences of a pass over the data then add up to ω_k (the estimate stays unbi
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,10 +86,42 @@ def row_keys(num_examples: int, row_prompts: Sequence[int] | torch.Tensor | None
     return OffsetKeys("row", slots, prompts)
 
 
-def _digest(prompt: Sequence[int], completion: Sequence[int]) -> bytes:
-    """128-bit digest of the exact ids; the prompt's length separates prompt from completion."""
-    data = np.asarray(list(prompt) + list(completion), dtype=np.int64).tobytes()
-    return hashlib.blake2b(len(prompt).to_bytes(8, "little") + data, digest_size=16).digest()
+def _fingerprint(group: int, ids: tuple) -> int:
+    """64-bit hash of a sequence of ids within a group (Python's tuple hash: deterministic
+    for ints, computed in C; never trusted alone, see :class:`_Interner`)."""
+    return hash((group, ids))
+
+
+class _Interner:
+    """Numbers distinct (group, id sequence) pairs in order of first appearance.
+
+    A hit on a sequence's hash is verified against the first sequence with that hash; a
+    sequence whose hash collides with a different one is numbered through an exact table, so
+    two different sequences never get one number. Only references to the given lists are
+    kept (and exact tuples for the rare collisions), not copies of every sequence.
+    """
+
+    def __init__(self) -> None:
+        self.by_hash: dict[int, int] = {}
+        self.first: list[tuple[int, list]] = []
+        self.exact: dict[tuple, int] = {}
+
+    def number(self, group: int, ids: Sequence[int]) -> int:
+        ids = ids if isinstance(ids, list) else list(ids)
+        values = tuple(ids)
+        key = _fingerprint(group, values)
+        found = self.by_hash.get(key)
+        if found is None:
+            found = self.by_hash[key] = self._new(group, ids)
+        elif self.first[found][0] != group or self.first[found][1] != ids:
+            found = self.exact.get((group, values))
+            if found is None:
+                found = self.exact[(group, values)] = self._new(group, ids)
+        return found
+
+    def _new(self, group: int, ids: list) -> int:
+        self.first.append((group, ids))
+        return len(self.first) - 1
 
 
 def keys_from_ids(prompt_ids: Sequence[Sequence[int]], chosen_ids: Sequence[Sequence[int]],
@@ -98,45 +129,27 @@ def keys_from_ids(prompt_ids: Sequence[Sequence[int]], chosen_ids: Sequence[Sequ
                   ) -> OffsetKeys:
     """Keys of a tokenised preference set (TRL's ``prompt_ids``/``chosen_ids``/``rejected_ids``).
 
-    Responses are identified by a digest of their exact ids; every digest hit is verified
-    against the ids of the slot's first occurrence, so two different responses never share
-    a slot (a digest collision is an error, not a merge). Slots are numbered in order of
-    first occurrence (row 0 chosen, row 0 rejected, row 1 chosen, ...): on data where every
-    response is unique, response keying gives exactly the row layout.
+    A response is its prompt's exact ids and its completion's exact ids. They are hashed,
+    and every hash hit is verified against the ids, so two different responses never share
+    a slot (:class:`_Interner`). Slots are numbered in order of first occurrence (row 0
+    chosen, row 0 rejected, row 1 chosen, ...): on data where every response is unique,
+    response keying gives exactly the row layout.
     """
     if keying not in KEYINGS:
         raise ValueError(f"aux_offsets must be one of {KEYINGS}, got {keying!r}")
     n = len(prompt_ids)
     if not (len(chosen_ids) == len(rejected_ids) == n):
         raise ValueError("prompt_ids, chosen_ids and rejected_ids must have one entry per row")
-    prompt_of: dict[bytes, int] = {}
-    first_prompt: list[Sequence[int]] = []
-    row_prompt = np.empty(n, dtype=np.int64)
-    for row, prompt in enumerate(prompt_ids):
-        key = _digest(prompt, ())
-        found = prompt_of.setdefault(key, len(prompt_of))
-        if found == len(first_prompt):
-            first_prompt.append(prompt)
-        elif list(first_prompt[found]) != list(prompt):
-            raise ValueError(f"row {row}: prompt digest collision; cannot key responses")
-        row_prompt[row] = found
+    prompts = _Interner()
+    row_prompt = [prompts.number(0, prompt) for prompt in prompt_ids]
     if keying == "row":
         return row_keys(n, row_prompt)
-    slot_of: dict[bytes, int] = {}
-    first: list[tuple[int, Sequence[int]]] = []       # (prompt id, completion) of each slot
+    responses = _Interner()
     slots = np.empty((n, 2), dtype=np.int64)
-    slot_prompt: list[int] = []
     for row in range(n):
-        prompt = prompt_ids[row]
-        for side, completion in enumerate((chosen_ids[row], rejected_ids[row])):
-            key = _digest(prompt, completion)
-            slot = slot_of.setdefault(key, len(slot_of))
-            if slot == len(first):
-                first.append((int(row_prompt[row]), completion))
-                slot_prompt.append(int(row_prompt[row]))
-            elif first[slot][0] != row_prompt[row] or list(first[slot][1]) != list(completion):
-                raise ValueError(f"row {row}: response digest collision; cannot key responses")
-            slots[row, side] = slot
+        slots[row, 0] = responses.number(row_prompt[row], chosen_ids[row])
+        slots[row, 1] = responses.number(row_prompt[row], rejected_ids[row])
+    slot_prompt = [group for group, _ in responses.first]
     return OffsetKeys("response", torch.from_numpy(slots),
                       torch.tensor(slot_prompt, dtype=torch.long))
 

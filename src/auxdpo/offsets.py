@@ -289,6 +289,11 @@ class AuxOffsets(ProjectionMixin, OffsetsStateMixin):
                              f"{int(torch.isnan(logps).sum())} slots are missing from the "
                              "batches given to prepare()")
         weights = slot_weights(self.keys, self.null_weights, logps).to(self.device)
+        if bool((weights == 0).any()):
+            warnings.warn(f"null_weights={self.null_weights!r}: ω underflows to 0 for "
+                          f"{int((weights == 0).sum())} of {weights.numel()} responses (π_ref "
+                          "of long sequences), which leaves their δ unconstrained; use "
+                          "null_weights='prompt'", RuntimeWarning, stacklevel=3)
         self._set_weights(broadcast_(weights))     # every process: rank 0's ω, bit for bit
 
     def step(self, global_batch_size: int) -> dict[str, float]:
