@@ -322,3 +322,16 @@ def test_bad_keys_and_weights(world):
                          dtype=F64)
     with pytest.raises(ValueError, match="missing"):
         offsets.prepare(world["data"][1:])
+
+
+def test_reference_weights_from_the_prepare_pass_and_their_underflow(world, monkeypatch):
+    offsets = make(world, mode="global", null_weights="reference")
+    torch.testing.assert_close(offsets.weights, weights_of(world, "reference"),
+                               rtol=1e-12, atol=0)
+    products = ReferenceProducts(world["model"], world["names"])
+    monkeypatch.setattr(products, "logps", lambda batch: torch.full(
+        (batch["input_ids"].shape[0],), -1000.0, dtype=F64))       # long responses: π_ref ≈ 0
+    offsets = AuxOffsets(world["n"], products, keys=world["keys"], null_weights="reference",
+                         dtype=F64)
+    with pytest.warns(RuntimeWarning, match="underflows to 0 for 9 of 9"):
+        offsets.prepare(world["data"])
