@@ -96,7 +96,8 @@ def test_broken_ultrafeedback_lists_every_problem(tmp_path, capsys):
         handle.write("{not json\n")
     code, report = _run_json(capsys, path, "ultrafeedback")
     assert code == 1
-    assert set(report) == {"rows", "pairs", "problems"}
+    assert set(report) == {"rows", "pairs", "prompts", "responses", "responses_per_prompt",
+                           "pairs_per_response", "share_in_2_or_more", "problems"}
     assert report["rows"] == 5 and report["pairs"] == 1
     assert [(p["row"], p["field"]) for p in report["problems"]] == [
         (1, "chosen"), (3, "rejected"), (4, "prompt"), (5, "<json>")]
