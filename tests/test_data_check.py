@@ -126,8 +126,11 @@ def test_text_output_and_unreadable_file(tmp_path, capsys):
     code = main(["data", "check", str(write(tmp_path / "m.json", rows)), "--format", "mmlu-pro"])
     out = capsys.readouterr().out.splitlines()
     assert code == 1
-    assert out[1:5] == ["format: mmlu-pro", "rows: 3", "pairs: 2", "problems: 1"]
-    assert out[5] == "  row 2, field 'answer_index': 0 disagrees with answer 'B'"
+    assert out[1:9] == ["format: mmlu-pro", "rows: 3", "pairs: 2", "prompts: 2",
+                        "responses: 4 (2.00 per prompt)",
+                        "pairs per response: mean 1.00; in >= 2 pairs: 0.0% of responses",
+                        "problems: 1",
+                        "  row 2, field 'answer_index': 0 disagrees with answer 'B'"]
     assert out[-1] == "status: UNUSABLE ROWS FOUND"
     (tmp_path / "bad.json").write_text('{"a": 1, "b": 2}')
     code, report = _run_json(capsys, tmp_path / "bad.json", "mmlu-pro")
