@@ -16,10 +16,13 @@ __all__ = ["TRAIN_FORMATS", "load_training_pairs"]
 TRAIN_FORMATS = ("ultrafeedback",) + MULTI_FORMATS
 
 
-def load_training_pairs(source: str | os.PathLike, fmt: str, *, split: str = "train",
+def load_training_pairs(source: str | os.PathLike, fmt: str, *, split: str | None = None,
                         config: str | None = None, options: ExpansionOptions | None = None,
                         pref_prob_column: str | None = PREF_PROB):
     """Pairs (``prompt``, ``chosen``, ``rejected``, ... ) of ``source`` read as ``fmt``.
+
+    ``split`` (hub names only) defaults to each loader's own (``train``; ``train_prefs`` for
+    ``HuggingFaceH4/ultrafeedback_binarized``).
 
     Soft labels land in ``pref_prob_column`` (the trainer's soft-label column); asking for
     them with that column switched off (None), or from ``ultrafeedback`` rows (which carry no
@@ -41,7 +44,8 @@ def load_training_pairs(source: str | os.PathLike, fmt: str, *, split: str = "tr
         return load_ultrafeedback(source, split)
     from auxdpo.data.comparisons import load_comparisons
 
-    pairs = load_comparisons(source, fmt, split=split, options=options, config=config)
+    pairs = load_comparisons(source, fmt, split=split or "train", options=options,
+                             config=config)
     if options.labels_column and pref_prob_column != PREF_PROB:
         if pref_prob_column is None:
             raise ValueError("soft labels (a temperature, or ties 'half') need "
