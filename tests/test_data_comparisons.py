@@ -186,3 +186,20 @@ def test_comparison_stats_by_hand():
     assert stats.as_dict() == {"prompts": 2, "responses": 6, "responses_per_prompt": 3.0,
                                "pairs_per_response": 10 / 6, "share_in_2_or_more": 4 / 6}
     assert comparison_stats([]).responses == 0
+
+
+def test_check_formats_list_every_multi_format():
+    from auxdpo.data.check import FORMATS, PAIRWISE_FORMATS
+    from auxdpo.data.comparisons import MULTI_FORMATS
+
+    assert FORMATS == PAIRWISE_FORMATS + MULTI_FORMATS  # check.py spells them out to stay light
+
+
+def test_training_pairs_from_pairwise_ultrafeedback(tmp_path):
+    from auxdpo.data.formats import load_training_pairs
+    from data_fixtures import h4_ultrafeedback
+
+    path = write(tmp_path / "h4.jsonl", h4_ultrafeedback())
+    assert load_training_pairs(path, "ultrafeedback")["chosen"] == ["Hi!", "4"]
+    with pytest.raises(ValueError, match="needs a scored format"):
+        load_training_pairs(path, "ultrafeedback", options=ExpansionOptions(temperature=1.0))
