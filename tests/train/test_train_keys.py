@@ -123,3 +123,34 @@ def test_bad_key_settings_are_named(tmp_path):
         H.config(tmp_path, aux_offsets="pair")
     with pytest.raises(ValueError, match="aux_null_weights"):
         H.config(tmp_path, aux_null_weights="uniform")
+
+
+def test_multi_comparison_format_shares_responses(tmp_path):
+    """RLHFlow-style rows (several pairs per response) through ``auxdpo train``: the keys
+    find every distinct conversation once, and one epoch needs no warning."""
+    import sys
+    from pathlib import Path
+
+    from auxdpo.cli import main
+    from auxdpo.data import load_comparisons
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from data_fixtures import MULTI_FIXTURES
+
+    source = MULTI_FIXTURES["rlhflow-ultrafeedback"]
+    pairs = load_comparisons(source, "rlhflow-ultrafeedback").to_list()
+    distinct = {json.dumps(pair[side]) for pair in pairs for side in ("chosen", "rejected")}
+    out = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*")
+        code = main(["train", "--model_name_or_path", "tiny-gpt2", "--tiny_hidden_size", "16",
+                     "--dataset_name", str(source), "--dataset_format", "rlhflow-ultrafeedback",
+                     "--output_dir", str(out), "--method", "auxdpo", "--max_steps", "1",
+                     "--per_device_train_batch_size", str(len(pairs)), "--use_cpu",
+                     "--bf16", "false", "--gradient_checkpointing", "false",
+                     "--report_to", "[]", "--save_strategy", "no", "--disable_tqdm"])
+    assert code == 0
+    record = json.loads((out / COVERAGE_FILE).read_text())
+    assert record["aux/unique_responses"] == len(distinct) < 2 * len(pairs)
+    assert record["aux/shared_share"] > 0 and record["warning"] is None
