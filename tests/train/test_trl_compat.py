@@ -22,19 +22,20 @@ from auxdpo.train.config import AuxDPOConfig
 from auxdpo.train.trainer import AuxDPOTrainer, frozen_copy
 from auxdpo.train.trl_compat import TRL_LOSS_TYPES
 
-
-def _trl_args(out_dir, **overrides) -> DPOConfig:
-    values = dict(output_dir=str(out_dir), beta=0.5, report_to=[], bf16=False,
-                  gradient_checkpointing=False, use_cpu=True, max_length=64,
-                  per_device_train_batch_size=4, learning_rate=1e-2, lr_scheduler_type="constant",
-                  logging_steps=1, save_strategy="no", seed=0, data_seed=0, disable_tqdm=True,
-                  dataloader_num_workers=0)
-    values.update(overrides)
-    return DPOConfig(**values)
+_ARGS = dict(beta=0.5, report_to=[], bf16=False, gradient_checkpointing=False, use_cpu=True,
+             max_length=64, per_device_train_batch_size=4, learning_rate=1e-2,
+             lr_scheduler_type="constant", logging_steps=1, save_strategy="no", seed=0,
+             data_seed=0, disable_tqdm=True, dataloader_num_workers=0)
 
 
-def _pair(tmp_path, dtype=torch.float32, data=None, model_fn=None, tokenizer=None, **trl_kw):
-    """TRL's trainer and ours from the same DPOConfig; both policies then perturbed alike."""
+def _trl_args(out_dir, config_class=DPOConfig, **overrides) -> DPOConfig:
+    return config_class(output_dir=str(out_dir), **{**_ARGS, **overrides})
+
+
+def _pair(tmp_path, dtype=torch.float32, data=None, model_fn=None, tokenizer=None,
+          ours_method=None, **trl_kw):
+    """TRL's trainer and ours from the same DPOConfig (or the AuxDPOConfig of ``ours_method``
+    with the same values); both policies then perturbed alike."""
     model_fn = model_fn or (lambda: H.model(dtype=dtype))
     ours_model, trl_model = model_fn(), model_fn()
     data = H.dataset(4) if data is None else data
@@ -42,8 +43,10 @@ def _pair(tmp_path, dtype=torch.float32, data=None, model_fn=None, tokenizer=Non
     trl = DPOTrainer(trl_model, ref_model=frozen_copy(trl_model),
                      args=_trl_args(tmp_path / "trl", **trl_kw), train_dataset=data,
                      processing_class=tokenizer)
-    ours = AuxDPOTrainer(ours_model, args=_trl_args(tmp_path / "ours", **trl_kw),
-                         train_dataset=data, processing_class=tokenizer)
+    ours_args = (_trl_args(tmp_path / "ours", **trl_kw) if ours_method is None else
+                 _trl_args(tmp_path / "ours", AuxDPOConfig, method=ours_method, **trl_kw))
+    ours = AuxDPOTrainer(ours_model, args=ours_args, train_dataset=data,
+                         processing_class=tokenizer)
     H.perturb(ours_model, trl_model)
     return ours, trl
 
@@ -140,6 +143,17 @@ def test_loss_options_match_trl(case, tmp_path):
     """Every loss_type TRL 1.16 accepts, combinations, WPO, LD-DPO and the f-divergences:
     loss to 1e-6 relative, gradients to 1e-5 (float32, both through TRL's fused LM head)."""
     ours, trl = _pair(tmp_path, **CASES[case])
+    _assert_same_step(ours, trl)
+
+
+@pytest.mark.parametrize("options", [
+    dict(use_weighting=True), dict(f_divergence_type="js_divergence"),
+    dict(loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])], ids=["wpo", "js", "rpo"])
+def test_auxdpo_composes_with_trl_options(options, tmp_path):
+    """δ enters the sigmoid margin after the option's transform; at δ = 0 (the first step)
+    auxdpo with the option is TRL's sigmoid with it. Fused reference pass: 1e-6 still holds."""
+    ours, trl = _pair(tmp_path, ours_method="auxdpo", **options)
+    assert ours.offsets is not None and ours._objective
     _assert_same_step(ours, trl)
 
 

@@ -159,28 +159,30 @@ def wpo_weights(stats: TokenStats, mask: torch.Tensor) -> torch.Tensor:
 
 def log_trl_metrics(trainer, mode: str, stats: TokenStats, inputs) -> None:
     """TRL's token metrics under TRL's names: ``entropy``, ``num_tokens``, ``logits/chosen``,
-    ``logits/rejected``, ``mean_token_accuracy`` (chosen tokens whose label is the arg-max)."""
-    gather = trainer.accelerator.gather_for_metrics
-    metrics = trainer._metrics[mode]
+    ``logits/rejected``, ``mean_token_accuracy`` (chosen tokens whose label is the arg-max).
+
+    The sums and counts go through one summed collective and one host copy per batch (TRL
+    makes a transfer per number); the values are TRL's token-weighted means.
+    """
     mask = stats.mask
     with torch.no_grad():
-        entropy_sum = gather((stats.entropy.detach() * mask).sum()).sum()
-        tokens = gather(mask.sum()).sum()
-        metrics["entropy"].append((entropy_sum / tokens).item() if tokens > 0 else 0.0)
-        if mode == "train":
-            seen = gather(inputs["attention_mask"].sum()).sum().item()
-            trainer._total_train_tokens += seen // trainer._tp_size
-        metrics["num_tokens"] = [trainer._total_train_tokens]
         chosen_mask, rejected_mask = mask.bool().chunk(2)
         chosen_logits, rejected_logits = stats.mean_logits.detach().chunk(2)
-        for name, values, where in (("logits/chosen", chosen_logits, chosen_mask),
-                                    ("logits/rejected", rejected_logits, rejected_mask)):
-            total = gather(values[where].sum()).sum().item()
-            count = gather(where.sum()).sum().item()
-            metrics[name].append(total / count if count > 0 else 0.0)
-        correct = gather((stats.is_top1.chunk(2)[0] & chosen_mask).sum()).sum()
-        count = gather(chosen_mask.sum()).sum()
-        metrics["mean_token_accuracy"].append((correct / count).item() if count > 0 else 0.0)
+        parts = ((stats.entropy.detach() * mask).sum(), mask.sum(),
+                 chosen_logits[chosen_mask].sum(), chosen_mask.sum(),
+                 rejected_logits[rejected_mask].sum(), rejected_mask.sum(),
+                 (stats.is_top1.chunk(2)[0] & chosen_mask).sum(), inputs["attention_mask"].sum())
+        sums = torch.stack([p.to(torch.float32) for p in parts])
+        sums = trainer.accelerator.reduce(sums, reduction="sum").tolist()
+    entropy, tokens, chosen, n_chosen, rejected, n_rejected, top1, seen = sums
+    metrics = trainer._metrics[mode]
+    metrics["entropy"].append(entropy / tokens if tokens > 0 else 0.0)
+    if mode == "train":
+        trainer._total_train_tokens += int(seen) // trainer._tp_size
+    metrics["num_tokens"] = [trainer._total_train_tokens]
+    metrics["logits/chosen"].append(chosen / n_chosen if n_chosen > 0 else 0.0)
+    metrics["logits/rejected"].append(rejected / n_rejected if n_rejected > 0 else 0.0)
+    metrics["mean_token_accuracy"].append(top1 / n_chosen if n_chosen > 0 else 0.0)
 
 
 def log_preference_metrics(trainer, mode: str, loss, result, policy_chosen, policy_rejected):
