@@ -431,12 +431,29 @@ def test_precomputed_reference_keeps_no_copy_for_dpo(tmp_path):
     _assert_same_step(ours, trl)
 
 
-def test_precomputed_reference_keeps_the_copy_for_auxdpo(tmp_path):
-    """AuxDPO's offsets evaluate the Jacobian at θ₀ every step: the frozen copy stays."""
-    trainer = AuxDPOTrainer(H.model(), args=H.config(tmp_path, method="auxdpo",
-                                                     precompute_ref_log_probs=True, max_steps=1),
+def _auxdpo_run(out_dir, ref_model=None, model=None):
+    model = model or H.model()
+    config = H.config(out_dir, method="auxdpo", capacity="last-block", max_steps=3,
+                      precompute_ref_log_probs=True, aux_jvp="forward", delta_lr=0.5)
+    trainer = AuxDPOTrainer(model, ref_model=ref_model, args=config,
                             train_dataset=H.dataset(4), processing_class=H.tokenizer())
-    assert trainer.ref_model is not None
-    assert "ref_chosen_logps" in trainer.train_dataset.column_names
     trainer.train()
-    assert trainer.state.global_step == 1
+    deltas = trainer.offsets.deltas(torch.arange(4))
+    return trainer, [p.detach().clone() for p in model.parameters()], deltas
+
+
+def test_precomputed_reference_auxdpo_keeps_only_the_trainable_tensors(tmp_path):
+    """With precomputed log-probs AuxDPO needs θ₀ only for its products: a snapshot of the
+    trainable tensors replaces the frozen copy, and training is the same (float64, 1e-10)."""
+    with_copy = H.model()
+    trainer_a, params_a, deltas_a = _auxdpo_run(tmp_path / "a", ref_model=frozen_copy(with_copy),
+                                                model=with_copy)
+    trainer_b, params_b, deltas_b = _auxdpo_run(tmp_path / "b")
+    assert trainer_a.ref_model is not None and trainer_b.ref_model is None
+    snapshot = trainer_b.offsets.products._snapshot
+    assert set(snapshot) == set(trainer_b.capacity_plan.trainable) != set(
+        dict(trainer_b.model.named_parameters()))
+    assert "ref_chosen_logps" in trainer_b.train_dataset.column_names
+    assert deltas_b[0].abs().max() > 1e-4  # δ moved
+    for a, b in zip((*params_a, *deltas_a), (*params_b, *deltas_b)):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)

@@ -106,10 +106,10 @@ class AuxDPOTrainer(DPOTrainer):
             self.capacity_plan = apply_capacity(model, args.capacity,
                                                 lora_alpha=args.lora_alpha)
             peft_config = self.capacity_plan.peft_config
-            # TRL keeps no reference when it precomputes the reference log-probs; AuxDPO's
-            # offsets still evaluate the Jacobian at θ₀ every step, so they keep the copy.
-            precomputed = args.precompute_ref_log_probs and args.method != "auxdpo"
-            if peft_config is None and ref_model is None and not precomputed:
+            # TRL keeps no reference when it precomputes the reference log-probs. AuxDPO's
+            # products still need θ₀: they snapshot the trainable tensors alone (the frozen
+            # rest of the policy is θ₀'s), not a copy of the whole model.
+            if peft_config is None and ref_model is None and not args.precompute_ref_log_probs:
                 ref_model = frozen_copy(model)
         self.dropped_examples: dict[str, int] = {}
         super().__init__(model=model, ref_model=ref_model, args=args, data_collator=data_collator,
