@@ -18,6 +18,11 @@ the methods are
 ``auxdpo`` −log σ(β·h + δ_w − δ_l),  δ in reward units          (paper, Sec. 4.2 / Eq. 7)
 =========  ===============================================================================
 
+TRL 1.16's other ``loss_type`` values are registered under their TRL names (``hinge``,
+``robust``, ``exo_pair``, ``nca_pair``, ``bco_pair``, ``sppo_hard``, ``apo_zero``, ``apo_down``,
+``discopop``, ``aot``, ``aot_unpaired``, ``sigmoid_norm``), each citing its source on its line;
+``PAPER_METHODS`` are the four above. ``f_divergence_score`` is f-DPO's reward transform.
+
 Soft labels: with a per-example preference probability ``pref_prob`` p the loss becomes
 p·ℓ(w≻l) + (1−p)·ℓ(l≻w), where ℓ(l≻w) is the same method with the two responses (and, for
 AuxDPO, their offsets) swapped. With p = σ(r*(a_w) − r*(a_l)) and ``weight`` = n(s, a_w, a_l)
