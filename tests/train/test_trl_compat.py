@@ -146,6 +146,20 @@ def test_loss_options_match_trl(case, tmp_path):
     _assert_same_step(ours, trl)
 
 
+@pytest.mark.parametrize("case", ["wpo", "ld", "ld-ipo", "rpo", "js-hinge"])
+def test_float64_models_compute_the_extras_from_full_logits(case, tmp_path):
+    """float64 models skip the fused head: WPO, LD-DPO and SFT come from the full logits and
+    still match TRL's float32-tiled head to float32 precision."""
+    ours, trl = _pair(tmp_path, dtype=torch.float64, **CASES[case])
+    loss_ours, grads_ours = _loss_and_grads(ours)
+    loss_trl, grads_trl = _loss_and_grads(trl)
+    torch.testing.assert_close(loss_ours, loss_trl.double(), rtol=1e-6,
+                               atol=1e-7 * loss_trl.abs().item())
+    scale = max(g.abs().max().item() for g in grads_trl)
+    for g_ours, g_trl in zip(grads_ours, grads_trl):
+        torch.testing.assert_close(g_ours, g_trl.double(), rtol=1e-4, atol=1e-5 * scale)
+
+
 @pytest.mark.parametrize("options", [
     dict(use_weighting=True), dict(f_divergence_type="js_divergence"),
     dict(loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])], ids=["wpo", "js", "rpo"])
