@@ -277,6 +277,18 @@ def test_trl_metrics_are_logged_under_trl_names(dtype, tmp_path):
     assert "loss/dpo" in ours_metrics
 
 
+def test_evaluation_logs_trl_metrics_with_trl_values(tmp_path):
+    ours, trl = _pair(tmp_path, loss_type=["sigmoid", "sft"], per_device_eval_batch_size=4)
+    data = H.dataset(4)
+    results = [t.evaluate(data) for t in (ours, trl)]
+    timing = {"eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
+    keys = set(results[1]) - timing
+    assert {"eval_loss", "eval_entropy", "eval_mean_token_accuracy",
+            "eval_logits/chosen"} <= keys <= set(results[0])
+    for key in sorted(keys):
+        assert results[0][key] == pytest.approx(results[1][key], rel=1e-5, abs=1e-7), key
+
+
 def _tiny_moe():
     from transformers import MixtralConfig, MixtralForCausalLM
 
