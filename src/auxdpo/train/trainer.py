@@ -3,11 +3,12 @@
 What this subclass changes, and nothing else:
 
 * the loss: ``_compute_loss`` forms sequence log-probs (sum, or mean for IPO) with TRL's fused
-  LM head and scores them with :mod:`auxdpo.losses` (``config.method``); TRL's ``loss_type``
-  is ignored;
+  LM head and scores them with :mod:`auxdpo.losses` (``config.method``); TRL's loss options
+  are mapped onto those losses or refused (:mod:`auxdpo.train.trl_compat`), and TRL's metrics
+  are logged under TRL's names (:mod:`auxdpo.train.trl_objective`);
 * the trainable set: ``config.capacity`` (see :mod:`auxdpo.train.capacity`); LoRA presets are
   handed to TRL as a ``peft_config`` (reference = adapters disabled); otherwise the reference
-  is a frozen copy of the model made before training;
+  is a frozen copy of the model made before training (none with precomputed log-probs);
 * the data: rows are validated (:mod:`auxdpo.train.data`), over-long prompts are dropped with a
   logged count, and each training row gets ``aux_index``, its position in the prepared dataset,
   which addresses its offsets δ;
@@ -77,7 +78,10 @@ class _DatasetBatches:
 
 
 class AuxDPOTrainer(DPOTrainer):
-    """DPO/IPO/DPOP/AuxDPO trainer; a drop-in for ``trl.DPOTrainer`` taking an AuxDPOConfig.
+    """DPO/IPO/DPOP/AuxDPO trainer; a drop-in for ``trl.DPOTrainer``.
+
+    ``args``: an AuxDPOConfig, a plain DPOConfig (converted, method from its ``loss_type``)
+    or None (the default config, as in TRL).
 
     Args are TRL's. ``model`` may be a model instance or a hub name / local path (loaded with
     safetensors only, ``trust_remote_code`` from the config, off by default).
