@@ -129,6 +129,7 @@ CASES = {
     "ld": dict(ld_alpha=0.5),
     "ld-ipo": dict(loss_type=["ipo"], ld_alpha=0.3),
     "ld-sft": dict(loss_type=["sigmoid", "sft"], ld_alpha=0.0),
+    "ld-precomputed": dict(loss_type=["ipo"], ld_alpha=0.5, precompute_ref_log_probs=True),
     "forward_kl": dict(f_divergence_type="forward_kl"),
     "js-hinge": dict(loss_type=["hinge"], f_divergence_type="js_divergence"),
     "alpha-sigmoid": dict(f_divergence_type="alpha_divergence", f_alpha_divergence_coef=0.3),
