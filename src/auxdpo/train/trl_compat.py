@@ -1,6 +1,7 @@
 """Drop-in compatibility with TRL 1.16's ``DPOTrainer``: configs, loss options, data checks.
 
-* :func:`default_config` / :func:`as_aux_config`: ``args=None`` and a plain ``DPOConfig``.
+* :func:`aux_config_of`: ``args=None`` (:func:`default_config`) and a plain ``DPOConfig``
+  (:func:`as_aux_config`) become an ``AuxDPOConfig``.
 * :func:`resolve_loss_options`: every TRL loss option is honoured (mapped onto
   :mod:`auxdpo.losses`) or refused with a ValueError naming the option and what to use.
 * :func:`build_objective`: the loss callable for a config (a plain registered loss on the
@@ -17,8 +18,8 @@ from dataclasses import fields
 from auxdpo.losses import LOSSES, PAPER_METHODS
 from auxdpo.train.trl_objective import AVERAGED, MARGIN_LOSSES, TRLObjective
 
-__all__ = ["TRL_LOSS_TYPES", "as_aux_config", "aux_config_of", "build_objective", "check_train_dataset",
-           "default_config", "objective_terms", "resolve_loss_options"]
+__all__ = ["TRL_LOSS_TYPES", "as_aux_config", "aux_config_of", "build_objective",
+           "check_train_dataset", "default_config", "objective_terms", "resolve_loss_options"]
 
 logger = logging.getLogger(__name__)
 
