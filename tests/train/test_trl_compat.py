@@ -443,6 +443,18 @@ def test_iterable_dataset_trains_dpo_like_trl(tmp_path):
                                    atol=1e-4 * step_trl.abs().max().item())
 
 
+def test_iterable_dataset_trains_dpop(tmp_path):
+    """DPOP (not in TRL) on a stream: two steps, and the policy moves."""
+    model = H.model()
+    start = [p.detach().clone() for p in model.parameters()]
+    trainer = AuxDPOTrainer(model, args=H.config(tmp_path, method="dpop", max_steps=2),
+                            train_dataset=H.dataset(8).to_iterable_dataset(),
+                            processing_class=H.tokenizer())
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert max((p - p0).abs().max().item() for p, p0 in zip(model.parameters(), start)) > 1e-4
+
+
 def test_iterable_dataset_is_refused_for_auxdpo(tmp_path):
     with pytest.raises(ValueError, match="method auxdpo needs a map-style datasets.Dataset"):
         AuxDPOTrainer(H.model(), args=H.config(tmp_path, method="auxdpo"),
