@@ -252,10 +252,16 @@ def test_new_pairwise_losses_take_soft_labels(method):
         preference_loss(method, pw, pl, rw, rl, beta=0.7, weight=2 * one, **kw).losses, 2 * hard)
 
 
-def test_batch_sorted_losses_refuse_per_pair_labels():
+def test_batch_sorted_losses_refuse_per_pair_labels(tmp_path):
     x = torch.zeros(3)
     with pytest.raises(ValueError, match="sorts margins across the batch"):
         preference_loss("aot", x, x, x, x, beta=0.1, pref_prob=x)
+    trainer = AuxDPOTrainer(H.model(), args=H.config(tmp_path, method="aot"),
+                            train_dataset=H.dataset(4, weight=[1.0, 2.0, 1.0, 1.0]),
+                            processing_class=H.tokenizer())
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    with pytest.raises(ValueError, match="weight column cannot weight loss_type aot"):
+        trainer.compute_loss(trainer.model, batch)
 
 
 # ---- metrics ------------------------------------------------------------------------------

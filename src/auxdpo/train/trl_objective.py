@@ -140,6 +140,9 @@ class TRLObjective:
             nll = -(chosen_logps * chosen_mask).sum() / chosen_mask.sum().clamp(min=1)
             total = total + self.sft_weight * nll.to(total.dtype)
         scale = weight
+        if scale is not None and any(n in ("aot", "aot_unpaired") for n, _ in self.terms):
+            raise ValueError("a weight column cannot weight loss_type aot/aot_unpaired: they "
+                             "sort margins across the batch, so no weight belongs to a pair")
         if self.use_weighting:
             wpo = wpo_weights(stats, mask).to(total.dtype)
             scale = wpo if scale is None else scale * wpo
