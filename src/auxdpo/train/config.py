@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig
 
 from auxdpo.losses import LOSSES
+from auxdpo.train.config_check import check_finite_positive
 
 __all__ = ["AUX_CONSTRAINTS", "AuxDPOConfig", "parse_capacity"]
 
@@ -160,6 +161,7 @@ class AuxDPOConfig(DPOConfig):
 
         if self.aux_jvp not in JVP_METHODS:
             raise ValueError(f"aux_jvp must be one of {JVP_METHODS}, got {self.aux_jvp!r}")
+        check_finite_positive("beta", self.beta)
         if self.recompute_u_every < 0:
             raise ValueError(f"recompute_u_every must be >= 0, got {self.recompute_u_every!r}")
         super().__post_init__()

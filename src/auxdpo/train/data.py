@@ -15,12 +15,18 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["AUX_INDEX", "PREF_PROB", "WEIGHT", "AuxPreferenceCollator", "RowTable",
-           "validate_preference_rows"]
+__all__ = ["AUX_INDEX", "MAX_WEIGHT", "PREF_PROB", "SOURCE_ROW", "WEIGHT",
+           "AuxPreferenceCollator", "RowTable", "validate_preference_rows"]
 
 AUX_INDEX = "aux_index"
 PREF_PROB = "pref_prob"
 WEIGHT = "weight"
+# Optional column: the row's number in its source file (1-based, the line an editor shows),
+# used in error messages; the trainer removes it after preparing the data.
+SOURCE_ROW = "aux_source_row"
+# A weight is a count or an importance factor; beyond this one pair outweighs a million others
+# and float32 losses lose every other row's gradient to round-off, so it is refused as a typo.
+MAX_WEIGHT = 1e6
 
 
 def _text_of(value: Any, row: int, column: str) -> str:
@@ -44,8 +50,10 @@ def _text_of(value: Any, row: int, column: str) -> str:
 
 
 def _check_number(value: Any, row: int, column: str, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"row {row}, field {column!r}: expected a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value):
+        raise ValueError(f"row {row}, field {column!r}: expected a finite number, "
+                         f"got {value!r}")
     if not low <= value <= high:
         raise ValueError(f"row {row}, field {column!r}: {value!r} is outside [{low}, {high}]")
 
@@ -55,11 +63,14 @@ class RowTable:
 
     Lets :func:`validate_preference_rows` check raw rows (e.g. JSON lines) before they become
     an Arrow table, which cannot hold a column of mixed types. A key missing from a row reads
-    as None there.
+    as None there. ``row_numbers`` (default 1, 2, ...) are the numbers errors name, e.g. the
+    lines of a ``.jsonl`` file.
     """
 
-    def __init__(self, rows: Sequence[Mapping[str, Any]]) -> None:
+    def __init__(self, rows: Sequence[Mapping[str, Any]],
+                 row_numbers: Sequence[int] | None = None) -> None:
         self.rows = list(rows)
+        self.row_numbers = list(row_numbers) if row_numbers is not None else None
         names: dict[str, None] = {}
         for row in self.rows:
             names.update(dict.fromkeys(row))
@@ -76,11 +87,17 @@ def validate_preference_rows(dataset, *, pref_prob_column: str | None = PREF_PRO
                              weight_column: str | None = WEIGHT) -> int:
     """Check every row of a map-style dataset; return the number of rows.
 
-    Raises ValueError naming the row and field for: missing columns, non-string content,
-    empty responses, identical chosen and rejected, soft labels outside [0, 1], negative or
-    non-finite weights.
+    Raises ValueError naming the row (1-based, or the dataset's ``row_numbers`` /
+    :data:`SOURCE_ROW` column) and field for: missing columns, non-string content, rows that mix
+    plain text and conversations, empty responses, identical chosen and rejected, soft labels
+    outside [0, 1] or not finite, weights negative, not finite or above :data:`MAX_WEIGHT`.
     """
     columns = list(dataset.column_names)
+    numbers = getattr(dataset, "row_numbers", None)
+    if numbers is None and SOURCE_ROW in columns:
+        numbers = list(dataset[SOURCE_ROW])
+    if numbers is None:
+        numbers = range(1, len(dataset) + 1)
     missing = [c for c in ("chosen", "rejected") if c not in columns]
     if missing:
         raise ValueError(f"dataset is missing column(s) {missing}; found {columns}")
@@ -89,21 +106,33 @@ def validate_preference_rows(dataset, *, pref_prob_column: str | None = PREF_PRO
     if prompts is None and chosen and isinstance(chosen[0], str):
         raise ValueError("dataset is missing column 'prompt' (required unless chosen/rejected "
                          "are conversations that contain the prompt)")
-    for row, (good, bad) in enumerate(zip(chosen, rejected)):
+    first_kind = None
+    for i, (good, bad) in enumerate(zip(chosen, rejected)):
+        row = numbers[i]
+        fields = [("chosen", good), ("rejected", bad)]
         if prompts is not None:
-            _text_of(prompts[row], row, "prompt")
+            fields.insert(0, ("prompt", prompts[i]))
+            _text_of(prompts[i], row, "prompt")
         good_text, bad_text = _text_of(good, row, "chosen"), _text_of(bad, row, "rejected")
+        for column, value in fields:
+            kind = "plain text" if isinstance(value, str) else "a message list"
+            if first_kind is None:
+                first_kind = (kind, numbers[0], column)
+            elif kind != first_kind[0]:
+                raise ValueError(f"row {row}, field {column!r}: {kind}, but row {first_kind[1]} "
+                                 f"field {first_kind[2]!r} is {first_kind[0]}; a data set is "
+                                 "all plain text or all conversations")
         for column, text in (("chosen", good_text), ("rejected", bad_text)):
             if not text.strip():
                 raise ValueError(f"row {row}, field {column!r}: empty response")
         if good == bad:
             raise ValueError(f"row {row}: chosen and rejected are identical")
     if pref_prob_column and pref_prob_column in columns:
-        for row, value in enumerate(dataset[pref_prob_column]):
-            _check_number(value, row, pref_prob_column, 0.0, 1.0)
+        for i, value in enumerate(dataset[pref_prob_column]):
+            _check_number(value, numbers[i], pref_prob_column, 0.0, 1.0)
     if weight_column and weight_column in columns:
-        for row, value in enumerate(dataset[weight_column]):
-            _check_number(value, row, weight_column, 0.0, math.inf)
+        for i, value in enumerate(dataset[weight_column]):
+            _check_number(value, numbers[i], weight_column, 0.0, MAX_WEIGHT)
     return len(chosen)
 
 
