@@ -31,7 +31,10 @@ def test_row_errors_name_row_and_field(changes, message):
 
 def test_non_string_content_is_named():
     """Mixed types cannot form an Arrow table: raw rows are checked through RowTable."""
-    data = H.rows(3)
+    data = [{"chosen": [{"role": "user", "content": f"q{i}"},
+                        {"role": "assistant", "content": "a"}],
+             "rejected": [{"role": "user", "content": f"q{i}"},
+                          {"role": "assistant", "content": "b"}]} for i in range(3)]
     data[1]["rejected"] = [{"role": "assistant", "content": 7}]
     with pytest.raises(ValueError, match=r"row 2, field 'rejected': message 0 content must be"):
         validate_preference_rows(RowTable(data))
@@ -42,6 +45,14 @@ def test_non_string_content_is_named():
     data = H.rows(3)
     del data[0]["prompt"]
     with pytest.raises(ValueError, match=r"row 1, field 'prompt': expected a string"):
+        validate_preference_rows(RowTable(data))
+
+
+def test_mixing_plain_text_and_conversations_is_named():
+    data = H.rows(3)
+    data[2]["chosen"] = [{"role": "assistant", "content": "7"}]
+    with pytest.raises(ValueError, match=r"row 3, field 'chosen': a message list, but row 1 "
+                                         r"field 'prompt' is plain text"):
         validate_preference_rows(RowTable(data))
 
 

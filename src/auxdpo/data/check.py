@@ -79,6 +79,8 @@ def check_file(path: str | os.PathLike, fmt: str) -> CheckReport:
         message = str(exc).removeprefix(f"{path}: ")
         return CheckReport(path, fmt, 0, 0, [Problem(0, "<file>", message)])
     pairs, row_problems = _count_pairs(fmt, records)
+    if not records and not problems:
+        row_problems.append(Problem(0, "<file>", "no rows"))
     problems = sorted(problems + row_problems, key=lambda problem: problem.row)
-    return CheckReport(path, fmt, len(records) + sum(p.field == "<json>" for p in problems),
+    return CheckReport(path, fmt, len(records) + sum(p.field in ("<json>", "<utf-8>") for p in problems),
                        pairs, problems)

@@ -112,16 +112,19 @@ def validate_preference_rows(dataset, *, pref_prob_column: str | None = PREF_PRO
         fields = [("chosen", good), ("rejected", bad)]
         if prompts is not None:
             fields.insert(0, ("prompt", prompts[i]))
-            _text_of(prompts[i], row, "prompt")
-        good_text, bad_text = _text_of(good, row, "chosen"), _text_of(bad, row, "rejected")
-        for column, value in fields:
+        for column, value in fields:  # TRL reads the first row's kind for every row
+            if not isinstance(value, (str, list)):
+                continue  # reported by _text_of below
             kind = "plain text" if isinstance(value, str) else "a message list"
             if first_kind is None:
-                first_kind = (kind, numbers[0], column)
+                first_kind = (kind, row, column)
             elif kind != first_kind[0]:
                 raise ValueError(f"row {row}, field {column!r}: {kind}, but row {first_kind[1]} "
                                  f"field {first_kind[2]!r} is {first_kind[0]}; a data set is "
                                  "all plain text or all conversations")
+        if prompts is not None:
+            _text_of(prompts[i], row, "prompt")
+        good_text, bad_text = _text_of(good, row, "chosen"), _text_of(bad, row, "rejected")
         for column, text in (("chosen", good_text), ("rejected", bad_text)):
             if not text.strip():
                 raise ValueError(f"row {row}, field {column!r}: empty response")
