@@ -171,3 +171,29 @@ def test_data_check_empty_file_and_invalid_utf8(tmp_path, capsys):
     assert "row 0, field '<file>': no rows" in capsys.readouterr().out
     assert main(["data", "check", str(_bad_utf8(tmp_path)), "--format", "ultrafeedback"]) == 1
     assert "row 3, field '<utf-8>': not valid UTF-8" in capsys.readouterr().out
+
+
+UF_REAL = "/work/shared/data/ultrafeedback/train_1k.jsonl"
+
+
+@pytest.mark.skipif(not os.path.exists(UF_REAL), reason="real UltraFeedback rows absent")
+def test_train_and_data_check_name_the_same_row_of_the_real_file(tmp_path, capsys):
+    """Line 307 of train_1k.jsonl has chosen == rejected: both commands say row 307."""
+    main(["data", "check", UF_REAL, "--format", "ultrafeedback"])
+    assert "row 307, field 'rejected': identical to chosen" in capsys.readouterr().out
+    assert main(_train(tmp_path, UF_REAL)) == 2
+    assert _one_line_error(capsys, "train") == f"{UF_REAL}: row 307: chosen and rejected are " \
+                                               "identical"
+
+
+def test_train_outputs_honour_the_umask(tmp_path):
+    data = _jsonl(tmp_path / "ok.jsonl", ROWS)
+    old = os.umask(0o027)
+    try:
+        assert main(_train(tmp_path, data, "--max_steps", "1", "--max_length", "64",
+                           "--disable_tqdm", "true", "--method", "auxdpo")) == 0
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert files
+    assert [str(p.relative_to(tmp_path)) for p in files if p.stat().st_mode & 0o777 != 0o640] == []

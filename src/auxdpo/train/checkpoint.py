@@ -35,12 +35,25 @@ COMPLETE_MARKER = "auxdpo-checkpoint-complete.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def _publish(tmp: str | Path, path: Path) -> None:
-    """Give a finished temporary file the umask's mode (mkstemp makes it 0600), then rename."""
+def _umask_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    return 0o666 & ~umask
+
+
+def _publish(tmp: str | Path, path: Path) -> None:
+    """Give a finished temporary file the umask's mode (mkstemp makes it 0600), then rename."""
+    os.chmod(tmp, _umask_mode())
     os.replace(tmp, path)
+
+
+def honour_umask(folder: Path | str, pattern: str = "*.safetensors") -> None:
+    """Give ``folder``'s files matching ``pattern`` the umask's mode: the safetensors writer
+    creates its files 0600 whatever the umask."""
+    mode = _umask_mode()
+    for path in Path(folder).glob(pattern):
+        if path.is_file() and path.stat().st_mode & 0o777 != mode:
+            os.chmod(path, mode)
 
 OFFSETS_STEM = "aux_offsets"
 _SEP = "/"

@@ -39,6 +39,7 @@ from auxdpo.train.callbacks import JsonlMetricsCallback, OffsetsStepCallback
 from auxdpo.train.capacity import CapacityPlan, apply_capacity, trainable_parameter_names
 from auxdpo.train.checkpoint import (
     OFFSETS_STEM,
+    honour_umask,
     load_state,
     pickles_refused_by_name,
     resolve_resume,
@@ -286,6 +287,8 @@ class AuxDPOTrainer(DPOTrainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         check_parameters_finite(self.model, output_dir or self.args.output_dir)
         super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            honour_umask(output_dir or self.args.output_dir)
         if self.offsets is not None and self.args.should_save:
             folder = Path(output_dir or self.args.output_dir)
             save_state(self.offsets.state_dict(), folder)
@@ -304,6 +307,7 @@ class AuxDPOTrainer(DPOTrainer):
         save_file({"delta_chosen": chosen.detach().cpu().contiguous(),
                    "delta_rejected": rejected.detach().cpu().contiguous()}, str(tmp))
         tmp.replace(folder / DELTAS_FILE)
+        honour_umask(folder, DELTAS_FILE)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
