@@ -80,3 +80,22 @@ def test_commands_refuse_a_folder_in_use(tmp_path, capsys, argv):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"auxdpo {argv[0]}: error: {out} is in use by another command")
+
+
+def test_lock_of_a_killed_process_is_taken_over(tmp_path):
+    """A real second process holds the folder; while it runs the folder is refused, once it
+    is killed (SIGKILL: no cleanup) its lock is stale and taken over."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from auxdpo.locks import output_folder\n"
+         "with output_folder(sys.argv[1], 'holder'):\n    print('ready', flush=True)\n"
+         "    time.sleep(60)", str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(FolderInUseError, match=rf"in use by holder \(pid {holder.pid} "):
+            acquire_lock(str(tmp_path), "second")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / LOCK_NAME).exists()  # killed: the lock is left behind
+    with pytest.warns(UserWarning, match="took over the stale lock of holder"):
+        release_lock(acquire_lock(str(tmp_path), "second"))

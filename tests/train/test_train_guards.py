@@ -115,6 +115,25 @@ def test_resume_skips_a_half_written_checkpoint_and_metrics_keep_each_step_once(
     assert (out / "checkpoint-4" / COMPLETE_MARKER).is_file()  # rewritten whole by the resume
 
 
+def test_a_save_that_dies_midway_leaves_an_unmarked_checkpoint_that_resume_skips(tmp_path):
+    """The process dies while checkpoint-4's RNG state is written (after model and optimizer)."""
+    out = tmp_path / "run"
+    trainer = _checkpointing_trainer(out, 4, method="dpo")
+    save_rng = trainer._save_rng_state
+
+    def dying(output_dir):
+        if trainer.state.global_step == 4:
+            raise KeyboardInterrupt("killed while saving")
+        save_rng(output_dir)
+
+    trainer._save_rng_state = dying
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert (out / "checkpoint-4" / "optimizer.pt").exists()
+    assert [p.name for p in complete_checkpoints(out)] == ["checkpoint-2"]
+    assert resolve_resume(str(out), True) == str(out / "checkpoint-2")
+
+
 def test_resume_refuses_incomplete_or_missing_checkpoints(tmp_path):
     (tmp_path / "checkpoint-3").mkdir()
     with pytest.raises(ValueError, match=r"no complete checkpoint .*\(checkpoint-3 incomplete"):
