@@ -88,12 +88,15 @@ def _pin_recipe(recipe: Recipe, out_dir: str) -> None:
 def _check_training_configs(recipe: Recipe, runs: list[RunSpec], out_dir: str) -> None:
     """Build every run's trainer config now, so that a bad ``train.extra`` value fails
     before the base model is scored rather than at the first run."""
+    import torch
+
     from auxdpo.protocol.training import training_config
 
+    use_cpu = not torch.cuda.is_available()  # as train_policy decides
     for run in runs:
         try:
             training_config(recipe, run, os.path.join(out_dir, "work", run.run_id),
-                            use_cpu=True)
+                            use_cpu=use_cpu)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"recipe train settings, run {run.run_id}: {exc}") from None
 
