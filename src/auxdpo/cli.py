@@ -51,10 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from auxdpo.errors import user_error_message
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
-        print(f"auxdpo {args.command}: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # expected failures: one clear line, no traceback (errors.py)
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"auxdpo {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

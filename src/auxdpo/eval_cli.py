@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 
+from auxdpo.argtypes import finite_positive_float, positive_int
+
 __all__ = ["register", "eval_rows", "format_eval_tables"]
 
 FORMATS = ("ultrafeedback", "rewardbench2", "mmlu-pro")
@@ -37,13 +39,15 @@ def register(subparsers) -> None:
     parser.add_argument("--held-out", action="store_true", help="score only the held-out 20%% "
                         "of the 80/20 split by prompt (the protocol's evaluation rows)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of that split")
-    parser.add_argument("--limit", type=int, help="use only the first N rows")
+    parser.add_argument("--limit", type=positive_int, help="use only the first N rows")
     parser.add_argument("--generate", action="store_true",
                         help="MMLU-Pro: also generate answers and score the extracted letter")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--beta", type=float, default=0.1, help="β of the implicit reward")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-length", type=int, default=2048, help="max tokens scored")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=32)
+    parser.add_argument("--beta", type=finite_positive_float, default=0.1,
+                        help="β of the implicit reward")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--max-length", type=positive_int, default=2048,
+                        help="max tokens scored (clamped to the models' position limit)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--json", help="also write every metric to this JSON file")
     parser.set_defaults(func=_handle)
@@ -131,12 +135,15 @@ def _handle(args) -> int:
     import os
 
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from auxdpo.lengths import clamp_to_positions
     from auxdpo.protocol.models import base_spec_of_run, load_model_for_eval
     from auxdpo.protocol.scoring import compute_metrics, score_model
     from auxdpo.report import atomic_write_text
 
     if args.generate and args.data_format != "mmlu-pro":
         raise ValueError("--generate applies to --format mmlu-pro only")
+    if args.json and os.path.isdir(args.json):
+        raise ValueError(f"--json {args.json} is a folder; name a file")
     base_name = args.base_model
     base_spec = None
     if base_name is None and os.path.isdir(args.model):
@@ -148,9 +155,16 @@ def _handle(args) -> int:
     options = dict(batch_size=args.batch_size, max_length=args.max_length,
                    generate=args.generate, max_new_tokens=args.max_new_tokens)
     policy = load_model_for_eval(args.model, args.dtype)
+    options["max_length"] = clamp_to_positions(args.max_length, policy.model, "eval")
     policy_scores = score_model(policy.model, policy.tokenizer, held, **options)
     del policy
     base = load_model_for_eval(base_name or base_spec.name_or_path, args.dtype, tiny=base_spec)
+    if clamp_to_positions(options["max_length"], base.model, "eval") != options["max_length"]:
+        # Both models must score the same tokens: rescore the policy at the base's limit.
+        options["max_length"] = clamp_to_positions(options["max_length"], base.model, "eval")
+        policy = load_model_for_eval(args.model, args.dtype)
+        policy_scores = score_model(policy.model, policy.tokenizer, held, **options)
+        del policy
     base_scores = score_model(base.model, base.tokenizer, held, **options)
     model_metrics = compute_metrics(held, policy_scores, base_scores, beta=args.beta)
     base_metrics = compute_metrics(held, base_scores, None, beta=args.beta)

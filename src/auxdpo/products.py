@@ -48,7 +48,8 @@ __all__ = ["DIFFERENCE_METHODS", "JVP_METHODS", "Linearization", "ReferenceProdu
            "eval_mode"]
 
 JVP_METHODS = ("forward", "double-vjp", "finite-difference", "central-difference")
-_DIFFERENCES = {"finite-difference": 0.5, "central-difference": 0.2}   # τ = c·eps^(1/2 or 1/3)
+# τ = c·eps^(1/2 or 1/3); c from benchmarks/jvp_accuracy.py (docs/offsets.md)
+_DIFFERENCES = {"finite-difference": 0.5, "central-difference": 0.1}
 DIFFERENCE_METHODS = tuple(_DIFFERENCES)
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,8 @@ class ReferenceProducts:
         jvp_method: how A_Bᵀt is computed (see :meth:`logps_and_jvp`): ``"forward"``
             (default; exact, one forward-mode pass), ``"double-vjp"`` (exact, two backward
             passes), ``"finite-difference"`` (one extra plain forward at θ₀ + s·t, relative
-            error ≈ √eps: about 1e-3 in float32, 1e-7 in float64) or
-            ``"central-difference"`` (two extra forwards, ≈ 3e-4 / 1e-9). The difference
+            error ≈ √eps: 1e-3 in float32, up to 3e-2 at a LoRA θ₀; 1e-7 in float64) or
+            ``"central-difference"`` (two extra forwards, 1e-4 to 1e-3 / 1e-8). The difference
             methods need float32 or float64 and run the fused attention kernels.
         truncate: run the products through the trainable tail only (:mod:`auxdpo.tail`)
             when the model's structure is recognised and every trainable tensor lies in the
@@ -396,7 +397,7 @@ class ReferenceProducts:
         """A_Bᵀt by a difference quotient of ``fn`` around θ₀, whose values ``logps`` are given.
 
         The step s is set so that the predicted relative change of the log-probs,
-        ‖s·A_Bᵀt‖/‖log π‖, is τ = 0.5·√eps (one-sided) or 0.2·eps^(1/3) (central): the
+        ‖s·A_Bᵀt‖/‖log π‖, is τ = 0.5·√eps (one-sided) or 0.1·eps^(1/3) (central): the
         balance of truncation and round-off, measured on GPT-2 tails (docs/offsets.md). It
         needs ‖A_Bᵀt‖/‖t‖, taken from the previous call (a pilot quotient on the first)."""
         _check_vector("tangent", tangent, self.dim)

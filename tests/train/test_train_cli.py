@@ -57,7 +57,7 @@ def test_train_command_reports_bad_rows(tmp_path, capsys):
     code = main(["train", "--model_name_or_path", "tiny-gpt2", "--dataset_name", str(data),
                  "--output_dir", str(tmp_path / "run"), "--use_cpu", "--bf16", "false"])
     assert code == 2
-    assert "row 3: chosen and rejected are identical" in capsys.readouterr().err
+    assert "prefs.jsonl: row 4: chosen and rejected are identical" in capsys.readouterr().err
 
 
 def test_parse_overrides_reads_yaml_scalars():

@@ -20,9 +20,9 @@ def _with(row_index, **changes):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"chosen": ""}, r"row 2, field 'chosen': empty response"),
-    ({"rejected": "   "}, r"row 2, field 'rejected': empty response"),
-    ({"rejected": "same", "chosen": "same"}, r"row 2: chosen and rejected are identical"),
+    ({"chosen": ""}, r"row 3, field 'chosen': empty response"),
+    ({"rejected": "   "}, r"row 3, field 'rejected': empty response"),
+    ({"rejected": "same", "chosen": "same"}, r"row 3: chosen and rejected are identical"),
 ])
 def test_row_errors_name_row_and_field(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -31,17 +31,28 @@ def test_row_errors_name_row_and_field(changes, message):
 
 def test_non_string_content_is_named():
     """Mixed types cannot form an Arrow table: raw rows are checked through RowTable."""
-    data = H.rows(3)
+    data = [{"chosen": [{"role": "user", "content": f"q{i}"},
+                        {"role": "assistant", "content": "a"}],
+             "rejected": [{"role": "user", "content": f"q{i}"},
+                          {"role": "assistant", "content": "b"}]} for i in range(3)]
     data[1]["rejected"] = [{"role": "assistant", "content": 7}]
-    with pytest.raises(ValueError, match=r"row 1, field 'rejected': message 0 content must be"):
+    with pytest.raises(ValueError, match=r"row 2, field 'rejected': message 0 content must be"):
         validate_preference_rows(RowTable(data))
     data = H.rows(3)
     data[2]["chosen"] = 5
-    with pytest.raises(ValueError, match=r"row 2, field 'chosen': expected a string"):
+    with pytest.raises(ValueError, match=r"row 3, field 'chosen': expected a string"):
         validate_preference_rows(RowTable(data))
     data = H.rows(3)
     del data[0]["prompt"]
-    with pytest.raises(ValueError, match=r"row 0, field 'prompt': expected a string"):
+    with pytest.raises(ValueError, match=r"row 1, field 'prompt': expected a string"):
+        validate_preference_rows(RowTable(data))
+
+
+def test_mixing_plain_text_and_conversations_is_named():
+    data = H.rows(3)
+    data[2]["chosen"] = [{"role": "assistant", "content": "7"}]
+    with pytest.raises(ValueError, match=r"row 3, field 'chosen': a message list, but row 1 "
+                                         r"field 'prompt' is plain text"):
         validate_preference_rows(RowTable(data))
 
 
@@ -56,10 +67,14 @@ def test_missing_columns_are_listed():
 
 
 @pytest.mark.parametrize("column, values, message", [
-    ("pref_prob", [0.5, 1.5, 0.2, 0.1], r"row 1, field 'pref_prob': 1.5 is outside \[0.0, 1.0\]"),
-    ("pref_prob", [0.5, 0.5, -0.1, 0.1], r"row 2, field 'pref_prob'"),
-    ("pref_prob", [0.5, 0.5, 0.5, float("nan")], r"row 3, field 'pref_prob': expected a number"),
-    ("weight", [1.0, -2.0, 1.0, 1.0], r"row 1, field 'weight': -2.0 is outside"),
+    ("pref_prob", [0.5, 1.5, 0.2, 0.1], r"row 2, field 'pref_prob': 1.5 is outside \[0.0, 1.0\]"),
+    ("pref_prob", [0.5, 0.5, -0.1, 0.1], r"row 3, field 'pref_prob'"),
+    ("pref_prob", [0.5, 0.5, 0.5, float("nan")], r"row 4, field 'pref_prob': expected a finite"),
+    ("pref_prob", [float("inf"), 0.5, 0.5, 0.5], r"row 1, field 'pref_prob': expected a finite"),
+    ("weight", [1.0, -2.0, 1.0, 1.0], r"row 2, field 'weight': -2.0 is outside"),
+    ("weight", [1.0, 1.0, float("inf"), 1.0], r"row 3, field 'weight': expected a finite"),
+    ("weight", [float("nan"), 1.0, 1.0, 1.0], r"row 1, field 'weight': expected a finite"),
+    ("weight", [1.0, 1.0, 1.0, 1e9], r"row 4, field 'weight': 1000000000.0 is outside"),
 ])
 def test_soft_label_and_weight_ranges(column, values, message):
     with pytest.raises(ValueError, match=message):
@@ -67,7 +82,7 @@ def test_soft_label_and_weight_ranges(column, values, message):
 
 
 def test_trainer_validates_before_training(tmp_path):
-    with pytest.raises(ValueError, match=r"row 1, field 'pref_prob'"):
+    with pytest.raises(ValueError, match=r"row 2, field 'pref_prob'"):
         AuxDPOTrainer(H.model(), args=H.config(tmp_path, method="dpo"),
                       train_dataset=H.dataset(4, pref_prob=[0.5, 2.0, 0.5, 0.5]),
                       processing_class=H.tokenizer())

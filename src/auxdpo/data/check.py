@@ -106,6 +106,9 @@ def check_file(path: str | os.PathLike, fmt: str, options=None) -> CheckReport:
         message = str(exc).removeprefix(f"{path}: ")
         return CheckReport(path, fmt, 0, 0, [Problem(0, "<file>", message)])
     texts, row_problems = _pair_texts(fmt, records, options)
+    if not records and not problems:
+        row_problems.append(Problem(0, "<file>", "no rows"))
     problems = sorted(problems + row_problems, key=lambda problem: problem.row)
-    return CheckReport(path, fmt, len(records) + sum(p.field == "<json>" for p in problems),
+    return CheckReport(path, fmt, len(records) + sum(p.field in ("<json>", "<utf-8>")
+                                                     for p in problems),
                        len(texts), problems, comparison_stats(texts))

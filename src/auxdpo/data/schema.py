@@ -109,11 +109,15 @@ def read_records(path: str | os.PathLike) -> tuple[list[tuple[int, Any]], list[P
     if lower.endswith(".jsonl"):
         return _read_jsonl(path)
     if lower.endswith(".json"):
-        with open(path, encoding="utf-8") as handle:
-            try:
-                data = json.load(handle)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}: not valid JSON ({exc})") from exc
+        with open(path, "rb") as handle:
+            raw = handle.read()
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            raise DataFormatError(f"{path}: line {line} is not valid UTF-8") from None
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path}: not valid JSON ({exc})") from exc
         if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
             data = next(iter(data.values()))  # {"train": [...]} style wrappers
         if not isinstance(data, list):
@@ -130,8 +134,14 @@ def read_records(path: str | os.PathLike) -> tuple[list[tuple[int, Any]], list[P
 def _read_jsonl(path: str) -> tuple[list[tuple[int, Any]], list[Problem]]:
     records: list[tuple[int, Any]] = []
     problems: list[Problem] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.append(Problem(line_number, "<utf-8>", f"not valid UTF-8 (byte "
+                                                                f"{exc.start + 1} of the line)"))
+                continue
             if not line.strip():
                 continue
             try:

@@ -9,6 +9,8 @@ import argparse
 import json
 import time
 
+from auxdpo.argtypes import finite_positive_float
+
 __all__ = ["PRESETS", "register"]
 
 # Presets override the defaults; explicit flags override presets.
@@ -66,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--design", choices=["anti-aligned", "on-policy", "uniform", "skew"])
     p.add_argument("--capacity", nargs="+", dest="capacities", metavar="SPEC",
                    help="norm, lora:<r>, last-block, full, regex:<p> (several = a sweep)")
-    p.add_argument("--beta", nargs="+", type=float, dest="betas", metavar="B")
+    p.add_argument("--beta", nargs="+", type=finite_positive_float, dest="betas", metavar="B")
     p.add_argument("--seeds", type=int, help="number of seeds (10; quick: 3)")
     p.add_argument("--first-seed", type=int, help="first seed (0)")
     p.add_argument("--methods", nargs="+", choices=["dpo", "ipo", "dpop", "auxdpo"])
@@ -147,11 +149,13 @@ def _run(args: argparse.Namespace) -> int:
         lambda message: print(message, file=sys.stderr, flush=True))
     import contextlib
 
+    from auxdpo.locks import output_folder
+
     # Libraries the trainer loads (accelerate/deepspeed) log to stdout; keep stdout for --json.
-    with contextlib.redirect_stdout(sys.stderr):
+    with output_folder(run_dir, "auxdpo oracle"), contextlib.redirect_stdout(sys.stderr):
         result = run_oracle(config, log=log, on_partial=lambda partial: write_outputs(
             partial, run_dir, plots=False))
-    paths = write_outputs(result, run_dir)
+        paths = write_outputs(result, run_dir)
     if args.json:
         print(json.dumps({**headline(result), "run_dir": run_dir}))
     else:

@@ -537,15 +537,19 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{name}: {state.label()}" + (f" ({state.reason})" if state.reason else ""))
             print("    " + cell_command(name, fields, args.out, args.seeds, args.encode_cache))
         return 0
+    from auxdpo.locks import output_folder
+
     if args.report:
-        print(f"wrote {', '.join(write_report(args.out, args.seeds, args.encode_cache))}")
+        with output_folder(args.out, "auxdpo oracle-grid --report"):
+            paths = write_report(args.out, args.seeds, args.encode_cache)
+        print(f"wrote {', '.join(paths)}")
         return 0
 
     def err(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     # Libraries the finite regime's trainer loads log to stdout; keep stdout for the summary.
-    with contextlib.redirect_stdout(sys.stderr):
+    with output_folder(args.out, "auxdpo oracle-grid"), contextlib.redirect_stdout(sys.stderr):
         outcomes = run_grid(args.out, args.only, args.seeds, args.encode_cache, log=err,
                             force=args.force,
                             progress=(lambda message: None) if args.quiet else err)

@@ -302,7 +302,14 @@ def _encoded(cfg: MmluTaskConfig, questions: list[dict]) -> tuple[torch.Tensor, 
     """z̄ ``(Q, 10, 384)`` and graded r* ``(Q, 10)``; each question is encoded once per
     process (and once for all runs sharing ``cfg.cache``)."""
     if cfg.cache and os.path.isfile(cfg.cache):
-        stored = torch.load(cfg.cache, weights_only=True)
+        try:
+            stored = torch.load(cfg.cache, weights_only=True)
+            if not isinstance(stored, dict) or not {"pairs", "graded"} <= set(stored):
+                raise ValueError("not an encode cache")
+        except Exception as exc:  # noqa: BLE001 - truncated, foreign or refused pickle alike
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"encode cache {cfg.cache} is unreadable ({reason}); delete it "
+                             "and it is rebuilt") from None
         _PAIR_CACHE.update(stored["pairs"])
         _REWARD_CACHE.update(stored["graded"])
     key_of = {q["id"]: f"{os.path.basename(cfg.data)}|{cfg.max_length}|{q['id']}"

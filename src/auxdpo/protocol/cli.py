@@ -62,6 +62,8 @@ def _handle_run(args) -> int:
     from auxdpo.protocol.runner import read_result, result_path, run_protocol
 
     recipe = _recipe(args)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} is a file, not a folder")
     runs = expand_grid(recipe)
     if args.dry_run:
         done = sum(read_result(result_path(args.out, run)) is not None for run in runs)
@@ -75,7 +77,10 @@ def _handle_run(args) -> int:
         import torch
 
         torch.set_num_threads(threads)
-    progress = run_protocol(recipe, args.out, progress=not args.no_progress)
+    from auxdpo.locks import output_folder
+
+    with output_folder(args.out, "auxdpo protocol run"):
+        progress = run_protocol(recipe, args.out, progress=not args.no_progress)
     print(f"recipe: {recipe.name}  runs: {progress.total} (ran {progress.ran}, skipped "
           f"{progress.skipped}) in {progress.seconds:.1f} s")
     _print_outputs(args.out)
@@ -89,9 +94,19 @@ def _handle_report(args) -> int:
     path = os.path.join(args.out, "recipe.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found (is {args.out} a `protocol run` folder?)")
-    with open(path, encoding="utf-8") as handle:
-        recipe = recipe_from_dict(json.load(handle)["recipe"])
-    write_report(recipe, args.out)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            stored = json.load(handle)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a protocol recipe file ({exc})") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("recipe"), dict):
+        raise ValueError(f"{path} holds no protocol recipe (is {args.out} a `protocol run` "
+                         "folder?)")
+    recipe = recipe_from_dict(stored["recipe"])
+    from auxdpo.locks import output_folder
+
+    with output_folder(args.out, "auxdpo protocol report"):
+        write_report(recipe, args.out)
     _print_outputs(args.out)
     return 0
 

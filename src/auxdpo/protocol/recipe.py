@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -146,8 +147,10 @@ class TrainSpec:
                 "dpop_lambda, warmup_ratio, ...), passed through unchanged."})
 
     def __post_init__(self):
-        if self.beta <= 0:
-            raise ValueError(f"train.beta must be positive, got {self.beta}")
+        for name in ("beta", "learning_rate"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"train.{name} must be a finite number > 0, got {value}")
         if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("train.batch_size and train.gradient_accumulation_steps must be >= 1")
         reserved = {"method", "capacity", "seed", "output_dir"} & set(self.extra)
@@ -260,6 +263,12 @@ def _section(name: str, cls, values: Any):
     if unknown:
         raise ValueError(f"recipe section {name!r}: unknown key(s) {unknown}; "
                          f"known: {sorted(known)}")
+    from auxdpo.train.config_check import check_config_values
+
+    try:
+        check_config_values(values, cls)
+    except ValueError as exc:
+        raise ValueError(f"recipe section {name!r}: {exc}") from None
     try:
         return cls(**values)
     except TypeError as exc:

@@ -64,16 +64,41 @@ def read_result(path: str) -> dict | None:
 
 
 def _check_recipe(recipe: Recipe, out_dir: str) -> None:
+    """Refuse a folder that holds another recipe's runs (reads only)."""
     path = os.path.join(out_dir, "recipe.json")
     fingerprint = recipe_fingerprint(recipe)
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as handle:
-            stored = json.load(handle).get("fingerprint")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                stored = json.load(handle).get("fingerprint")
+        except (ValueError, AttributeError):
+            raise ValueError(f"{path} is not a protocol recipe file; use a new --out") from None
         if stored != fingerprint:
             raise ValueError(f"{out_dir} holds runs of a different recipe (model/data/train/eval "
                              f"changed: fingerprint {stored} != {fingerprint}); use a new --out")
-    atomic_write_text(path, json.dumps({"fingerprint": fingerprint, "recipe": recipe.to_dict()},
-                                       indent=2, default=str) + "\n")
+
+
+def _pin_recipe(recipe: Recipe, out_dir: str) -> None:
+    """Write recipe.json: only once everything the runs need has been checked."""
+    atomic_write_text(os.path.join(out_dir, "recipe.json"),
+                      json.dumps({"fingerprint": recipe_fingerprint(recipe),
+                                  "recipe": recipe.to_dict()}, indent=2, default=str) + "\n")
+
+
+def _check_training_configs(recipe: Recipe, runs: list[RunSpec], out_dir: str) -> None:
+    """Build every run's trainer config now, so that a bad ``train.extra`` value fails
+    before the base model is scored rather than at the first run."""
+    import torch
+
+    from auxdpo.protocol.training import training_config
+
+    use_cpu = not torch.cuda.is_available()  # as train_policy decides
+    for run in runs:
+        try:
+            training_config(recipe, run, os.path.join(out_dir, "work", run.run_id),
+                            use_cpu=use_cpu)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"recipe train settings, run {run.run_id}: {exc}") from None
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
@@ -92,14 +117,19 @@ def run_protocol(recipe: Recipe, out_dir: str, *, run_fn: RunFn | None = None,
     default to :class:`ProtocolExecutor` (real training and scoring). An exception from a run
     propagates after every earlier run's file is safely on disk.
     """
-    os.makedirs(out_dir, exist_ok=True)
+    # Everything is checked (recipe, stored fingerprint, data files, every run's trainer
+    # config) before anything is written, so a failed start pins nothing.
     _check_recipe(recipe, out_dir)
     runs = expand_grid(recipe)
     pending = [run for run in runs if read_result(result_path(out_dir, run)) is None]
     missing_bases = [d for d in recipe.grid.datasets if read_result(base_path(out_dir, d)) is None]
+    if run_fn is None:
+        _check_training_configs(recipe, pending, out_dir)
     if (pending or missing_bases) and (run_fn is None or base_fn is None):
         executor = ProtocolExecutor(recipe, out_dir)
         run_fn, base_fn = run_fn or executor.run, base_fn or executor.base
+    os.makedirs(out_dir, exist_ok=True)
+    _pin_recipe(recipe, out_dir)
     start = time.perf_counter()
     for dataset in missing_bases:
         atomic_write_text(base_path(out_dir, dataset),

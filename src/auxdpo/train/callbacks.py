@@ -30,11 +30,29 @@ class JsonlMetricsCallback(TrainerCallback):
     """Append each logging event as one JSON line ``{"step": .., **logs}`` to a file.
 
     Lines are appended and flushed one at a time (a killed run keeps every finished line);
-    non-finite numbers are written as null so that every line is valid JSON.
+    non-finite numbers are written as null so that every line is valid JSON. At the start of
+    training the file keeps only the lines of steps already done (none for a fresh run, those
+    up to the checkpoint's step on resume), so no step appears twice.
     """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or not self.path.exists():
+            return control
+        from auxdpo.train.checkpoint import atomic_write_text
+
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                step = json.loads(line).get("step")
+            except (json.JSONDecodeError, AttributeError):
+                continue  # a line cut short by a kill
+            if isinstance(step, int) and 0 < state.global_step and step <= state.global_step:
+                kept.append(line + "\n")
+        atomic_write_text(self.path, "".join(kept))
+        return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:

@@ -3,20 +3,57 @@
 A state dict (nested dicts of tensors, numbers, strings, lists) is split in two files:
 tensors in ``<stem>.safetensors`` under flattened keys (``a/b/c``), everything else in
 ``<stem>.json``. Loading reads safetensors and JSON only, so no untrusted pickle is ever run.
-Both files are written atomically (temporary file, then ``os.replace``).
+Both files are written atomically (temporary file, then ``os.replace``), with the mode the
+umask gives a new file.
+
+Trainer checkpoints (``checkpoint-<step>/``) are complete when they hold
+:data:`COMPLETE_MARKER`, written after every other file of the checkpoint: a run killed while
+saving leaves a folder without it, which :func:`resolve_resume` never picks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import pickle
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["OFFSETS_STEM", "atomic_write_text", "load_state", "save_state"]
+__all__ = ["COMPLETE_MARKER", "OFFSETS_STEM", "atomic_write_text", "complete_checkpoints",
+           "load_state", "pickles_refused_by_name", "resolve_resume", "save_checkpoint_marked",
+           "save_state"]
+
+logger = logging.getLogger(__name__)
+COMPLETE_MARKER = "auxdpo-checkpoint-complete.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def _umask_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _publish(tmp: str | Path, path: Path) -> None:
+    """Give a finished temporary file the umask's mode (mkstemp makes it 0600), then rename."""
+    os.chmod(tmp, _umask_mode())
+    os.replace(tmp, path)
+
+
+def honour_umask(folder: Path | str, pattern: str = "*.safetensors") -> None:
+    """Give ``folder``'s files matching ``pattern`` the umask's mode: the safetensors writer
+    creates its files 0600 whatever the umask."""
+    mode = _umask_mode()
+    for path in Path(folder).glob(pattern):
+        if path.is_file() and path.stat().st_mode & 0o777 != mode:
+            os.chmod(path, mode)
 
 OFFSETS_STEM = "aux_offsets"
 _SEP = "/"
@@ -30,7 +67,7 @@ def atomic_write_text(path: Path | str, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -78,7 +115,7 @@ def save_state(state: dict, folder: Path | str, stem: str = OFFSETS_STEM) -> lis
     os.close(fd)
     try:
         save_file(tensors, tmp)
-        os.replace(tmp, tensor_path)
+        _publish(tmp, tensor_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -98,3 +135,104 @@ def load_state(folder: Path | str, stem: str = OFFSETS_STEM) -> dict | None:
     tensor_path = folder / f"{stem}.safetensors"
     tensors = load_file(str(tensor_path)) if tensor_path.exists() else {}
     return _join(skeleton, tensors)
+
+
+# ---- trainer checkpoints ----------------------------------------------------------------------
+
+def _checkpoints(output_dir: Path | str) -> list[tuple[int, Path]]:
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), path) for path in folder.iterdir()
+             if (m := _CHECKPOINT.match(path.name)) and path.is_dir()]
+    return sorted(found)
+
+
+def complete_checkpoints(output_dir: Path | str) -> list[Path]:
+    """The complete ``checkpoint-<step>`` folders of ``output_dir``, oldest first."""
+    return [path for _, path in _checkpoints(output_dir) if (path / COMPLETE_MARKER).is_file()]
+
+
+def resolve_resume(output_dir: str, resume) -> str | None:
+    """The checkpoint a run resumes from: ``True`` (or "true") → the newest *complete* one;
+    a path → that folder, which must be complete; None/False → none."""
+    if resume is None or resume is False or (isinstance(resume, str) and
+                                             resume.lower() in ("", "false")):
+        return None
+    if resume is True or (isinstance(resume, str) and resume.lower() == "true"):
+        complete = complete_checkpoints(output_dir)
+        newer = [path.name for step, path in _checkpoints(output_dir)
+                 if not (path / COMPLETE_MARKER).is_file()
+                 and (not complete or step > int(complete[-1].name.split("-")[1]))]
+        if not complete:
+            reason = (f" ({', '.join(newer)} incomplete: a run was stopped while saving)"
+                      if newer else "")
+            raise ValueError(f"resume_from_checkpoint: no complete checkpoint in "
+                             f"{output_dir}{reason}")
+        if newer:
+            logger.warning("resume: skipping incomplete %s (a run was stopped while saving); "
+                           "resuming from %s", ", ".join(newer), complete[-1].name)
+        return str(complete[-1])
+    path = Path(resume)
+    if not path.is_dir():
+        raise FileNotFoundError(f"resume_from_checkpoint: {resume} is not a folder")
+    if not (path / COMPLETE_MARKER).is_file():
+        raise ValueError(f"resume_from_checkpoint: {resume} is incomplete (no {COMPLETE_MARKER}:"
+                         " its run was stopped while saving it, or it predates the marker)")
+    return str(path)
+
+
+def save_checkpoint_marked(trainer, save, model, trial) -> None:
+    """Run the Trainer's ``save(model, trial)``, then write the completion marker; old
+    checkpoints are rotated only after it (so the limit never deletes the last complete one),
+    and incomplete folders of earlier steps, which no resume can use, are removed."""
+    limit = trainer.args.save_total_limit
+    trainer.args.save_total_limit = None
+    try:
+        save(model, trial)
+    finally:
+        trainer.args.save_total_limit = limit
+    if not trainer.args.should_save:
+        return
+    from transformers.trainer_utils import rotate_checkpoints
+
+    step = trainer.state.global_step
+    run_dir = Path(trainer._get_output_dir(trial=trial))
+    atomic_write_text(run_dir / f"checkpoint-{step}" / COMPLETE_MARKER,
+                      json.dumps({"global_step": step}) + "\n")
+    for earlier, path in _checkpoints(run_dir):
+        if earlier < step and not (path / COMPLETE_MARKER).is_file():
+            shutil.rmtree(path, ignore_errors=True)
+    rotate_checkpoints(output_dir=str(run_dir), save_total_limit=limit,
+                       best_model_checkpoint=trainer.state.best_model_checkpoint,
+                       use_mtime=False)
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """Globals of a pickled file that transformers' allow-list (numpy RNG state) does not
+    cover, read without running the pickle."""
+    from transformers.trainer_pt_utils import safe_globals
+
+    try:
+        with safe_globals():
+            return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:  # noqa: BLE001 - unreadable: not the file that was refused
+        return []
+
+
+@contextlib.contextmanager
+def pickles_refused_by_name(checkpoint: str | None):
+    """Turn the refusal of a checkpoint's pickled file (optimizer, scheduler, RNG state: loaded
+    by transformers with ``weights_only``) into a one-line ValueError naming the file."""
+    try:
+        yield
+    except pickle.UnpicklingError as exc:
+        if checkpoint is None:
+            raise
+        files = sorted(p for p in Path(checkpoint).iterdir() if p.suffix in (".pt", ".pth",
+                                                                              ".bin"))
+        culprits = [f"{p.name} ({', '.join(g)})" for p in files if (g := _unsafe_globals(p))]
+        named = ", ".join(culprits) or ", ".join(p.name for p in files)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "refused"
+        raise ValueError(f"checkpoint {checkpoint}: refused to load pickled file(s) {named}: "
+                         f"{first}") from None

@@ -45,8 +45,11 @@ def _handle(args) -> int:
 
     values = {}
     if args.config:
-        with open(args.config, encoding="utf-8") as handle:
-            values = load_yaml(handle) or {}
+        try:
+            with open(args.config, encoding="utf-8") as handle:
+                values = load_yaml(handle) or {}
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{args.config}: not valid UTF-8 (byte {exc.start + 1})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{args.config}: expected a mapping of keys to values")
     values.update(parse_overrides(args.overrides))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig
 
 from auxdpo.losses import LOSSES
+from auxdpo.train.config_check import check_finite_positive
 from auxdpo.train.trl_compat import resolve_loss_options
 
 __all__ = ["AUX_CONSTRAINTS", "AuxDPOConfig", "parse_capacity"]
@@ -127,11 +128,12 @@ class AuxDPOConfig(DPOConfig):
     aux_keep_reference_graph: bool = field(default=False, metadata={
         "help": "Keep each micro-batch's reference-tail graph from the fused pass until the "
                 "offsets' step (saves a tail forward per micro-batch, holds its activations)."})
-    aux_jvp: str = field(default="finite-difference", metadata={
-        "help": "How the global/batch penalty's A_Bᵀu is computed: finite-difference (one "
-                "extra reference-tail forward; relative error ≈ 1e-3 in float32, 1e-7 in "
-                "float64), central-difference (two forwards; ≈ 3e-4 / 1e-9), forward (exact "
-                "forward-mode AD, slower) or double-vjp (exact). 16-bit models use forward."})
+    aux_jvp: str = field(default="central-difference", metadata={
+        "help": "How the global/batch penalty's A_Bᵀu is computed: central-difference (two "
+                "extra reference-tail forwards; relative error 1e-4 to 1e-3 in float32, "
+                "docs/offsets.md), finite-difference (one forward; up to 3e-2 with LoRA), "
+                "forward (exact forward-mode AD, slower) or double-vjp (exact). 16-bit models "
+                "use forward."})
     pref_prob_column: str | None = field(default="pref_prob", metadata={
         "help": "Optional dataset column with the probability that chosen ≻ rejected (soft label, "
                 "in [0, 1]); used when the column exists."})
@@ -173,6 +175,7 @@ class AuxDPOConfig(DPOConfig):
 
         if self.aux_jvp not in JVP_METHODS:
             raise ValueError(f"aux_jvp must be one of {JVP_METHODS}, got {self.aux_jvp!r}")
+        check_finite_positive("beta", self.beta)
         if self.recompute_u_every < 0:
             raise ValueError(f"recompute_u_every must be >= 0, got {self.recompute_u_every!r}")
         super().__post_init__()

@@ -17,12 +17,18 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["AUX_INDEX", "PREF_PROB", "WEIGHT", "AuxPreferenceCollator", "RowTable",
-           "validate_preference_rows"]
+__all__ = ["AUX_INDEX", "MAX_WEIGHT", "PREF_PROB", "SOURCE_ROW", "WEIGHT",
+           "AuxPreferenceCollator", "RowTable", "validate_preference_rows"]
 
 AUX_INDEX = "aux_index"
 PREF_PROB = "pref_prob"
 WEIGHT = "weight"
+# Optional column: the row's number in its source file (1-based, the line an editor shows),
+# used in error messages; the trainer removes it after preparing the data.
+SOURCE_ROW = "aux_source_row"
+# A weight is a count or an importance factor; beyond this one pair outweighs a million others
+# and float32 losses lose every other row's gradient to round-off, so it is refused as a typo.
+MAX_WEIGHT = 1e6
 
 
 def _message_text(message: Any, k: int, where: str) -> str:
@@ -59,8 +65,10 @@ def _text_of(value: Any, row: int, column: str) -> str:
 
 
 def _check_number(value: Any, row: int, column: str, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"row {row}, field {column!r}: expected a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value):
+        raise ValueError(f"row {row}, field {column!r}: expected a finite number, "
+                         f"got {value!r}")
     if not low <= value <= high:
         raise ValueError(f"row {row}, field {column!r}: {value!r} is outside [{low}, {high}]")
 
@@ -70,11 +78,14 @@ class RowTable:
 
     Lets :func:`validate_preference_rows` check raw rows (e.g. JSON lines) before they become
     an Arrow table, which cannot hold a column of mixed types. A key missing from a row reads
-    as None there.
+    as None there. ``row_numbers`` (default 1, 2, ...) are the numbers errors name, e.g. the
+    lines of a ``.jsonl`` file.
     """
 
-    def __init__(self, rows: Sequence[Mapping[str, Any]]) -> None:
+    def __init__(self, rows: Sequence[Mapping[str, Any]],
+                 row_numbers: Sequence[int] | None = None) -> None:
         self.rows = list(rows)
+        self.row_numbers = list(row_numbers) if row_numbers is not None else None
         names: dict[str, None] = {}
         for row in self.rows:
             names.update(dict.fromkeys(row))
@@ -91,22 +102,43 @@ def validate_preference_rows(dataset, *, pref_prob_column: str | None = PREF_PRO
                              weight_column: str | None = WEIGHT) -> int:
     """Check every row of a map-style dataset; return the number of rows.
 
-    Raises ValueError naming the row and field for: missing columns, non-string content,
-    empty responses, identical chosen and rejected, soft labels outside [0, 1], negative or
-    non-finite weights.
+    Raises ValueError naming the row (1-based, or the dataset's ``row_numbers`` /
+    :data:`SOURCE_ROW` column) and field for: missing columns, non-string content, rows that mix
+    plain text and conversations, empty responses, identical chosen and rejected, soft labels
+    outside [0, 1] or not finite, weights negative, not finite or above :data:`MAX_WEIGHT`.
     """
     columns = list(dataset.column_names)
+    numbers = getattr(dataset, "row_numbers", None)
+    if numbers is None and SOURCE_ROW in columns:
+        numbers = list(dataset[SOURCE_ROW])
+    if numbers is None:
+        numbers = range(1, len(dataset) + 1)
     missing = [c for c in ("chosen", "rejected") if c not in columns]
     if missing:
         raise ValueError(f"dataset is missing column(s) {missing}; found {columns}")
     chosen, rejected = dataset["chosen"], dataset["rejected"]
     prompts = dataset["prompt"] if "prompt" in columns else None
-    for row, (good, bad) in enumerate(zip(chosen, rejected)):
+    first_kind = None
+    for i, (good, bad) in enumerate(zip(chosen, rejected)):
+        row = numbers[i]
         if good == bad:
             raise ValueError(f"row {row}: chosen and rejected are identical")
+        fields = [("chosen", good), ("rejected", bad)]
+        if prompts is not None:
+            fields.insert(0, ("prompt", prompts[i]))
+        for column, value in fields:  # TRL reads the first row's kind for every row
+            if not isinstance(value, (str, list)):
+                continue  # reported by _text_of below
+            kind = "plain text" if isinstance(value, str) else "a message list"
+            if first_kind is None:
+                first_kind = (kind, row, column)
+            elif kind != first_kind[0]:
+                raise ValueError(f"row {row}, field {column!r}: {kind}, but row {first_kind[1]} "
+                                 f"field {first_kind[2]!r} is {first_kind[0]}; a data set is "
+                                 "all plain text or all conversations")
         suffix = ""
         if prompts is not None:
-            _text_of(prompts[row], row, "prompt")
+            _text_of(prompts[i], row, "prompt")
         elif isinstance(good, type(bad)) and isinstance(good, (str, list)):
             # No prompt column: TRL takes the shared prefix (characters or turns) as the prompt.
             from trl.data_utils import extract_prompt
@@ -119,11 +151,11 @@ def validate_preference_rows(dataset, *, pref_prob_column: str | None = PREF_PRO
             if not text.strip():
                 raise ValueError(f"row {row}, field {column!r}: empty response{suffix}")
     if pref_prob_column and pref_prob_column in columns:
-        for row, value in enumerate(dataset[pref_prob_column]):
-            _check_number(value, row, pref_prob_column, 0.0, 1.0)
+        for i, value in enumerate(dataset[pref_prob_column]):
+            _check_number(value, numbers[i], pref_prob_column, 0.0, 1.0)
     if weight_column and weight_column in columns:
-        for row, value in enumerate(dataset[weight_column]):
-            _check_number(value, row, weight_column, 0.0, math.inf)
+        for i, value in enumerate(dataset[weight_column]):
+            _check_number(value, numbers[i], weight_column, 0.0, MAX_WEIGHT)
     return len(chosen)
 
 

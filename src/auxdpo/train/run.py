@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 
 from auxdpo.train.checkpoint import atomic_write_text
-from auxdpo.train.data import RowTable, validate_preference_rows
+from auxdpo.train.config_check import check_config_values
+from auxdpo.train.data import SOURCE_ROW, RowTable, validate_preference_rows
 from auxdpo.train.tiny import build_char_tokenizer, build_tiny_model, is_tiny_name
 from auxdpo.yamlio import load_yaml
 
@@ -115,27 +116,49 @@ def resolve_config(values: dict[str, Any]):
     unknown = sorted(set(values) - run_names - config_names)
     if unknown:
         raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
+    check_config_values(values, RunArguments, AuxDPOConfig)
     run_args = RunArguments(**{k: v for k, v in values.items() if k in run_names})
     config_values = {k: v for k, v in values.items() if k in config_names}
     config_values.setdefault("output_dir", "runs/train")
-    return run_args, AuxDPOConfig(**config_values)
+    try:
+        return run_args, AuxDPOConfig(**config_values)
+    except TypeError as exc:  # a value of a type the annotations above did not cover
+        raise ValueError(f"invalid config value: {exc}") from None
 
 
-def _read_json_rows(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
+def _read_json_rows(path: Path) -> tuple[list[dict], list[int]]:
+    """The rows of a .jsonl/.json file and their 1-based numbers (.jsonl: the file's line, blank
+    lines counted, as an editor shows it; .json: the position in the list)."""
+    data = path.read_bytes()
     if path.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(text.splitlines()):
+        rows, numbers = [], []
+        for number, raw in enumerate(data.splitlines(), start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}: line {number} is not valid UTF-8 (byte {exc.start + 1}"
+                                 " of the line)") from None
             if line.strip():
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}: line {number + 1} is not JSON ({exc})") from None
-        return rows
-    rows = json.loads(text)
-    if not isinstance(rows, list):
-        raise ValueError(f"{path}: expected a JSON list of rows")
-    return rows
+                    raise ValueError(f"{path}: line {number} is not JSON ({exc})") from None
+                if not isinstance(rows[-1], dict):
+                    raise ValueError(f"{path}: line {number} is not a JSON object")
+                numbers.append(number)
+        return rows, numbers
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line} is not valid UTF-8") from None
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ValueError(f"{path}: expected a JSON list of row objects")
+    return rows, list(range(1, len(rows) + 1))
 
 
 def load_dataset_rows(run_args: RunArguments, split: str | None = None, *,
@@ -150,12 +173,19 @@ def load_dataset_rows(run_args: RunArguments, split: str | None = None, *,
         return _load_formatted(run_args, split, pref_prob_column)
     path = Path(name)
     if path.is_file():
-        rows = _read_json_rows(path)
+        rows, numbers = _read_json_rows(path)
         if run_args.max_train_rows is not None:
-            rows = rows[:run_args.max_train_rows]
-        validate_preference_rows(RowTable(rows), pref_prob_column=pref_prob_column,
-                                 weight_column=weight_column)
-        return datasets.Dataset.from_list(rows)
+            rows, numbers = rows[:run_args.max_train_rows], numbers[:run_args.max_train_rows]
+        if not rows:
+            raise ValueError(f"{path}: no rows")
+        try:
+            validate_preference_rows(RowTable(rows, numbers), pref_prob_column=pref_prob_column,
+                                     weight_column=weight_column)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        # Row numbers travel with the rows so that later errors name the file's lines.
+        return datasets.Dataset.from_list([{**row, SOURCE_ROW: number}
+                                           for row, number in zip(rows, numbers)])
     if name.endswith((".jsonl", ".json")):
         raise FileNotFoundError(f"dataset file {name} does not exist")
     data = datasets.load_dataset(name, run_args.dataset_config,
@@ -208,6 +238,13 @@ def _write_resolved_config(run_args: RunArguments, config) -> Path:
 
 def run_training(run_args: RunArguments, config) -> dict[str, Any]:
     """Train, save everything into ``config.output_dir``; return paths and final metrics."""
+    from auxdpo.locks import output_folder
+
+    with output_folder(config.output_dir, "auxdpo train"):
+        return _train_in(run_args, config)
+
+
+def _train_in(run_args: RunArguments, config) -> dict[str, Any]:
     from auxdpo.train.trainer import AuxDPOTrainer
 
     model, tokenizer = _load_model_and_tokenizer(run_args, config)
@@ -217,7 +254,6 @@ def run_training(run_args: RunArguments, config) -> dict[str, Any]:
     eval_data = (load_dataset_rows(run_args, run_args.eval_split, **columns)
                  if run_args.eval_split else None)
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     resolved = _write_resolved_config(run_args, config)
     trainer = AuxDPOTrainer(model, args=config, train_dataset=train_data,
                             eval_dataset=eval_data, processing_class=tokenizer)

@@ -31,19 +31,36 @@ from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import create_model_from_path, use_adapter
 
+from auxdpo.lengths import clamp_to_positions, drop_far_overlong_rows
 from auxdpo.logps import sequence_logps
 from auxdpo.tail import find_tail
 from auxdpo.train import trl_compat
 from auxdpo.train.callbacks import JsonlMetricsCallback, OffsetsStepCallback
 from auxdpo.train.capacity import CapacityPlan, apply_capacity, trainable_parameter_names
-from auxdpo.train.checkpoint import OFFSETS_STEM, load_state, save_state
+from auxdpo.train.checkpoint import (
+    OFFSETS_STEM,
+    honour_umask,
+    load_state,
+    pickles_refused_by_name,
+    resolve_resume,
+    save_checkpoint_marked,
+    save_state,
+)
 from auxdpo.train.config import AuxDPOConfig
 from auxdpo.train.data import (
     AUX_INDEX,
     PREF_PROB,
+    SOURCE_ROW,
     WEIGHT,
     AuxPreferenceCollator,
     validate_preference_rows,
+)
+from auxdpo.train.guards import (
+    check_parameters_finite,
+    check_step_finite,
+    number_rows,
+    pop_source_rows,
+    safe_model_init_kwargs,
 )
 from auxdpo.train.offset_setup import offset_keys_for, report_coverage
 from auxdpo.train.reference import frozen_copy
@@ -98,10 +115,8 @@ class AuxDPOTrainer(DPOTrainer):
         args = trl_compat.aux_config_of(args, model)   # None → default; DPOConfig → converted
         trl_compat.check_train_dataset(train_dataset, args)
         if isinstance(model, str):
-            init_kwargs = dict(args.model_init_kwargs or {})
-            init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
-            init_kwargs.setdefault("use_safetensors", True)
-            model = create_model_from_path(model, **init_kwargs)
+            model = create_model_from_path(model, **safe_model_init_kwargs(args, model))
+        args.max_length = clamp_to_positions(args.max_length, model, "train")
         if is_peft_model(model) or peft_config is not None:
             if args.capacity != "full":
                 raise ValueError("capacity presets apply to plain models: with a PEFT model or "
@@ -117,6 +132,7 @@ class AuxDPOTrainer(DPOTrainer):
             if peft_config is None and ref_model is None and not args.precompute_ref_log_probs:
                 ref_model = frozen_copy(model)
         self.dropped_examples: dict[str, int] = {}
+        self.source_rows: dict[str, list[int] | None] = {}  # per split: rows' file numbers
         super().__init__(model=model, ref_model=ref_model, args=args, data_collator=data_collator,
                          train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, compute_metrics=compute_metrics,
@@ -144,7 +160,10 @@ class AuxDPOTrainer(DPOTrainer):
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         rows = validate_preference_rows(dataset, pref_prob_column=args.pref_prob_column,
                                         weight_column=args.weight_column)
+        dataset = drop_far_overlong_rows(number_rows(dataset), processing_class,
+                                         args.max_length, dataset_name, SOURCE_ROW)
         dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        dataset, self.source_rows[dataset_name] = pop_source_rows(dataset)
         dropped = rows - len(dataset)
         self.dropped_examples[dataset_name] = dropped
         if dropped:
@@ -234,17 +253,20 @@ class AuxDPOTrainer(DPOTrainer):
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None,
               **kwargs):
+        resume_from_checkpoint = resolve_resume(self.args.output_dir, resume_from_checkpoint)
         if self.offsets is not None:
             self.offsets.prepare(self.dataset_batches())
             stats = report_coverage(self.offsets.keys, self._response_coverage, self.args,
                                     self.accelerator.num_processes)
             for name, value in stats.items():       # in the run's first logged metrics
                 self._metrics["train"][name].append(value)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
-                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+        with pickles_refused_by_name(resume_from_checkpoint):
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                                 ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
+        check_step_finite(self, model, loss, inputs)
         if self.offsets is not None:
             self.offsets.accumulate(inputs)
             self._rows_since_step += int(inputs[AUX_INDEX].numel())
@@ -260,11 +282,17 @@ class AuxDPOTrainer(DPOTrainer):
             self._metrics["train"][name].append(float(value))
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        check_parameters_finite(self.model, output_dir or self.args.output_dir)
         super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            honour_umask(output_dir or self.args.output_dir)
         if self.offsets is not None and self.args.should_save:
             folder = Path(output_dir or self.args.output_dir)
             save_state(self.offsets.state_dict(), folder)
             self._save_delta_table(folder)
+
+    def _save_checkpoint(self, model, trial):
+        save_checkpoint_marked(self, super()._save_checkpoint, model, trial)
 
     def _save_delta_table(self, folder: Path) -> None:
         from safetensors.torch import save_file
@@ -276,6 +304,7 @@ class AuxDPOTrainer(DPOTrainer):
         save_file({"delta_chosen": chosen.detach().cpu().contiguous(),
                    "delta_rejected": rejected.detach().cpu().contiguous()}, str(tmp))
         tmp.replace(folder / DELTAS_FILE)
+        honour_umask(folder, DELTAS_FILE)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)

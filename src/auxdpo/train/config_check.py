@@ -1,0 +1,88 @@
+"""Type checks of a flat config before it reaches the dataclasses.
+
+HF's ``TrainingArguments`` trusts its inputs: ``max_steps: "ten"`` fails deep inside its
+``__post_init__`` with a TypeError, and ``learning_rate: [1e-3]`` only when the optimizer is
+built, minutes later. Here every value is checked against its field's annotation (scalars,
+unions, lists and dicts; anything else passes through) and NaN is refused for every number,
+so the error names the key.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from typing import Any
+
+__all__ = ["check_config_values", "check_finite_positive"]
+
+# Fields HF documents as str but that also take a bool (``resume_from_checkpoint: true``).
+_ALSO_BOOL = {"resume_from_checkpoint"}
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+          list: "a list", dict: "a mapping"}
+
+
+def _matches(value: Any, expected: Any) -> bool | None:
+    """True/False when ``expected`` is a type this checks, None when it is not."""
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        answers = [_matches(value, arg) for arg in typing.get_args(expected)]
+        if any(answer is True for answer in answers):
+            return True
+        return None if any(answer is None for answer in answers) else False
+    if expected is type(None):
+        return value is None
+    if origin in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            return True
+        args = typing.get_args(expected)  # a single item where a list is expected is fine
+        return _matches(value, args[0]) if args else False
+    if origin is dict:
+        return isinstance(value, dict)
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected in (str, list, dict):
+        return isinstance(value, expected)
+    return None
+
+
+def _expected_name(expected: Any) -> str:
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        names = [_expected_name(arg) for arg in typing.get_args(expected)
+                 if arg is not type(None)]
+        return " or ".join(dict.fromkeys(name for name in names if name))
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    return _NAMES.get(expected, getattr(expected, "__name__", str(expected)))
+
+
+def check_config_values(values: dict[str, Any], *classes) -> None:
+    """Raise ValueError naming the first key whose value has the wrong type or is NaN."""
+    hints: dict[str, Any] = {}
+    for cls in classes:
+        try:
+            hints.update(typing.get_type_hints(cls))
+        except (NameError, TypeError):  # an annotation that cannot be resolved: skip the class
+            continue
+    for key, value in values.items():
+        if isinstance(value, float) and math.isnan(value):
+            raise ValueError(f"{key}: NaN is not a valid value")
+        expected = hints.get(key)
+        if expected is None or (key in _ALSO_BOOL and isinstance(value, bool)):
+            continue
+        if _matches(value, expected) is False:
+            raise ValueError(f"{key}: expected {_expected_name(expected)}, got {value!r}")
+
+
+def check_finite_positive(name: str, value: Any) -> None:
+    """``value`` must be a finite number > 0 (β, learning rates)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
