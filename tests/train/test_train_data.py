@@ -62,7 +62,7 @@ def test_missing_columns_are_listed():
     # Without a prompt column the shared prefix is the prompt, as in TRL; what is left must
     # still be a response.
     assert validate_preference_rows(Dataset.from_list([{"chosen": "q: a", "rejected": "q: b"}])) == 1
-    with pytest.raises(ValueError, match="row 0, field 'chosen': empty response after the shared"):
+    with pytest.raises(ValueError, match="row 1, field 'chosen': empty response after the shared"):
         validate_preference_rows(Dataset.from_list([{"chosen": "q  ", "rejected": "q  x"}]))
 
 

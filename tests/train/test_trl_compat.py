@@ -414,7 +414,7 @@ def test_bad_messages_are_named(message, error, tmp_path):
 
     rows = [{"prompt": [{"role": "user", "content": "q"}], "chosen": [message],
              "rejected": [{"role": "assistant", "content": "b"}]}]
-    with pytest.raises(ValueError, match=r"row 0, field 'chosen': " + error):
+    with pytest.raises(ValueError, match=r"row 1, field 'chosen': " + error):
         validate_preference_rows(RowTable(rows))
 
 
