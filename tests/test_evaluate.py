@@ -62,6 +62,7 @@ def test_pairwise_bad_input():
     ([1.0, 2.0], [0.0], 0.0),
 ])
 def test_rewardbench2_prompt_score(chosen, rejected, expected):
+    # Exact: the score is a ratio of small counts, as is each expected value.
     assert rewardbench2_prompt_score(chosen, rejected) == pytest.approx(expected, abs=0)
 
 

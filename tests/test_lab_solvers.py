@@ -24,6 +24,7 @@ from auxdpo.lab.solvers import (
     solve_rlhf,
     solve_rlhf_local,
 )
+from tolerance import assert_close, roundoff
 
 D64 = torch.float64
 
@@ -55,7 +56,7 @@ def test_tabular_dpo_and_rlhf_recover_the_closed_form(path_only):
     target = _closed_form(policy, problem)
     for sol in (solve("dpo", policy, problem), solve("auxdpo", policy, problem),
                 solve_rlhf(policy, problem)):
-        torch.testing.assert_close(policy.probs(sol.theta), target, rtol=0, atol=1e-9)
+        assert_close(policy.probs(sol.theta), target, ops=1e3)
 
 
 def test_losses_at_base_are_log2_or_ipo_constant():
@@ -65,9 +66,9 @@ def test_losses_at_base_are_log2_or_ipo_constant():
     total = float(problem.pair_table().weight.sum())
     for method in ("dpo", "auxdpo", "dpop"):
         value = population_loss(method, policy, problem, policy.theta0)
-        assert float(value) == pytest.approx(total * math.log(2), rel=1e-14)
+        assert float(value) == pytest.approx(total * math.log(2), rel=1e-13)
     ipo = population_loss("ipo", policy, problem, policy.theta0)
-    assert float(ipo) == pytest.approx(total / (4 * 3.0 ** 2), rel=1e-14)
+    assert float(ipo) == pytest.approx(total / (4 * 3.0 ** 2), rel=1e-13)
     # Hard labels: one pair, p = 1.
     hard = PreferenceProblem(torch.ones(1, dtype=D64), torch.tensor([[50.0, 0.0]], dtype=D64),
                              torch.tensor([[[0.0, 1.0], [0.0, 0.0]]], dtype=D64), 0.5)
@@ -106,7 +107,7 @@ def test_prop2_auxdpo_is_count_independent(counts, beta):
     sol = solve("auxdpo", policy, problem)
     assert float(sol.theta) == pytest.approx(-1 / (2 * beta), abs=1e-9 / beta)
     assert float(solve_rlhf_local(policy, problem).theta) == pytest.approx(-1 / (2 * beta),
-                                                                           abs=1e-15)
+                                                                           rel=1e-13)
 
 
 @pytest.mark.parametrize("beta", [0.5, 10.0, 100.0])
@@ -134,17 +135,19 @@ def test_loglinear_auxdpo_equals_local_rlhf_and_rlhf_is_stationary():
                                                 num_actions=6, dim=3)
     aux = solve("auxdpo", policy, problem)
     local = solve_rlhf_local(policy, problem)
-    torch.testing.assert_close(aux.theta, local.theta, rtol=0, atol=1e-9)
+    assert_close(aux.theta, local.theta, ops=100)
     A = score_matrix(policy.log_probs, policy.theta0)
     w = base_weights(problem.rho, policy.log_probs(policy.theta0))
-    assert float((A @ (w * aux.delta)).abs().max()) < 1e-12            # δ ∈ N(A_ρ,θ₀)
+    residual = float((A @ (w * aux.delta)).abs().max())               # δ ∈ N(A_ρ,θ₀)
+    assert residual < roundoff(ops=1e3, scale=float(A.norm() * (w * aux.delta).norm()))
     rlhf = solve_rlhf(policy, problem)
     theta = rlhf.theta.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(rlhf_objective(policy, problem, theta), theta)
     assert float(grad.norm()) < 1e-10
     basis = auxdpo_offset_basis(policy, problem)
     assert basis.shape == (24, 24 - 3 - 4)
-    assert float(basis.reshape(4, 6, -1).sum(dim=1).abs().max()) < 1e-12
+    # Sums of 6 entries of an orthonormal basis (entries O(1) by construction).
+    assert float(basis.reshape(4, 6, -1).sum(dim=1).abs().max()) < roundoff(ops=1e3, scale=1)
 
 
 def test_prop2_failure_modes_and_data_sensitivity():
@@ -181,8 +184,8 @@ def test_function_policy_gives_the_same_solutions():
                                                 num_actions=4, dim=2)
     generic = FunctionPolicy(policy.log_probs, policy.theta0)
     for method in ("dpo", "ipo", "auxdpo"):
-        torch.testing.assert_close(solve(method, generic, problem).theta,
-                                   solve(method, policy, problem).theta, rtol=0, atol=1e-9)
+        assert_close(solve(method, generic, problem).theta,
+                     solve(method, policy, problem).theta, ops=100)
 
 
 def test_solve_all_gap_closed_on_one_loglinear_instance():

@@ -14,6 +14,7 @@ from offsets_fixtures import (
     select,
     tiny_gpt2,
 )
+from tolerance import assert_close
 
 N_EXAMPLES = 12
 F64 = torch.float64
@@ -41,7 +42,7 @@ def _micro_step(offsets, batch, size, fused):
     """The trainer's order: reference log-probs (fused: from the offsets), loss, backward."""
     if fused:
         ref = offsets.reference_logps(batch)
-        torch.testing.assert_close(ref, offsets.products.logps(batch), rtol=0, atol=1e-10)
+        assert_close(ref, offsets.products.logps(batch), ops=100)
     chosen, rejected = offsets.deltas(batch["aux_index"])
     margins = 0.1 * batch["aux_index"].to(F64) - 0.5
     (-F.logsigmoid(margins + chosen - rejected).sum() / size).backward()
@@ -51,7 +52,7 @@ def _micro_step(offsets, batch, size, fused):
 @pytest.mark.parametrize("mode", ["global", "batch"])
 @pytest.mark.parametrize("keep", [False, True])
 def test_fused_equals_separate_passes(world, mode, keep):
-    """6 steps of 2 micro-batches (one row repeated across them): same δ and u, to 1e-12."""
+    """6 steps of 2 micro-batches (one row repeated across them): same δ and u, to round-off."""
     _, _, dataset, matrix = world
     kwargs = dict(mode=mode, lambda_null=2.0, delta_lr=0.2)
     if mode == "batch":
@@ -66,13 +67,12 @@ def test_fused_equals_separate_passes(world, mode, keep):
             for half in halves:
                 _micro_step(offsets, select(dataset, half), 6, is_fused)
             offsets.step(6)
-        torch.testing.assert_close(fused.table(), plain.table(), rtol=0, atol=1e-12)
+        assert_close(fused.table(), plain.table(), ops=100)
         assert not fused._linearized
     assert fused.table().abs().max() > 1e-3
     if mode == "global":
-        torch.testing.assert_close(fused.u, plain.u, rtol=0, atol=1e-12)
-        torch.testing.assert_close(fused.u, matrix @ fused.table().reshape(-1),
-                                   rtol=0, atol=1e-8)
+        assert_close(fused.u, plain.u, ops=100)
+        assert_close(fused.u, matrix @ fused.table().reshape(-1), ops=1e3)
 
 
 def test_fused_tangent_goes_stale_when_u_changes(world):
@@ -89,8 +89,8 @@ def test_fused_tangent_goes_stale_when_u_changes(world):
             offsets.raw[7] = torch.tensor([0.3, -0.2], dtype=F64)        # δ edited ...
         offsets.recompute_u(dataset)                                     # ... u follows
         offsets.step(3)
-    torch.testing.assert_close(fused.table(), plain.table(), rtol=0, atol=1e-12)
-    torch.testing.assert_close(fused.u, plain.u, rtol=0, atol=1e-12)
+    assert_close(fused.table(), plain.table(), ops=100)
+    assert_close(fused.u, plain.u, ops=100)
 
 
 def test_reference_logps_needs_aux_index(world):

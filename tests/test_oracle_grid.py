@@ -19,6 +19,11 @@ TINY = {"family": "tokens", "regime": "population", "design": "anti-aligned",
 TINY_GRID = [("tiny-a", TINY), ("tiny-b", {**TINY, "design": "on-policy"})]
 
 
+def _near(value):
+    """A summary recomputed from its O(1) rows: a few hundred ulps (abs for a std of 0)."""
+    return pytest.approx(value, rel=1e-13, abs=1e-13)
+
+
 @pytest.fixture(scope="module")
 def straight():
     """A straight 2-seed run of the tiny cell (the reference for every test)."""
@@ -207,8 +212,7 @@ def test_report_numbers_equal_the_cells_summaries(tmp_path, tiny_grid, straight)
     assert all(e["seeds"] == 1 and e["methods"]["dpo"]["std"] == 0.0
                for e in cells[1]["gap_closed"])
     dpo0 = next(r for r in seed0["rows"] if (r["beta"], r["method"]) == (50.0, "dpo"))
-    assert cells[1]["gap_closed"][0]["methods"]["dpo"]["mean"] == pytest.approx(
-        dpo0["gap_closed"], abs=1e-15)
+    assert cells[1]["gap_closed"][0]["methods"]["dpo"]["mean"] == _near(dpo0["gap_closed"])
     # The detail rows: worst and best seed, J's gain over θ₀ and the metrics' means, from rows.
     rows = straight["rows"]
     for entry in cells[0]["details"]:
@@ -219,12 +223,12 @@ def test_report_numbers_equal_the_cells_summaries(tmp_path, tiny_grid, straight)
         assert entry["seeds"] == 2 and (entry["gap_min"], entry["gap_max"]) == (min(gaps),
                                                                                max(gaps))
         gains = [r["J"] - base[r["seed"]] for r in mine]
-        assert entry["gain"]["mean"] == pytest.approx(sum(gains) / 2, abs=1e-15)
-        assert entry["gain"]["std"] == pytest.approx(abs(gains[0] - gains[1]) / 2, abs=1e-15)
+        assert entry["gain"]["mean"] == _near(sum(gains) / 2)
+        assert entry["gain"]["std"] == _near(abs(gains[0] - gains[1]) / 2)
         assert entry["above_rlhf"] == sum(g > 1 + 1e-9 for g in gaps)
         want = summary_of(straight, entry, "reversal")
-        assert entry["reversal"]["mean"] == pytest.approx(want["mean"], abs=1e-15)
-        assert entry["reversal"]["std"] == pytest.approx(want["std"], abs=1e-15)
+        assert entry["reversal"]["mean"] == _near(want["mean"])
+        assert entry["reversal"]["std"] == _near(want["std"])
         if entry["method"] == "base":
             assert entry["gain"] == {"mean": 0.0, "std": 0.0} and entry["gap_max"] == 0.0
     assert {e["method"] for e in cells[0]["details"]} == {
@@ -294,6 +298,6 @@ def test_capacity_plot_joins_cells_that_differ_only_in_capacity(tmp_path, monkey
                 for n in ("tiny-a", "tiny-c"))
         assert drawn["t", beta, "dpo"] == [("norm", a["mean"], a["std"]),
                                            ("lora:1", c["mean"], c["std"])]
-        assert c["mean"] == pytest.approx(a["mean"] / 2, abs=1e-15)
+        assert c["mean"] == _near(a["mean"] / 2)
     assert grid.plot_capacity({"u": cells["tiny-a"]}, str(tmp_path / "none.png")) is None
     assert not (tmp_path / "none.png").exists()

@@ -10,6 +10,7 @@ from peft import get_peft_model
 from auxdpo.train.capacity import apply_capacity, find_blocks, lora_target_modules
 from auxdpo.train.config import parse_capacity
 from auxdpo.train.trainer import AuxDPOTrainer
+from tolerance import assert_close
 
 E = 16  # hidden size of the tiny models below
 
@@ -101,7 +102,7 @@ def test_lora_trainer_reference_is_base_model_with_adapters_disabled(tmp_path):
         ref = trainer._reference_logps(batch, kwargs)
         policy = trainer._forward_logps(trainer.model, kwargs, batch)[0]
         expected = model_sequence_logps(untouched, batch)
-    torch.testing.assert_close(ref, expected, rtol=1e-12, atol=1e-12)
+    assert_close(ref, expected, ops=100)            # one forward by another route
     assert (policy - expected).abs().max() > 1e-3
 
 

@@ -9,6 +9,7 @@ from transformers import TrainerCallback
 
 from auxdpo.train.checkpoint import load_state
 from auxdpo.train.trainer import DELTAS_FILE, AuxDPOTrainer
+from tolerance import assert_close
 
 
 class StopAt(TrainerCallback):
@@ -56,12 +57,14 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, mode, capacity):
     resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
     params_res, delta_res, u_res = _state(resumed)
 
+    # Round-off of three float64 optimizer steps at each tensor's own scale, not bit-exact:
+    # the resumed run rebuilds its reference products and u, which may round differently.
     for name, value in params_full.items():
-        torch.testing.assert_close(params_res[name], value, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(delta_res, delta_full, rtol=1e-10, atol=1e-12)
+        assert_close(params_res[name], value, ops=1e4, msg=name)
+    assert_close(delta_res, delta_full, ops=1e4)
     if mode == "global":
         assert u_full.norm() > 0
-        torch.testing.assert_close(u_res, u_full, rtol=1e-9, atol=1e-12)
+        assert_close(u_res, u_full, ops=1e4)
 
 
 def test_checkpoint_holds_offsets_without_pickle(tmp_path):
