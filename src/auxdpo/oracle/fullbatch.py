@@ -90,12 +90,15 @@ def response_weights(sample: PairSample, log_probs0: torch.Tensor, kind: str
     """ω ``(S·A,)`` (sums to 1) and the support (seen responses) of the empirical constraint.
 
     multiplicity  ω ∝ c, the occurrence counts: the paper's Monte Carlo sum over rows
-                  (Sec. 4.2), an estimate of E_{ρ,π₀}[δ∇log π₀] only when responses come
-                  from π₀;
-    reference     ω ∝ N_s·π₀(a|s) on the seen responses (N_s: sides at prompt s), δ extended
-                  by zero outside the data;
-    prompt        ω ∝ N_s·π₀(a|s)/Σ_{seen a'} π₀(a'|s): self-normalised per prompt.
-    With every response seen, reference and prompt are the population constraint N(A_ρ,θ₀).
+                  (Sec. 4.2). It estimates E_{ρ,π₀}[δ∇log π₀] only when prompts come from ρ
+                  and responses from π₀; otherwise it tends to the constraint under the
+                  data's own (prompt, response) marginal;
+    reference     ω ∝ π₀(a|s) on the seen responses, every prompt of the data counted once
+                  (ρ̂ uniform over the data's prompts), δ extended by zero outside the data;
+    prompt        ω ∝ π₀(a|s)/Σ_{seen a'} π₀(a'|s): self-normalised per prompt, every prompt
+                  of the data counted once.
+    With every response seen, reference and prompt are the population constraint N(A_ρ,θ₀)
+    of a uniform ρ over the data's prompts, whatever distribution the pairs came from.
     """
     if kind not in NULL_WEIGHTS:
         raise ValueError(f"null weights must be one of {NULL_WEIGHTS}, got {kind!r}")
@@ -105,11 +108,10 @@ def response_weights(sample: PairSample, log_probs0: torch.Tensor, kind: str
     if kind == "multiplicity":
         omega = count
     else:
-        per_prompt = count.view(S, nA).sum(1, keepdim=True)                    # N_s
         probs = log_probs0.detach().to(DTYPE).exp() * support.view(S, nA)
         if kind == "prompt":
             probs = probs / probs.sum(1, keepdim=True).clamp_min(torch.finfo(DTYPE).tiny)
-        omega = (per_prompt * probs).reshape(-1)
+        omega = probs.reshape(-1)
     return omega / omega.sum(), support
 
 
