@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-from tolerance import assert_close
 
 from auxdpo.lab.problems import PreferenceProblem
 from auxdpo.oracle.finite import PairSample, finite_loss, sample_pairs
@@ -26,6 +25,7 @@ from auxdpo.oracle.solvers import (
     forward_score_matrix,
     pair_loss_closure,
 )
+from tolerance import assert_close
 
 DT = torch.float64
 
