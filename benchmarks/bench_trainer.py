@@ -46,6 +46,8 @@ CAPACITIES = ("last-block", "lora:4", "full")
 # and truncation (separate reference forward, whole-model forward-mode JVP and VJP),
 # "auxdpo-keep" keeps the reference tail's graph until the step, "auxdpo-noshare" runs the
 # frozen prefix again for the reference tail instead of taking the policy forward's input.
+# "auxdpo-row" keys δ per pair and side with multiplicity weights (the default keys δ per
+# unique response with per-prompt π_ref weights; on these unique rows the slots coincide).
 # DPO baselines (--baseline): "dpo" scores the reference through the whole model as TRL does;
 # "dpo-tail" through the trainable tail from the policy forward's input (tail_reference).
 BASELINES = {"dpo": {}, "dpo-tail": {"tail_reference": True}}
@@ -55,6 +57,7 @@ VARIANTS = {
     "auxdpo-central": {"aux_jvp": "central-difference"},
     "auxdpo-keep": {"aux_keep_reference_graph": True},
     "auxdpo-noshare": {"aux_share_prefix": False},
+    "auxdpo-row": {"aux_offsets": "row", "aux_null_weights": "multiplicity"},
     "auxdpo-unfused": {"aux_fused_reference": False, "aux_truncate_products": False,
                        "aux_jvp": "forward"},
 }

@@ -29,6 +29,7 @@ BENCHMARKS = {
                                              "--trainer-epochs", "1"]),
     "trainer": ("bench_trainer.py", ["--steps", "8", "--rounds", "3"],
                 ["--steps", "4", "--rounds", "1", "--models", "tiny"]),
+    "reference-memory": ("bench_reference_memory.py", [], ["--models", "tiny"]),
 }
 
 

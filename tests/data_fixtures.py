@@ -94,3 +94,15 @@ def write(path, rows):
     else:
         raise AssertionError(path)
     return path
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# multi-comparison fixture files, in each source's real schema with invented text
+MULTI_FIXTURES = {"rlhflow-ultrafeedback": FIXTURES / "rlhflow_ultrafeedback.jsonl",
+                  "openbmb-ultrafeedback": FIXTURES / "openbmb_ultrafeedback.jsonl",
+                  "scored-responses": FIXTURES / "scored_responses.jsonl"}
+
+
+def fixture_rows(fmt):
+    """The rows of the fixture file of a multi-comparison format."""
+    return [json.loads(line) for line in MULTI_FIXTURES[fmt].read_text().splitlines()]

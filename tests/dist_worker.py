@@ -19,9 +19,17 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from auxdpo.distributed import traffic  # noqa: E402
+from auxdpo.offset_keys import keys_from_ids  # noqa: E402
 from auxdpo.offsets import AuxOffsets  # noqa: E402
 from auxdpo.products import ReferenceProducts  # noqa: E402
-from offsets_fixtures import dataset_batches, select, tiny_gpt2  # noqa: E402
+from offsets_fixtures import (  # noqa: E402
+    comparison_rows,
+    dataset_batches,
+    id_batch,
+    id_batches,
+    select,
+    tiny_gpt2,
+)
 
 N_EXAMPLES = 20
 F64 = torch.float64
@@ -40,11 +48,21 @@ CONFIGS = {
     "global_cap": {"mode": "global", "lambda_null": 50.0, "delta_lr": 0.05, "delta_cap": 0.3},
     "batch": {"mode": "batch", "lambda_null": 50.0, "lambda_amp": 0.1, "delta_lr": 0.05},
     "projection": {"mode": "projection", "delta_lr": 0.05},
+    # response keys: 5 prompts × 3 responses in 4 pairs each, so ranks share slots in a step
+    "global_keyed": {"mode": "global", "lambda_null": 50.0, "delta_lr": 0.05,
+                     "null_weights": "prompt"},
+    "batch_keyed": {"mode": "batch", "lambda_null": 50.0, "lambda_amp": 0.1,
+                    "delta_lr": 0.05},
 }
+KEYED_IDS = comparison_rows(num_prompts=5, responses=3, seed=3)        # 20 rows, K = 15
 
 
-def dataset() -> list[dict]:
-    return dataset_batches(N_EXAMPLES, 5, seed=3)
+def dataset(keyed: bool = False) -> list[dict]:
+    return id_batches(KEYED_IDS, 5) if keyed else dataset_batches(N_EXAMPLES, 5, seed=3)
+
+
+def _keyed(offsets: AuxOffsets) -> bool:
+    return offsets.keys.keying == "response"
 
 
 def margins() -> torch.Tensor:
@@ -54,16 +72,19 @@ def margins() -> torch.Tensor:
 def build(name: str) -> AuxOffsets:
     model = tiny_gpt2("sdpa", layers=1)
     names = PROJECTION_PARAMS if name == "projection" else None
-    offsets = AuxOffsets(N_EXAMPLES, ReferenceProducts(model, names), dtype=F64,
+    keyed = name.endswith("_keyed")
+    keys = keys_from_ids(*KEYED_IDS) if keyed else None
+    offsets = AuxOffsets(N_EXAMPLES, ReferenceProducts(model, names), dtype=F64, keys=keys,
                          **CONFIGS[name])
-    offsets.prepare(dataset())
+    offsets.prepare(dataset(keyed))
     return offsets
 
 
 def local_step(offsets: AuxOffsets, rows: list[int], data, row_margins) -> dict:
     """One optimizer step on ``rows``: mean loss over them, in micro-batches of 2 rows."""
     for start in range(0, len(rows), 2):
-        batch = select(data, rows[start:start + 2])
+        part = rows[start:start + 2]
+        batch = id_batch(KEYED_IDS, part) if _keyed(offsets) else select(data, part)
         chosen, rejected = offsets.deltas(batch["aux_index"])
         m = row_margins[batch["aux_index"]]
         loss = -F.logsigmoid(m + chosen - rejected).sum() / len(rows)
@@ -74,7 +95,7 @@ def local_step(offsets: AuxOffsets, rows: list[int], data, row_margins) -> dict:
 
 def run_schedule(offsets: AuxOffsets, steps, rank: int | None) -> None:
     """rank None: one process on the concatenated rows; else this rank's share."""
-    data, row_margins = dataset(), margins()
+    data, row_margins = dataset(_keyed(offsets)), margins()
     for shares in steps:
         rows = [r for share in shares for r in share] if rank is None else shares[rank]
         local_step(offsets, rows, data, row_margins)

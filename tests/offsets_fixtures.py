@@ -131,3 +131,54 @@ def brute_force_dataset_matrix(model, dataset, param_names, num_examples) -> tor
     return torch.stack([blocks[c] for c in range(2 * num_examples)], dim=1)
 
 
+
+
+def comparison_rows(num_prompts: int = 3, responses: int = 3, *, seed: int = 0,
+                    pairs: list[tuple[int, int]] | None = None):
+    """Token ids of a multi-comparison set: each prompt has ``responses`` completions and
+    every listed pair (a, b) of them (default: all a < b, then (last, first) again) is a row.
+
+    Returns ``(prompt_ids, chosen_ids, rejected_ids)``: lists of id lists, one entry per row.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    if pairs is None:
+        pairs = [(a, b) for a in range(responses) for b in range(a + 1, responses)]
+        pairs.append((responses - 1, 0))
+    prompt_ids, chosen_ids, rejected_ids = [], [], []
+    for _ in range(num_prompts):
+        prompt = torch.randint(1, VOCAB, (3,), generator=gen).tolist()
+        completions = [torch.randint(1, VOCAB, (2 + k % 3,), generator=gen).tolist()
+                       for k in range(responses)]
+        for a, b in pairs:
+            prompt_ids.append(prompt)
+            chosen_ids.append(completions[a])
+            rejected_ids.append(completions[b])
+    return prompt_ids, chosen_ids, rejected_ids
+
+
+def id_batch(ids, rows: list[int], length: int = 10) -> dict[str, torch.Tensor]:
+    """TRL-layout batch (prompt+chosen rows, then prompt+rejected) of the given dataset rows
+    of ``comparison_rows`` output, right-padded to ``length``, with ``aux_index``."""
+    prompt_ids, chosen_ids, rejected_ids = ids
+    sequences, masks = [], []
+    for completions in (chosen_ids, rejected_ids):
+        for row in rows:
+            sequences.append(prompt_ids[row] + completions[row])
+            masks.append([0] * len(prompt_ids[row]) + [1] * len(completions[row]))
+    input_ids = torch.zeros(len(sequences), length, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    completion_mask = torch.zeros_like(input_ids)
+    for r, (sequence, mask) in enumerate(zip(sequences, masks)):
+        input_ids[r, :len(sequence)] = torch.tensor(sequence)
+        attention_mask[r, :len(sequence)] = 1
+        completion_mask[r, :len(mask)] = torch.tensor(mask)
+    return {"input_ids": input_ids, "attention_mask": attention_mask,
+            "completion_mask": completion_mask,
+            "aux_index": torch.tensor(rows, dtype=torch.long)}
+
+
+def id_batches(ids, batch_size: int) -> list[dict]:
+    """Batches covering every row of ``comparison_rows`` output once, in order."""
+    n = len(ids[0])
+    return [id_batch(ids, list(range(s, min(s + batch_size, n))))
+            for s in range(0, n, batch_size)]

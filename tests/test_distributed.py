@@ -54,7 +54,8 @@ def test_measured_state_and_traffic_match_the_estimates(two_process_states, name
     offsets = dist_worker.build(name)
     null_dim = offsets.basis.shape[1] if name == "projection" else 0
     costs = estimate_costs(offsets.mode, offsets.num_examples, offsets.products.dim,
-                           itemsize=8, null_dim=null_dim)
+                           itemsize=8, null_dim=null_dim, num_slots=offsets.num_slots,
+                           null_weights=offsets.null_weights)
     assert offsets_state_bytes(offsets) == (costs["delta_state"] + costs["u"]
                                             + costs["projection_state"])
     for state in two_process_states[name]:                 # counted after prepare()

@@ -86,7 +86,7 @@ def test_fused_tangent_goes_stale_when_u_changes(world):
         offsets.step(3)
         _micro_step(offsets, select(dataset, [3, 4, 5]), 3, is_fused)   # tangent: u of now
         with torch.no_grad():
-            offsets.raw[7] = torch.tensor([0.3, -0.2], dtype=F64)        # δ edited ...
+            offsets.raw[14:16] = torch.tensor([0.3, -0.2], dtype=F64)    # row 7 edited ...
         offsets.recompute_u(dataset)                                     # ... u follows
         offsets.step(3)
     assert_close(fused.table(), plain.table(), ops=100)

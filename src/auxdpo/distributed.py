@@ -79,21 +79,22 @@ def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
 
 def combine_row_gradients(grad: torch.Tensor, indices: list[torch.Tensor], num_examples: int
                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum the ``(n, 2)`` δ-gradients over processes; return them with the step's rows
-    (sorted, unique, over all processes). One all-reduce of an ``(n, 3)`` table whose last
-    column marks the rows each process used."""
+    """Sum the ``(m, c)`` gradients of m entries (AuxOffsets: the K slots of δ, c = 1) over
+    processes; return them with the step's entries (sorted, unique, over all processes).
+    One all-reduce of an ``(m, c + 1)`` table whose last column marks the entries each
+    process used."""
     if not is_distributed():
         return grad, torch.unique(torch.cat(indices))
     touched = torch.zeros(num_examples, 1, dtype=grad.dtype, device=grad.device)
     touched[torch.cat(indices)] = 1.0
     table = all_reduce_(torch.cat([grad, touched], dim=1))
-    return table[:, :2].contiguous(), torch.nonzero(table[:, 2] > 0).flatten()
+    return table[:, :-1].contiguous(), torch.nonzero(table[:, -1] > 0).flatten()
 
 
 def rows_owned_elsewhere(indices: list[torch.Tensor], num_examples: int) -> torch.Tensor:
-    """``(n,)`` bool on CPU: rows of the step whose u-update another process makes. The
-    lowest rank holding a row owns it (all-reduce-min of n ints), so each row of the global
-    batch is counted once. All False on one process."""
+    """``(m,)`` bool on CPU: entries (AuxOffsets: slots) of the step whose u-update another
+    process makes. The lowest rank holding an entry owns it (all-reduce-min of m ints), so
+    each entry of the global batch is counted once. All False on one process."""
     if not is_distributed():
         return torch.zeros(num_examples, dtype=torch.bool)
     index = torch.cat(indices)
@@ -157,35 +158,41 @@ def offsets_state_bytes(offsets) -> int:
     """Bytes held by an :class:`auxdpo.offsets.AuxOffsets` (δ or c, Γ, optimizer, u), measured
     from its tensors; excludes the reference products' own snapshot of θ₀, if any."""
     tensors = [getattr(offsets, "raw", None), getattr(offsets, "coef", None), offsets.u,
-               getattr(offsets, "basis", None), getattr(offsets, "jacobian_t", None)]
+               getattr(offsets, "basis", None), getattr(offsets, "jacobian_t", None),
+               offsets.slots, offsets.weights, offsets._factors]
     tensors += [value for value in offsets.optimizer.state_dict().values()]
     return int(sum(t.numel() * t.element_size() for t in tensors if t is not None))
 
 
 def estimate_costs(mode: str, num_examples: int, dim: int, *, itemsize: int = 4,
-                   optimizer: str = "adam", null_dim: int = 0) -> dict[str, int]:
+                   optimizer: str = "adam", null_dim: int = 0, num_slots: int | None = None,
+                   null_weights: str = "multiplicity") -> dict[str, int]:
     """Closed-form bytes of AuxDPO's extra state per process and of its collectives per
     optimizer step (docs/scaling.md), for n examples and d trainable parameters.
 
     Returns ``{"delta_state": .., "u": .., "projection_state": .., "comm_per_step": ..}``:
-    δ with its row optimizer (Adam: value + 2 moments in ``itemsize`` bytes, an int64 step
-    count per row), u = A·δ (global mode, d floats), A and Γ (projection) and the bytes
-    all-reduced per step (G; the n × 3 row table; the owner ranks (n int64) and the u update
+    δ over K slots (``num_slots``, default 2n: row keying) with its optimizer (Adam: value +
+    2 moments in ``itemsize`` bytes, an int64 step count per slot), the slot map (n × 2
+    int64) and ω (K floats; the per-occurrence factors ω/c too for the reference/prompt
+    weightings), u = A·δ (global mode, d floats), A and Γ (projection) and the bytes
+    all-reduced per step (G; the K × 2 slot table; the owner ranks (K int64) and the u update
     (d) in global mode; A_B·δ_B (d + 1) in batch mode; c's gradient in projection mode).
     """
     n, d = num_examples, dim
+    k = 2 * n if num_slots is None else num_slots
     moments = 2 if optimizer == "adam" else 0
+    keys = 16 * n + k * itemsize * (1 if null_weights == "multiplicity" else 2)
     costs = {"delta_state": 0, "u": 0, "projection_state": 0, "comm_per_step": 8}
     if mode == "projection":
-        costs["projection_state"] = (2 * n * d + 2 * n * null_dim) * itemsize
-        costs["delta_state"] = (1 + moments) * null_dim * itemsize + 8
+        costs["projection_state"] = (k * d + k * null_dim) * itemsize
+        costs["delta_state"] = (1 + moments) * null_dim * itemsize + 8 + keys
         costs["comm_per_step"] += null_dim * itemsize
         return costs
-    costs["delta_state"] = (1 + moments) * 2 * n * itemsize + 8 * n
-    costs["comm_per_step"] += 3 * n * itemsize
+    costs["delta_state"] = (1 + moments) * k * itemsize + 8 * k + keys
+    costs["comm_per_step"] += 2 * k * itemsize
     if mode == "global":
         costs["u"] = d * itemsize
-        costs["comm_per_step"] += 8 * n + d * itemsize
+        costs["comm_per_step"] += 8 * k + d * itemsize
     elif mode == "batch":
         costs["comm_per_step"] += (d + 1) * itemsize
     return costs

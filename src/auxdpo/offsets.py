@@ -1,9 +1,13 @@
 """AuxDPO's auxiliary offsets δ (paper Sec. 4.2 and 7.2): storage, constraint modes, state.
 
-δ ∈ R^{n×2} holds one offset per response of the n dataset examples (column 0 chosen,
-column 1 rejected), in reward units: the loss is −log σ(β·h + δ_w − δ_l)
-(:func:`auxdpo.losses.auxdpo_loss`). As a vector of R^{2n} it is ordered
-(δ_{0,w}, δ_{0,l}, δ_{1,w}, ...), and A = [∇log π_θ₀(a_j|s_j)]_j is d × 2n in that order.
+δ ∈ R^K holds one offset per *slot*, in reward units: the loss is −log σ(β·h + δ_w − δ_l)
+(:func:`auxdpo.losses.auxdpo_loss`). A per-row map ``slots`` ``(n, 2)`` (column 0 chosen,
+column 1 rejected; :mod:`auxdpo.offset_keys`) gives each row's two slots: row keying has
+K = 2n slots ordered (δ_{0,w}, δ_{0,l}, δ_{1,w}, ...), response keying one slot per unique
+(prompt, response). A = [ω_k ∇log π_θ₀(a_k|s_k)]_k is d × K, with the constraint's slot
+weights ω (multiplicity: ω_k = c_k, the slot's occurrences; ω = 1 under row keying). Each
+occurrence of slot k in a minibatch carries f_k = ω_k / c_k, so that one pass over the data
+adds up to A·δ.
 
 Modes (see docs/offsets.md for the derivations):
 
@@ -41,7 +45,6 @@ from auxdpo.constraints import (
     ROW_OPTIMIZERS,
     check_projection_memory,
     first_occurrences,
-    null_space_basis,
     validate_offsets_config,
 )
 from auxdpo.distributed import (
@@ -52,6 +55,10 @@ from auxdpo.distributed import (
     is_distributed,
     rows_owned_elsewhere,
 )
+from auxdpo.offset_keys import NULL_WEIGHTS, OffsetKeys, row_keys, slot_weights
+from auxdpo.offsets_batch import BatchProducts, occurrence_slots, ratio
+from auxdpo.offsets_projection import ProjectionMixin
+from auxdpo.offsets_state import OffsetsStateMixin
 from auxdpo.products import Linearization, ReferenceProducts
 
 __all__ = ["MODES", "AuxOffsets"]
@@ -59,8 +66,9 @@ __all__ = ["MODES", "AuxOffsets"]
 Batch = Mapping[str, torch.Tensor]
 
 
-class AuxOffsets:
-    """δ ∈ R^{n×2} (chosen, rejected) per dataset example, its constraint mode and optimizer.
+class AuxOffsets(ProjectionMixin, OffsetsStateMixin):
+    """δ over slots (one per row and side, or per unique response), its constraint mode,
+    slot weights and optimizer.
 
     Usage by a trainer (one optimizer step, gradient accumulation over micro-batches)::
 
@@ -92,6 +100,10 @@ class AuxOffsets:
         keep_reference_graph: :meth:`reference_logps` keeps the tail's autograd graph of each
             micro-batch until :meth:`step`, whose VJP is then a backward pass only (faster,
             holds those activations; see docs/offsets.md).
+        keys: the slot of each row and side (:mod:`auxdpo.offset_keys`); default row keying.
+        null_weights: the constraint's slot weights ω: "multiplicity" (default), "reference"
+            or "prompt" (these two need ``keys.prompts`` and take the reference log-prob of
+            every slot in one extra no-grad pass in :meth:`prepare`).
     """
 
     def __init__(self, num_examples: int, products: ReferenceProducts, *, mode: str = "global",
@@ -100,9 +112,17 @@ class AuxOffsets:
                  recompute_every: int = 0, dtype: torch.dtype = torch.float32,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  memory_budget_bytes: int = 2 * 1024**3, optimizer: str = "adam",
-                 keep_reference_graph: bool = False) -> None:
+                 keep_reference_graph: bool = False, keys: OffsetKeys | None = None,
+                 null_weights: str = "multiplicity") -> None:
         validate_offsets_config(num_examples, mode, lambda_null, lambda_amp, amp_sign,
                                 delta_cap, recompute_every)
+        keys = row_keys(num_examples) if keys is None else keys
+        if keys.num_examples != num_examples:
+            raise ValueError(f"keys cover {keys.num_examples} rows, expected {num_examples}")
+        if null_weights not in NULL_WEIGHTS:
+            raise ValueError(f"null_weights must be one of {NULL_WEIGHTS}, got {null_weights!r}")
+        if null_weights != "multiplicity" and keys.prompts is None:
+            raise ValueError(f"null_weights={null_weights!r} needs keys with each slot's prompt")
         check_engine_support(mode, getattr(products, "model", None))
         if optimizer not in ROW_OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(ROW_OPTIMIZERS)}, "
@@ -118,6 +138,14 @@ class AuxOffsets:
         self.delta_cap, self.recompute_every, self.dtype = delta_cap, recompute_every, dtype
         self.memory_budget_bytes = memory_budget_bytes
         self.device = products.device
+        self.keys, self.null_weights, self.num_slots = keys, null_weights, keys.num_slots
+        self.slots = keys.slots.to(self.device)
+        self._counts = keys.counts().to(self.device, dtype)
+        self.weights: torch.Tensor | None = None      # ω (K,); reference/prompt: in prepare()
+        self._factors: torch.Tensor | None = None     # f = ω/c per occurrence (None: all 1)
+        self._unit_weights = False                     # ω = 1 everywhere (row multiplicity)
+        if null_weights == "multiplicity":
+            self._set_weights(self._counts)
         self.num_steps = 0
         self._pending: list[Batch] = []
         self.keep_reference_graph = keep_reference_graph
@@ -128,15 +156,15 @@ class AuxOffsets:
         self._optimizer_args = {"lr": delta_lr, "betas": betas, "eps": eps, "dtype": dtype,
                                 "device": self.device}
         if mode == "projection":
-            check_projection_memory(products.dim, num_examples, dtype, memory_budget_bytes)
-            self.jacobian_t: torch.Tensor | None = None       # Aᵀ, (2n, d), set by prepare
-            self.basis = torch.zeros(2 * num_examples, 0, dtype=dtype, device=self.device)
+            check_projection_memory(products.dim, self.num_slots, dtype, memory_budget_bytes)
+            self.jacobian_t: torch.Tensor | None = None       # Aᵀ, (K, d), set by prepare
+            self.basis = torch.zeros(self.num_slots, 0, dtype=dtype, device=self.device)
             self.coef = torch.zeros(1, 0, dtype=dtype, device=self.device, requires_grad=True)
             self.optimizer = self._optimizer_class((1, 0), **self._optimizer_args)
         else:
-            self.raw = torch.zeros(num_examples, 2, dtype=dtype, device=self.device,
+            self.raw = torch.zeros(self.num_slots, dtype=dtype, device=self.device,
                                    requires_grad=True)
-            self.optimizer = self._optimizer_class((num_examples, 2), **self._optimizer_args)
+            self.optimizer = self._optimizer_class((self.num_slots,), **self._optimizer_args)
         self.u = (torch.zeros(products.dim, dtype=dtype, device=self.device)
                   if mode == "global" else None)
 
@@ -145,23 +173,33 @@ class AuxOffsets:
     def _from_raw(self, raw: torch.Tensor) -> torch.Tensor:
         return raw if self.delta_cap is None else self.delta_cap * torch.tanh(raw)
 
-    def table(self) -> torch.Tensor:
-        """All offsets, ``(n, 2)`` (chosen, rejected), detached."""
+    def values(self) -> torch.Tensor:
+        """The offsets of all slots, ``(K,)``, detached."""
         with torch.no_grad():
             if self.mode == "projection":
-                return (self.basis @ self.coef[0]).view(self.num_examples, 2)
+                return self.basis @ self.coef[0]
             return self._from_raw(self.raw).clone()
+
+    def table(self) -> torch.Tensor:
+        """Every row's offsets, ``(n, 2)`` (chosen, rejected), detached: ``values()[slots]``."""
+        return self.values()[self.slots]
+
+    def _set_weights(self, weights: torch.Tensor) -> None:
+        self.weights = weights.to(self.device, self.dtype)
+        factors = self.weights / self._counts
+        self._factors = None if torch.equal(factors, torch.ones_like(factors)) else factors
+        self._unit_weights = bool(torch.all(self.weights == 1))
 
     def deltas(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(δ_chosen, δ_rejected), each ``(B,)``, of dataset rows ``index`` ``(B,)``.
 
         Differentiable with respect to δ's own parameters (raw offsets or c).
         """
-        index = self._check_index(index)
+        slots = self.slots[self._check_index(index)]                    # (B, 2)
         if self.mode == "projection":
-            rows = self.basis.view(self.num_examples, 2, self.basis.shape[1])[index] @ self.coef[0]  # δ = Γc
+            rows = self.basis[slots] @ self.coef[0]                          # δ = Γc
         else:
-            rows = self._from_raw(self.raw[index])
+            rows = self._from_raw(self.raw[slots])
         return rows[:, 0], rows[:, 1]
 
     def _check_index(self, index: torch.Tensor) -> torch.Tensor:
@@ -189,12 +227,17 @@ class AuxOffsets:
         global: computes u = A·δ (u = 0 without products while δ = 0) and keeps ``batches``
         for later recomputations if it is re-iterable (a DataLoader, a list).
         projection: builds A (per-example gradients) and the orthonormal basis Γ of N(A).
+        null_weights reference/prompt: first one no-grad pass for every slot's log π_ref.
         """
+        if isinstance(batches, Iterator) and self.weights is None:
+            batches = list(batches)                    # two passes: weights, then u or A
         if not isinstance(batches, Iterator):          # a list or a DataLoader: re-iterable
             self._dataset_batches = batches
         elif self.recompute_every and self.mode == "global":
             raise ValueError("recompute_every > 0 needs re-iterable batches in prepare() "
                              "(a DataLoader or a list, not an iterator)")
+        if self.weights is None:
+            self._reference_weights(batches)
         if self.mode == "global":
             self.recompute_u(batches)
         elif self.mode == "projection":
@@ -234,8 +277,27 @@ class AuxOffsets:
         version, linear = queue.pop(0)
         return linear if version == self._u_version else None
 
+    def _reference_weights(self, batches: Iterable[Batch]) -> None:
+        """ω of the reference/prompt weightings from log π_ref of every slot (one pass)."""
+        logps = torch.full((self.num_slots,), torch.nan, dtype=torch.float64,
+                           device=self.device)
+        for batch in batches:
+            slots = occurrence_slots(self.slots, self._batch_index(batch))
+            logps[slots] = self.products.logps(batch).to(torch.float64)
+        if bool(torch.isnan(logps).any()):
+            raise ValueError(f"null_weights={self.null_weights!r}: "
+                             f"{int(torch.isnan(logps).sum())} slots are missing from the "
+                             "batches given to prepare()")
+        weights = slot_weights(self.keys, self.null_weights, logps).to(self.device)
+        if bool((weights == 0).any()):
+            warnings.warn(f"null_weights={self.null_weights!r}: ω underflows to 0 for "
+                          f"{int((weights == 0).sum())} of {weights.numel()} responses (π_ref "
+                          "of long sequences), which leaves their δ unconstrained; use "
+                          "null_weights='prompt'", RuntimeWarning, stacklevel=3)
+        self._set_weights(broadcast_(weights))     # every process: rank 0's ω, bit for bit
+
     def step(self, global_batch_size: int) -> dict[str, float]:
-        """Add the penalty's δ-gradient, step δ's optimizer on the accumulated rows only,
+        """Add the penalty's δ-gradient, step δ's optimizer on the accumulated slots only,
         update u, zero δ's gradients and forget the micro-batches. ``global_batch_size`` is
         the number of examples this process accumulated for the step (the global batch G on
         one process; under torch.distributed the processes' counts are summed into G).
@@ -246,6 +308,8 @@ class AuxOffsets:
         if not self._pending:
             raise ValueError("step() called with no accumulated micro-batch; call "
                              "accumulate(batch) after each micro-batch's backward")
+        if self.weights is None:
+            raise ValueError(f"null_weights={self.null_weights!r}: call prepare() first")
         batches, self._pending = self._pending, []
         indices = [self._batch_index(b) for b in batches]
         linears = [self._take_linearization(i) for i in indices]
@@ -263,12 +327,13 @@ class AuxOffsets:
         if (self.mode == "global" and self.recompute_every
                 and self.num_steps % self.recompute_every == 0):
             self.recompute_u(self._dataset_batches)
-        delta = self.table()
+        values = self.values()
+        delta = values[self.slots]
         margins = torch.cat([delta[i, 0] - delta[i, 1] for i in indices])
-        metrics["aux/delta_norm"] = float(delta.norm())
+        metrics["aux/delta_norm"] = float(values.norm())
         metrics["aux/delta_margin"] = float(margins.mean())
         if self.mode == "global":
-            metrics["aux/null_residual"] = _ratio(self.u.norm(), delta.norm())
+            metrics["aux/null_residual"] = ratio(self.u.norm(), values.norm())
         self._last_metrics = metrics
         return dict(metrics)
 
@@ -277,32 +342,36 @@ class AuxOffsets:
         return dict(self._last_metrics)
 
     # ---- global and batch modes --------------------------------------------------------------
+    # Gradients are accumulated per occurrence straight into slot space (index_add over the
+    # batch's slots); an occurrence of slot k carries f_k = ω_k/c_k (skipped when f = 1).
 
     def _step_rows(self, batches: list[Batch], indices: list[torch.Tensor],
                    global_batch_size: int, local_weight: float = 1.0,
                    linears: list[Linearization | None] | None = None) -> dict[str, float]:
-        products = [_BatchProducts(self.products, b, lin)
+        products = [BatchProducts(self.products, b, lin)
                     for b, lin in zip(batches, linears or [None] * len(batches))]
+        occurrences = [occurrence_slots(self.slots, i) for i in indices]      # (2B,) each
         with torch.no_grad():
             delta = self._from_raw(self.raw)
-            penalty_grad = torch.zeros_like(delta)                   # ∂penalty/∂δ, (n, 2)
+            penalty_grad = torch.zeros_like(delta)                   # ∂penalty/∂δ, (K,)
             if self.mode == "global":
-                penalty = self._global_penalty_grad(products, indices, global_batch_size,
+                penalty = self._global_penalty_grad(products, occurrences, global_batch_size,
                                                     penalty_grad)
                 metrics = {"aux/penalty": penalty}
             else:
-                metrics = self._batch_penalty_grad(products, indices, global_batch_size, delta,
-                                                   penalty_grad)
+                metrics = self._batch_penalty_grad(products, occurrences, global_batch_size,
+                                                   delta, penalty_grad)
             raw_grad = self.raw.grad if self.raw.grad is not None else torch.zeros_like(delta)
             grad = raw_grad * local_weight + penalty_grad * self._ddelta_draw()  # cap's chain rule
-            grad, rows = combine_row_gradients(grad, indices, self.num_examples)
-            old = delta[rows]
-            self.optimizer.update(self.raw, rows, grad[rows])
+            grad, slots = combine_row_gradients(grad.view(-1, 1), occurrences, self.num_slots)
+            grad = grad.view(-1)
+            old = delta[slots]
+            self.optimizer.update(self.raw, slots, grad[slots])
             self.raw.grad = None
             if self.mode == "global":
                 change = torch.zeros_like(delta)
-                change[rows] = self._from_raw(self.raw[rows]) - old
-                self._add_to_u(products, indices, change)            # u += A_B·Δδ_B
+                change[slots] = self._from_raw(self.raw[slots]) - old
+                self._add_to_u(products, occurrences, change)        # u += A_B·Δδ_B
         return metrics
 
     def _ddelta_draw(self) -> torch.Tensor | float:
@@ -310,29 +379,32 @@ class AuxOffsets:
             return 1.0
         return self.delta_cap * (1 - torch.tanh(self.raw.detach()) ** 2)
 
-    def _global_penalty_grad(self, products, indices, global_batch_size, penalty_grad) -> float:
-        """Adds (n/G)·2λ/(2n)²·A_Bᵀu to the batch rows; returns λ‖u/(2n)‖² (paper Sec. 4.2)."""
+    def _per_occurrence(self, values: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        return values if self._factors is None else values * self._factors[slots]
+
+    def _global_penalty_grad(self, products, occurrences, global_batch_size,
+                             penalty_grad) -> float:
+        """Adds (n/G)·2λ/(2n)²·f·A_Bᵀu to the batch's slots; returns λ‖u/(2n)‖² (Sec. 4.2)."""
         n = self.num_examples
         penalty = self.lambda_null * float((self.u / (2 * n)).pow(2).sum())  # λ‖Aδ/(2n)‖²
         if not torch.any(self.u != 0):
             return penalty
         # Unbiased minibatch estimate of the full gradient up to the factor n/G of the mean loss.
         scale = (n / global_batch_size) * 2 * self.lambda_null / (2 * n) ** 2
-        for batch, index in zip(products, indices):
+        for batch, slots in zip(products, occurrences):
             directional = batch.jvp_u(self.u).to(self.dtype)               # A_Bᵀu, (2B,)
-            size = index.shape[0]
-            penalty_grad[:, 0].index_add_(0, index, scale * directional[:size])
-            penalty_grad[:, 1].index_add_(0, index, scale * directional[size:])
+            penalty_grad.index_add_(0, slots, self._per_occurrence(scale * directional, slots))
         return penalty
 
-    def _batch_penalty_grad(self, products, indices, global_batch_size, delta,
+    def _batch_penalty_grad(self, products, occurrences, global_batch_size, delta,
                             penalty_grad) -> dict[str, float]:
-        """λ_null‖A_Bδ_B/(2G)‖² + amp_sign·λ_amp‖δ_B‖²/(2G) and its gradient (Sec. 7.2)."""
+        """λ_null‖A_Bδ_B/(2G)‖² + amp_sign·λ_amp‖δ_B‖²/(2G) and its gradient (Sec. 7.2);
+        A_Bδ_B = Σ_occurrences f δ g."""
         responses = 2 * global_batch_size
-        occurrences = [torch.cat([delta[i, 0], delta[i, 1]]) for i in indices]
-        null_image = sum(b.vjp(c).to(self.dtype)                                # A_B·δ_B
-                         for b, c in zip(products, occurrences))
-        squares = sum(c.pow(2).sum() for c in occurrences).reshape(1)
+        values = [delta[slots] for slots in occurrences]
+        null_image = sum(b.vjp(self._per_occurrence(v, s)).to(self.dtype)      # A_B·δ_B
+                         for b, v, s in zip(products, values, occurrences))
+        squares = sum(v.pow(2).sum() for v in values).reshape(1)
         if is_distributed():                     # the global batch's A_B·δ_B and ‖δ_B‖²
             packed = all_reduce_(torch.cat([null_image, squares.to(null_image.dtype)]))
             null_image, squares = packed[:-1], packed[-1:]
@@ -341,23 +413,25 @@ class AuxOffsets:
                    + self.amp_sign * self.lambda_amp * squares / responses)
         null_scale = 2 * self.lambda_null / responses**2
         amp_scale = 2 * self.amp_sign * self.lambda_amp / responses
-        for batch, index, values in zip(products, indices, occurrences):
-            grad = amp_scale * values
+        for batch, slots, value in zip(products, occurrences, values):
+            grad = amp_scale * value
             if self.lambda_null and torch.any(null_image != 0):
-                grad = grad + null_scale * batch.jvp(null_image).to(self.dtype)
-            size = index.shape[0]
-            penalty_grad[:, 0].index_add_(0, index, grad[:size])
-            penalty_grad[:, 1].index_add_(0, index, grad[size:])
+                grad = grad + self._per_occurrence(
+                    null_scale * batch.jvp(null_image).to(self.dtype), slots)
+            penalty_grad.index_add_(0, slots, grad)
         return {"aux/penalty": penalty,
-                "aux/null_residual": _ratio(null_image.norm(), squares ** 0.5)}
+                "aux/null_residual": ratio(null_image.norm(), squares ** 0.5)}
 
-    def _add_to_u(self, products, indices, change: torch.Tensor) -> None:
-        """u += A·Δδ, every changed dataset row counted once (first occurrence)."""
-        seen = rows_owned_elsewhere(indices, self.num_examples)
+    def _add_to_u(self, products, occurrences, change: torch.Tensor) -> None:
+        """u += A·Δδ: every changed slot counted once (its first occurrence in the step, over
+        micro-batches and processes), with cotangent ω_k·Δδ_k."""
+        seen = rows_owned_elsewhere(occurrences, self.num_slots)
         update = torch.zeros_like(self.u)
-        for batch, index in zip(products, indices):
-            keep = first_occurrences(index.cpu(), seen).to(self.device)
-            cotangent = torch.cat([change[index, 0] * keep, change[index, 1] * keep])
+        for batch, slots in zip(products, occurrences):
+            keep = first_occurrences(slots.cpu(), seen).to(self.device)
+            cotangent = change[slots] * keep
+            if not self._unit_weights:
+                cotangent = cotangent * self.weights[slots]
             if torch.any(cotangent != 0):
                 update += batch.vjp(cotangent).to(self.dtype)
             batch.release()
@@ -368,152 +442,29 @@ class AuxOffsets:
         """u = A·δ from scratch (global mode; a no-op in the others).
 
         ``batches`` must cover every dataset row whose δ is non-zero; rows seen twice count
-        once. One VJP per batch; none while δ = 0.
+        once, and each row's responses count with f_k (their c_k occurrences sum to ω_k).
+        One VJP per batch; none while δ = 0.
         """
         if self.mode != "global":
             return
-        delta = self.table()
+        values = self.values()
         self.u = torch.zeros(self.products.dim, dtype=self.dtype, device=self.device)
         self._u_version += 1
-        if not torch.any(delta != 0):
+        if not torch.any(values != 0):
             return
         if batches is None:
             raise ValueError("recompute_u needs the dataset batches (pass them to prepare())")
         seen = torch.zeros(self.num_examples, dtype=torch.bool)
         for batch in batches:
             index = self._batch_index(batch)
-            keep = first_occurrences(index.cpu(), seen).to(self.device)
-            cotangent = torch.cat([delta[index, 0] * keep, delta[index, 1] * keep])
+            keep = first_occurrences(index.cpu(), seen).to(self.device).repeat(2)
+            slots = occurrence_slots(self.slots, index)
+            cotangent = self._per_occurrence(values[slots] * keep, slots)
             if torch.any(cotangent != 0):
                 self.u += self.products.vjp(batch, cotangent).to(self.dtype)
-        missing = (~seen).to(self.device) & torch.any(delta != 0, dim=1)
+        missing = (~seen).to(self.device) & torch.any(values[self.slots] != 0, dim=1)
         if torch.any(missing):
             rows = torch.nonzero(missing).flatten()
             raise ValueError(f"recompute_u: {rows.numel()} dataset rows with non-zero δ are "
                              f"missing from the batches (first: {int(rows[0])})")
         broadcast_(self.u)          # each process passed over the whole dataset: keep rank 0's
-
-    # ---- projection mode ---------------------------------------------------------------------
-
-    def _build_null_space(self, batches: Iterable[Batch]) -> None:
-        n = self.num_examples
-        jacobian_t = torch.zeros(2 * n, self.products.dim, dtype=self.dtype, device=self.device)
-        seen = torch.zeros(n, dtype=torch.bool)
-        for batch in batches:
-            index = self._batch_index(batch)
-            keep = first_occurrences(index.cpu(), seen).to(self.device)
-            rows = self.products.jacobian(batch).to(self.dtype)                 # (2B, d)
-            size = index.shape[0]
-            jacobian_t[2 * index[keep]] = rows[:size][keep]
-            jacobian_t[2 * index[keep] + 1] = rows[size:][keep]
-        if not bool(seen.all()):
-            missing = torch.nonzero(~seen).flatten()
-            raise ValueError(f"projection: {missing.numel()} dataset rows are missing from "
-                             f"the batches given to prepare() (first: {int(missing[0])})")
-        basis, rank = null_space_basis(jacobian_t)
-        broadcast_(basis)                        # every process: rank 0's Γ, bit for bit
-        if rank >= 2 * n:
-            warnings.warn(
-                f"projection: 2n = {2 * n} responses ≤ rank(A) = {rank}, so N(A) = {{0}}: δ "
-                "is forced to 0 and AuxDPO reduces to DPO. Use more data, fewer trainable "
-                "parameters, or mode='global'.", RuntimeWarning, stacklevel=3)
-        self.jacobian_t, self.basis, self.rank = jacobian_t, basis, rank
-        self._reset_coef(basis.shape[1])
-
-    def _reset_coef(self, size: int) -> None:
-        self.coef = torch.zeros(1, size, dtype=self.dtype, device=self.device,
-                                requires_grad=True)
-        self.optimizer = self._optimizer_class((1, size), **self._optimizer_args)
-
-    def _step_projection(self, local_weight: float = 1.0) -> dict[str, float]:
-        grad = self.coef.grad if self.coef.grad is not None else torch.zeros_like(self.coef)
-        grad = all_reduce_(grad * local_weight)              # the global batch's mean
-        if self.coef.numel():
-            self.optimizer.update(self.coef, torch.zeros(1, dtype=torch.long,
-                                                         device=self.device), grad)
-        self.coef.grad = None
-        metrics = {"aux/penalty": 0.0, "aux/null_dim": float(self.basis.shape[1])}
-        if self.jacobian_t is not None:
-            delta = self.table().reshape(-1)
-            metrics["aux/null_residual"] = _ratio((self.jacobian_t.T @ delta).norm(),
-                                                  delta.norm())
-        return metrics
-
-    # ---- checkpoints -------------------------------------------------------------------------
-
-    def state_dict(self) -> dict:
-        """δ's parameters, optimizer state, u (global), Γ (projection), the step count and the
-        difference JVP's step-size state."""
-        state = {"mode": self.mode, "num_examples": self.num_examples,
-                 "num_steps": self.num_steps, "optimizer": self.optimizer.state_dict()}
-        if self.mode == "projection":
-            state["coef"], state["basis"] = self.coef.detach().clone(), self.basis.clone()
-        else:
-            state["raw"] = self.raw.detach().clone()
-        if self.mode == "global":
-            state["u"] = self.u.clone()
-        # The difference JVP's step size follows ‖A_Bᵀt‖/‖t‖ of the previous call; restoring
-        # it makes a resumed run take the same steps as an uninterrupted one.
-        state["jvp_gain"] = self.products.difference_gain
-        return state
-
-    def load_state_dict(self, state: dict, *, recompute: bool | None = None) -> None:
-        """Restore :meth:`state_dict`. In global mode u is then recomputed from scratch when
-        ``recompute`` is True, or None and :meth:`prepare` was given re-iterable batches."""
-        for key, expected in (("mode", self.mode), ("num_examples", self.num_examples)):
-            if state.get(key) != expected:
-                raise ValueError(f"state {key}={state.get(key)!r} does not match {expected!r}")
-        self._pending, self._linearized = [], {}
-        self._u_version += 1
-        self.num_steps = int(state["num_steps"])
-        if self.mode == "projection":
-            self.basis = state["basis"].to(self.device, self.dtype).clone()
-            self._reset_coef(self.basis.shape[1])
-            with torch.no_grad():
-                self.coef.copy_(state["coef"])
-        else:
-            with torch.no_grad():
-                self.raw.copy_(state["raw"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if "jvp_gain" in state:
-            self.products.difference_gain = state["jvp_gain"]
-        if self.mode == "global":
-            self.u = state["u"].to(self.device, self.dtype).clone()
-            if recompute or (recompute is None and self._dataset_batches is not None):
-                self.recompute_u(self._dataset_batches)
-
-
-class _BatchProducts:
-    """A micro-batch's products for :meth:`AuxOffsets.step`: from its fused
-    :class:`Linearization` when :meth:`AuxOffsets.reference_logps` made one, else fresh."""
-
-    def __init__(self, products: ReferenceProducts, batch: Batch,
-                 linear: Linearization | None) -> None:
-        self.products, self.batch, self.linear = products, batch, linear
-
-    def jvp_u(self, u: torch.Tensor) -> torch.Tensor:
-        """A_Bᵀu for this step's u (the fused pass's tangent when there was one)."""
-        if self.linear is not None and self.linear.directional is not None:
-            return self.linear.directional
-        return self.jvp(u)
-
-    def jvp(self, tangent: torch.Tensor) -> torch.Tensor:
-        tangent = tangent.to(self.products.dtype)
-        if self.linear is not None:
-            return self.linear.jvp(tangent)
-        return self.products.jvp(self.batch, tangent)
-
-    def vjp(self, cotangent: torch.Tensor) -> torch.Tensor:
-        if self.linear is not None:
-            return self.linear.vjp(cotangent)
-        return self.products.vjp(self.batch, cotangent)
-
-    def release(self) -> None:
-        if self.linear is not None:
-            self.linear.release()
-
-
-def _ratio(numerator: torch.Tensor | float, denominator: torch.Tensor | float) -> float:
-    denominator = float(denominator)
-    return float(numerator) / denominator if denominator > 0 else 0.0
-

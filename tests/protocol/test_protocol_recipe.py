@@ -104,6 +104,21 @@ def test_fingerprint_ignores_the_grid_but_not_training():
     assert recipe_fingerprint(base) != recipe_fingerprint(recipe_from_dict({"train": {"beta": 0.2}}))
 
 
+def test_fingerprint_counts_later_data_fields_only_when_set():
+    import hashlib
+    import json
+
+    base = recipe_from_dict({})
+    core = {k: v for k, v in base.to_dict().items() if k not in ("grid", "estimates", "name")}
+    core["data"] = {k: v for k, v in core["data"].items()
+                    if not k.startswith("ultrafeedback_")}
+    # the hash a recipe had before the ultrafeedback_* fields existed
+    before = hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode())
+    assert recipe_fingerprint(base) == before.hexdigest()[:16]
+    assert recipe_fingerprint(base) != recipe_fingerprint(recipe_from_dict(
+        {"data": {"ultrafeedback_format": "scored-responses"}}))
+
+
 def test_example_recipes_parse():
     paths = sorted(glob.glob(os.path.join(ROOT, "examples", "protocol", "*.yaml")))
     assert len(paths) >= 3

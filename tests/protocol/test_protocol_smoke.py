@@ -13,7 +13,7 @@ from auxdpo.protocol.smoke import smoke_data_missing, smoke_recipe_dict
 pytestmark = pytest.mark.slow
 
 
-def _recipe(epochs, methods):
+def _recipe(epochs, methods, **extra):
     from auxdpo.protocol.recipe import recipe_from_dict
 
     values = smoke_recipe_dict()
@@ -22,6 +22,7 @@ def _recipe(epochs, methods):
     # Bit-identical comparisons with DPO: the fused reference pass (forward-mode kernels)
     # gives the same reference log-probs only to ~1e-7, so take the separate pass here.
     values["train"].setdefault("extra", {})["aux_fused_reference"] = False
+    values["train"]["extra"].update(extra)
     values["grid"] = {"methods": methods, "settings": ["id", "ood"], "datasets": ["mmlu-pro"],
                       "capacities": ["lora:4"], "seeds": 1}
     return recipe_from_dict(values)
@@ -60,11 +61,13 @@ def test_real_runs_write_results_tables_and_resume(tmp_path):
 
 
 def test_one_epoch_auxdpo_reproduces_dpo(tmp_path):
-    """δ_i changes only after pair i's own step, so in a single epoch every loss sees δ = 0."""
+    """Row keys: δ_i changes only after pair i's own step, so in a single epoch every loss
+    sees δ = 0. (Response keys share δ between MMLU-Pro's pairs of one question.)"""
     from auxdpo.protocol.runner import read_result, run_protocol
 
     out = str(tmp_path)
-    run_protocol(_recipe(1, ["dpo", "auxdpo"]), out, progress=False, report=False)
+    run_protocol(_recipe(1, ["dpo", "auxdpo"], aux_offsets="row"), out, progress=False,
+                 report=False)
     for setting in ("id", "ood"):
         dpo, aux = (read_result(os.path.join(
             out, "runs", f"mmlu-pro__{setting}__{m}__cap-lora-4__seed0.json")) for m in

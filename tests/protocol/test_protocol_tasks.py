@@ -87,3 +87,23 @@ def test_synthetic_rewardbench2_is_valid_hub_schema(tmp_path):
     # ref:N and tied:N share their prompt, so a split by prompt keeps each pair together
     assert all(ties[f"ref:{n}"]["prompt"] == ties[f"tied:{n}"]["prompt"] for n in range(4))
     assert report.pairs == sum(len(r["chosen"]) * len(r["rejected"]) for r in rows)
+
+
+def test_ood_training_on_a_multi_comparison_set(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from data_fixtures import MULTI_FIXTURES
+
+    spec = DataSpec(ultrafeedback=str(MULTI_FIXTURES["openbmb-ultrafeedback"]),
+                    ultrafeedback_format="openbmb-ultrafeedback", ultrafeedback_ties="half")
+    data = load_protocol_data(spec, [], ["ood"])
+    # 2 prompts x 6 pairs of 4 completions, the two ties kept with soft label 1/2
+    assert len(data.ood_train) == 12
+    assert set(data.ood_train[0]) == {"prompt", "chosen", "rejected", "pref_prob"}
+    assert sorted(p["pref_prob"] for p in data.ood_train) == [0.5, 0.5] + [1.0] * 10
+    with pytest.raises(ValueError, match="data.ultrafeedback_format must be one of"):
+        DataSpec(ultrafeedback_format="mmlu-pro")
+    with pytest.raises(ValueError, match="data.ultrafeedback_\\*: ties must be one of"):
+        DataSpec(ultrafeedback_ties="keep")

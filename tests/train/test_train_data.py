@@ -48,8 +48,11 @@ def test_non_string_content_is_named():
 def test_missing_columns_are_listed():
     with pytest.raises(ValueError, match=r"missing column\(s\) \['rejected'\]"):
         validate_preference_rows(Dataset.from_list([{"prompt": "p", "chosen": "a"}]))
-    with pytest.raises(ValueError, match="missing column 'prompt'"):
-        validate_preference_rows(Dataset.from_list([{"chosen": "a", "rejected": "b"}]))
+    # Without a prompt column the shared prefix is the prompt, as in TRL; what is left must
+    # still be a response.
+    assert validate_preference_rows(Dataset.from_list([{"chosen": "q: a", "rejected": "q: b"}])) == 1
+    with pytest.raises(ValueError, match="row 0, field 'chosen': empty response after the shared"):
+        validate_preference_rows(Dataset.from_list([{"chosen": "q  ", "rejected": "q  x"}]))
 
 
 @pytest.mark.parametrize("column, values, message", [

@@ -25,8 +25,11 @@ class StopAt(TrainerCallback):
 
 
 def _trainer(out, n=12, callbacks=None, **overrides):
+    # Row keys with multiplicity weights: the layout and numbers of per-pair offsets
+    # (response keys are tested in test_train_keys.py).
     values = dict(method="auxdpo", aux_constraint="global", lambda_null=5.0, delta_lr=0.05,
-                  max_steps=5, save_strategy="steps", save_steps=2, learning_rate=5e-3)
+                  max_steps=5, save_strategy="steps", save_steps=2, learning_rate=5e-3,
+                  aux_offsets="row", aux_null_weights="multiplicity")
     values.update(overrides)
     return AuxDPOTrainer(H.model(), args=H.config(out, **values), train_dataset=H.dataset(n),
                          processing_class=H.tokenizer(), callbacks=callbacks)

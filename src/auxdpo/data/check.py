@@ -2,8 +2,10 @@
 
 Counts reported: ``rows`` (records read, unparseable lines included), ``pairs`` (preference
 pairs the usable rows yield under each format's default: UltraFeedback one per row,
-RewardBench 2 every chosen × rejected, MMLU-Pro one sampled incorrect option per question)
-and ``problems`` (row, field, message; row 0 means the file as a whole).
+RewardBench 2 every chosen × rejected, MMLU-Pro one sampled incorrect option per question,
+the multi-comparison formats every pair under the expansion options), how those pairs share
+their responses (:mod:`auxdpo.data.stats`) and ``problems`` (row, field, message; row 0 means
+the file as a whole).
 """
 
 from __future__ import annotations
@@ -12,10 +14,15 @@ import os
 from dataclasses import dataclass, field
 
 from auxdpo.data.schema import DataFormatError, Problem, read_records
+from auxdpo.data.stats import ComparisonStats, comparison_stats
 
-__all__ = ["FORMATS", "CheckReport", "check_file"]
+__all__ = ["FORMATS", "PAIRWISE_FORMATS", "CheckReport", "check_file"]
 
-FORMATS = ("ultrafeedback", "rewardbench2", "mmlu-pro")
+PAIRWISE_FORMATS = ("ultrafeedback", "rewardbench2", "mmlu-pro")
+# the multi-comparison formats of auxdpo.data.comparisons (kept literal: no import cost here)
+FORMATS = PAIRWISE_FORMATS + ("rlhflow-ultrafeedback", "openbmb-ultrafeedback",
+                              "scored-responses")
+_NO_PAIRS = ComparisonStats(0, 0, 0.0, 0.0, 0.0)
 
 
 @dataclass
@@ -27,6 +34,7 @@ class CheckReport:
     rows: int
     pairs: int
     problems: list[Problem] = field(default_factory=list)
+    stats: ComparisonStats = _NO_PAIRS
 
     @property
     def ok(self) -> bool:
@@ -34,38 +42,57 @@ class CheckReport:
         return not self.problems
 
     def as_dict(self) -> dict:
-        """``{"rows", "pairs", "problems": [{"row", "field", "message"}]}`` — exactly these keys."""
-        return {"rows": self.rows, "pairs": self.pairs,
+        """``{"rows", "pairs", "prompts", "responses", "responses_per_prompt",
+        "pairs_per_response", "share_in_2_or_more", "problems": [{"row", "field",
+        "message"}]}`` — exactly these keys."""
+        return {"rows": self.rows, "pairs": self.pairs, **self.stats.as_dict(),
                 "problems": [problem.as_dict() for problem in self.problems]}
 
     def as_text(self) -> str:
         """The human-readable report: a header, then one line per problem."""
         lines = [f"file: {self.path}", f"format: {self.format}", f"rows: {self.rows}",
-                 f"pairs: {self.pairs}", f"problems: {len(self.problems)}"]
+                 f"pairs: {self.pairs}", *self.stats.as_lines(),
+                 f"problems: {len(self.problems)}"]
         lines += [f"  {problem}" for problem in self.problems]
         lines.append("status: ok" if self.ok else "status: UNUSABLE ROWS FOUND")
         return "\n".join(lines)
 
 
-def _count_pairs(fmt: str, records: list) -> tuple[int, list[Problem]]:
+def _pair_texts(fmt: str, records: list, options) -> tuple[list[tuple], list[Problem]]:
+    """The (prompt, chosen, rejected) texts of the pairs the usable rows yield, and problems."""
     if fmt == "ultrafeedback":
         from auxdpo.data.ultrafeedback import normalize_ultrafeedback
 
         pairs, problems = normalize_ultrafeedback(records)
-        return len(pairs), problems
+        return [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs], problems
     if fmt == "rewardbench2":
-        from auxdpo.data.rewardbench2 import count_rewardbench2_pairs, normalize_rewardbench2
+        from auxdpo.data.rewardbench2 import normalize_rewardbench2
 
         items, problems = normalize_rewardbench2(records)
-        return count_rewardbench2_pairs(items, "all"), problems
-    from auxdpo.data.mmlu_pro import normalize_mmlu_pro
+        return [(item["prompt"], good, bad) for item in items for good in item["chosen"]
+                for bad in item["rejected"]], problems
+    if fmt == "mmlu-pro":
+        from auxdpo.data.mmlu_pro import _rejected_indices, format_mmlu_prompt, normalize_mmlu_pro
 
-    questions, problems = normalize_mmlu_pro(records)
-    return len(questions), problems
+        questions, problems = normalize_mmlu_pro(records)
+        texts = []
+        for question in questions:  # the loader's default pairs: mode "sample", seed 0
+            prompt = format_mmlu_prompt(question["question"], question["options"])
+            correct = question["options"][question["answer_index"]]
+            texts += [(prompt, correct, question["options"][index])
+                      for index in _rejected_indices(question, "sample", 0)]
+        return texts, problems
+    from auxdpo.data.comparisons import normalize_comparisons
+
+    pairs, problems = normalize_comparisons(fmt, records, options)
+    return [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs], problems
 
 
-def check_file(path: str | os.PathLike, fmt: str) -> CheckReport:
+def check_file(path: str | os.PathLike, fmt: str, options=None) -> CheckReport:
     """Validate ``path`` as ``fmt`` (one of :data:`FORMATS`); never raises on bad rows.
+
+    ``options`` (:class:`~auxdpo.data.comparisons.ExpansionOptions`) applies to the
+    multi-comparison formats: the tie rule changes the pair count.
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for an unknown format.
     A file that cannot be parsed at all is reported as one problem on row 0.
@@ -78,7 +105,7 @@ def check_file(path: str | os.PathLike, fmt: str) -> CheckReport:
     except DataFormatError as exc:
         message = str(exc).removeprefix(f"{path}: ")
         return CheckReport(path, fmt, 0, 0, [Problem(0, "<file>", message)])
-    pairs, row_problems = _count_pairs(fmt, records)
+    texts, row_problems = _pair_texts(fmt, records, options)
     problems = sorted(problems + row_problems, key=lambda problem: problem.row)
     return CheckReport(path, fmt, len(records) + sum(p.field == "<json>" for p in problems),
-                       pairs, problems)
+                       len(texts), problems, comparison_stats(texts))

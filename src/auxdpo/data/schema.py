@@ -72,9 +72,10 @@ def shared_data_path(*parts: str) -> str:
     return str(repo_root.parent / "shared" / "data" / Path(*parts))
 
 
-def records_from_source(source: str | os.PathLike, split: str
+def records_from_source(source: str | os.PathLike, split: str, config: str | None = None
                         ) -> tuple[str, list[tuple[int, Any]], list[Problem]]:
-    """Rows of a local file, or of a hub data set (``datasets.load_dataset(source, split)``).
+    """Rows of a local file, or of a hub data set (``datasets.load_dataset(source, split)``,
+    with the configuration name ``config`` when one is given).
 
     Returns ``(label, [(row_number, record)], problems)``; ``label`` names the source in errors.
     """
@@ -83,7 +84,8 @@ def records_from_source(source: str | os.PathLike, split: str
         return os.fspath(source), records, problems
     import datasets
 
-    hub = datasets.load_dataset(os.fspath(source), split=split)
+    hub = (datasets.load_dataset(os.fspath(source), split=split) if config is None else
+           datasets.load_dataset(os.fspath(source), config, split=split))
     return f"{source}[{split}]", list(enumerate(hub, start=1)), []
 
 

@@ -73,6 +73,19 @@ class DataSpec:
                 "synthetic set into the output folder."})
     ultrafeedback: str = field(default="../shared/data/ultrafeedback/train_1k.jsonl", metadata={
         "help": "UltraFeedback pairs (OOD training): file or hub name."})
+    ultrafeedback_format: str = field(default="ultrafeedback", metadata={
+        "help": "How data.ultrafeedback is read: ultrafeedback (pairs as they are), or a "
+                "multi-comparison format expanded into every pair: rlhflow-ultrafeedback "
+                "(RLHFlow/UltraFeedback-preference-standard), openbmb-ultrafeedback "
+                "(openbmb/UltraFeedback), scored-responses (docs/data.md)."})
+    ultrafeedback_ties: str = field(default="drop", metadata={
+        "help": "Multi-comparison formats: drop pairs of equal scores, or 'half' (soft label "
+                "1/2)."})
+    ultrafeedback_soft_label_temperature: float | None = field(default=None, metadata={
+        "help": "Multi-comparison formats: soft labels sigmoid(score difference / T); null: "
+                "hard labels."})
+    ultrafeedback_score_field: str = field(default="fine-grained_score", metadata={
+        "help": "openbmb-ultrafeedback: fine-grained_score or overall_score."})
     split_seed: int = field(default=0, metadata={
         "help": "Seed of the 80/20 split by prompt; fixed across training seeds so every run of "
                 "a data set is scored on the same held-out rows."})
@@ -92,10 +105,27 @@ class DataSpec:
     def __post_init__(self):
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
+        from auxdpo.data.formats import TRAIN_FORMATS
+
+        if self.ultrafeedback_format not in TRAIN_FORMATS:
+            raise ValueError(f"data.ultrafeedback_format must be one of "
+                             f"{', '.join(TRAIN_FORMATS)}, got {self.ultrafeedback_format!r}")
+        try:
+            self.expansion_options()
+        except ValueError as exc:
+            raise ValueError(f"data.ultrafeedback_*: {exc}") from None
         for name in ("max_rows", "max_ood_pairs", "max_chars", "max_ood_prompt_chars"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"data.{name} must be a positive integer or null, got {value!r}")
+
+    def expansion_options(self):
+        """How a multi-comparison data.ultrafeedback is expanded into pairs."""
+        from auxdpo.data.comparisons import ExpansionOptions
+
+        return ExpansionOptions(ties=self.ultrafeedback_ties,
+                                temperature=self.ultrafeedback_soft_label_temperature,
+                                score_field=self.ultrafeedback_score_field)
 
 
 @dataclass
@@ -267,10 +297,20 @@ def load_recipe(path: str) -> Recipe:
         raise ValueError(f"{path}: {exc}") from None
 
 
+_UNSET = object()
+_LATER_DATA_DEFAULTS = {"ultrafeedback_format": "ultrafeedback", "ultrafeedback_ties": "drop",
+                        "ultrafeedback_soft_label_temperature": None,
+                        "ultrafeedback_score_field": "fine-grained_score"}
+
+
 def recipe_fingerprint(recipe: Recipe) -> str:
     """Hash of everything but the grid, estimates and name: runs made under one fingerprint
     are comparable; the grid may grow between invocations (new runs are simply added)."""
     core = {k: v for k, v in recipe.to_dict().items() if k not in ("grid", "estimates", "name")}
+    # data fields added after results were first recorded count only when set, so a recipe
+    # that leaves them at their defaults keeps the fingerprint its earlier runs carry
+    core["data"] = {k: v for k, v in core["data"].items()
+                    if _LATER_DATA_DEFAULTS.get(k, _UNSET) != v}
     return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -78,8 +78,8 @@ def smoke_recipe_dict() -> dict:
                  "ultrafeedback": shared_data_path("ultrafeedback", "train_1k.jsonl"),
                  "max_rows": 100, "max_ood_pairs": 64, "max_chars": 280,
                  "max_ood_prompt_chars": 160, "split_seed": 0},
-        # two epochs: AuxDPO's per-pair offsets δ_i change after pair i's step, so they enter
-        # the loss only when a pair is seen again (with one epoch AuxDPO reproduces DPO exactly)
+        # two epochs: an offset δ changes after a step that saw its response and acts when the
+        # response is seen again: in a later pair (response keying) or on the second pass
         "train": {"beta": 0.1, "learning_rate": 2e-3, "num_train_epochs": 2, "batch_size": 16,
                   "max_length": 288},
         "eval": {"batch_size": 32},

@@ -122,12 +122,16 @@ def load_protocol_data(spec: DataSpec, datasets: list[str], settings: list[str],
         data.held_out[dataset] = HeldOut(dataset, list(sets.test_pairs), list(sets.test_rows))
         data.sources[dataset] = spec.rewardbench2 if dataset == "rewardbench2" else spec.mmlu_pro
     if "ood" in settings:
-        from auxdpo.data import load_ultrafeedback
+        from auxdpo.data.formats import load_training_pairs
 
-        pairs = list(load_ultrafeedback(_check_source(spec.ultrafeedback, "ultrafeedback")))
+        source = _check_source(spec.ultrafeedback, "ultrafeedback")
+        pairs = list(load_training_pairs(source, spec.ultrafeedback_format,
+                                         options=spec.expansion_options()))
         pairs = _limit(pairs, "ultrafeedback", spec.max_ood_prompt_chars, spec.max_ood_pairs,
                        spec.split_seed)
-        data.ood_train = [{k: pair[k] for k in PAIR_KEYS} for pair in pairs]
+        # soft labels (multi-comparison formats) travel with the pairs to the trainer
+        keys = PAIR_KEYS + (("pref_prob",) if pairs and "pref_prob" in pairs[0] else ())
+        data.ood_train = [{k: pair[k] for k in keys} for pair in pairs]
         data.sources["ultrafeedback"] = spec.ultrafeedback
     return data
 

@@ -1,18 +1,20 @@
 """``AuxDPOConfig``: TRL's ``DPOConfig`` plus the fields that pick and tune the method.
 
 Switching method is one field (``method``); every method is scored by the shared loss functions
-of :mod:`auxdpo.losses`, never by TRL's ``loss_type`` branches (which this config ignores).
+of :mod:`auxdpo.losses`, never by TRL's ``loss_type`` branches. TRL's loss options
+(``loss_type``, ``loss_weights``, ``use_weighting``, ``ld_alpha``, ``f_divergence_type``,
+``label_smoothing``) are mapped onto those functions or refused (:mod:`auxdpo.train.trl_compat`).
 """
 
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
 from auxdpo.losses import LOSSES
+from auxdpo.train.trl_compat import resolve_loss_options
 
 __all__ = ["AUX_CONSTRAINTS", "AuxDPOConfig", "parse_capacity"]
 
@@ -60,15 +62,16 @@ def parse_capacity(spec: str) -> tuple[str, object]:
 class AuxDPOConfig(DPOConfig):
     """Training configuration for :class:`~auxdpo.train.trainer.AuxDPOTrainer`.
 
-    All of ``DPOConfig``/``TrainingArguments`` applies; the fields below are added. ``loss_type``
-    and the TRL loss knobs are not used (the method is ``method``).
+    All of ``DPOConfig``/``TrainingArguments`` applies; the fields below are added. The method
+    is ``method``; TRL's ``loss_type`` may add terms to it (e.g. ``["sigmoid", "sft"]``).
     """
 
     method: str = field(default="auxdpo", metadata={
-        "help": "Preference method: dpo, ipo, dpop or auxdpo (scored by auxdpo.losses)."})
+        "help": "Preference method: dpo, ipo, dpop, auxdpo, or one of TRL's loss_type names "
+                "(hinge, robust, exo_pair, ...; scored by auxdpo.losses)."})
     logp_average: bool | None = field(default=None, metadata={
         "help": "Average response log-probs over response tokens instead of summing them. "
-                "Default by method: True for ipo, False for dpo/dpop/auxdpo."})
+                "Default by method: True for ipo and sigmoid_norm, False for the others."})
     dpop_lambda: float = field(default=50.0, metadata={
         "help": "DPOP's penalty weight λ on the chosen response's log-prob drop (DPOP paper: 50)."})
     capacity: str = field(default="full", metadata={
@@ -79,6 +82,15 @@ class AuxDPOConfig(DPOConfig):
     aux_constraint: str = field(default="global", metadata={
         "help": "How AuxDPO keeps δ in the null space of A: global (dataset-wide penalty), "
                 "batch (batchwise penalty) or projection (exact, small trainable sets)."})
+    aux_offsets: str = field(default="response", metadata={
+        "help": "What one AuxDPO offset δ belongs to: response (one per unique prompt and "
+                "response token ids, shared by every pair the response occurs in, as the "
+                "paper's δ(s, a)) or row (one per pair and side; acts only from epoch 2)."})
+    aux_null_weights: str = field(default="prompt", metadata={
+        "help": "Weights ω of the empirical constraint Σ ω δ ∇log π_ref = 0: prompt "
+                "(π_ref-weighted, normalised per prompt), multiplicity (occurrence counts, "
+                "the paper's Monte Carlo sum) or reference (unnormalised π_ref; short "
+                "responses only). prompt and reference take one extra reference pass."})
     lambda_null: float = field(default=1.0, metadata={
         "help": "Weight λ of the null-space penalty ‖A·δ‖² (global and batch modes)."})
     lambda_amp: float = field(default=0.0, metadata={
@@ -132,12 +144,15 @@ class AuxDPOConfig(DPOConfig):
     def __post_init__(self):
         if self.method not in LOSSES:
             raise ValueError(f"method must be one of {sorted(LOSSES)}, got {self.method!r}")
-        if self.logp_average is None:
-            self.logp_average = self.method == "ipo"
         if self.aux_constraint not in AUX_CONSTRAINTS:
             raise ValueError(f"aux_constraint must be one of {AUX_CONSTRAINTS}, "
                              f"got {self.aux_constraint!r}")
         parse_capacity(self.capacity)
+        from auxdpo.offset_keys import KEYINGS, NULL_WEIGHTS
+
+        for name, allowed in (("aux_offsets", KEYINGS), ("aux_null_weights", NULL_WEIGHTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not self.delta_lr > 0:
             raise ValueError(f"delta_lr must be > 0, got {self.delta_lr!r}")
         for name in ("lambda_null", "lambda_amp", "dpop_lambda"):
@@ -148,10 +163,8 @@ class AuxDPOConfig(DPOConfig):
         if self.lambda_amp and self.aux_constraint != "batch":
             raise ValueError("lambda_amp is the batch constraint's amplitude term; set "
                              "aux_constraint: batch or lambda_amp: 0")
-        loss_types = [self.loss_type] if isinstance(self.loss_type, str) else self.loss_type
-        if list(loss_types) != ["sigmoid"]:
-            warnings.warn("AuxDPOConfig ignores TRL's loss_type; the method is chosen by "
-                          "`method`", UserWarning, stacklevel=2)
+        # TRL's loss options: honoured through auxdpo.losses or refused (docs/trainer.md).
+        resolve_loss_options(self)
         if self.amp_sign not in (1, -1):
             raise ValueError(f"amp_sign must be +1 or -1, got {self.amp_sign!r}")
         if self.delta_cap is not None and self.delta_cap <= 0:

@@ -1,13 +1,15 @@
 """Preference data for the trainer: row-level validation and the index-attaching collator.
 
-Rows are TRL's preference format: ``prompt`` (optional when ``chosen``/``rejected`` are
-conversations that contain it), ``chosen``, ``rejected``; each a string, or a list of
-``{"role", "content"}`` messages. Optional numeric columns carry a soft label (probability
+Rows are TRL's preference format: ``prompt`` (optional: without it, the shared prefix of
+``chosen`` and ``rejected`` is the prompt, as in TRL), ``chosen``, ``rejected``; each a string, or
+a list of ``{"role", "content"}`` messages (an assistant turn may carry ``tool_calls`` instead
+of ``content``; a ``tools`` column is passed to the chat template by TRL). Optional numeric columns carry a soft label (probability
 that chosen ≻ rejected, in [0, 1]) and a per-example weight (≥ 0).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,22 +25,35 @@ PREF_PROB = "pref_prob"
 WEIGHT = "weight"
 
 
+def _message_text(message: Any, k: int, where: str) -> str:
+    """The text of one chat message; a ValueError says what is wrong with it."""
+    if not isinstance(message, Mapping):
+        raise ValueError(f"{where}: message {k} must be a dict with 'role' and 'content', got "
+                         f"{type(message).__name__}")
+    if not isinstance(message.get("role"), str):
+        raise ValueError(f"{where}: message {k} has no 'role' string (keys: {sorted(message)})")
+    content, tool_calls = message.get("content"), message.get("tool_calls")
+    if content is None:
+        if tool_calls:  # an assistant turn that only calls tools (TRL's tool-calling format)
+            return json.dumps(tool_calls, sort_keys=True, default=str)
+        raise ValueError(f"{where}: message {k} ({message['role']}) has neither 'content' nor "
+                         "'tool_calls'")
+    if isinstance(content, list):
+        raise ValueError(f"{where}: message {k} content is a list of parts (multimodal); only "
+                         "text content (a string) is supported")
+    if not isinstance(content, str):
+        raise ValueError(f"{where}: message {k} content must be a string, got "
+                         f"{type(content).__name__}")
+    return content + (json.dumps(tool_calls, sort_keys=True, default=str) if tool_calls else "")
+
+
 def _text_of(value: Any, row: int, column: str) -> str:
     """The text content of a string or a message list; ValueError naming row and field."""
     if isinstance(value, str):
         return value
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
-        parts = []
-        for k, message in enumerate(value):
-            if not isinstance(message, Mapping) or "content" not in message:
-                raise ValueError(f"row {row}, field {column!r}: message {k} must be a dict with "
-                                 f"'role' and 'content', got {type(message).__name__}")
-            content = message["content"]
-            if not isinstance(content, str):
-                raise ValueError(f"row {row}, field {column!r}: message {k} content must be a "
-                                 f"string, got {type(content).__name__}")
-            parts.append(content)
-        return "\n".join(parts)
+        where = f"row {row}, field {column!r}"
+        return "\n".join(_message_text(message, k, where) for k, message in enumerate(value))
     raise ValueError(f"row {row}, field {column!r}: expected a string or a list of messages, "
                      f"got {type(value).__name__}")
 
@@ -86,18 +101,23 @@ def validate_preference_rows(dataset, *, pref_prob_column: str | None = PREF_PRO
         raise ValueError(f"dataset is missing column(s) {missing}; found {columns}")
     chosen, rejected = dataset["chosen"], dataset["rejected"]
     prompts = dataset["prompt"] if "prompt" in columns else None
-    if prompts is None and chosen and isinstance(chosen[0], str):
-        raise ValueError("dataset is missing column 'prompt' (required unless chosen/rejected "
-                         "are conversations that contain the prompt)")
     for row, (good, bad) in enumerate(zip(chosen, rejected)):
+        if good == bad:
+            raise ValueError(f"row {row}: chosen and rejected are identical")
+        suffix = ""
         if prompts is not None:
             _text_of(prompts[row], row, "prompt")
+        elif isinstance(good, type(bad)) and isinstance(good, (str, list)):
+            # No prompt column: TRL takes the shared prefix (characters or turns) as the prompt.
+            from trl.data_utils import extract_prompt
+
+            parts = extract_prompt({"chosen": good, "rejected": bad})
+            good, bad = parts["chosen"], parts["rejected"]
+            suffix = " after the shared prefix was taken as the prompt (no 'prompt' column)"
         good_text, bad_text = _text_of(good, row, "chosen"), _text_of(bad, row, "rejected")
         for column, text in (("chosen", good_text), ("rejected", bad_text)):
             if not text.strip():
-                raise ValueError(f"row {row}, field {column!r}: empty response")
-        if good == bad:
-            raise ValueError(f"row {row}: chosen and rejected are identical")
+                raise ValueError(f"row {row}, field {column!r}: empty response{suffix}")
     if pref_prob_column and pref_prob_column in columns:
         for row, value in enumerate(dataset[pref_prob_column]):
             _check_number(value, row, pref_prob_column, 0.0, 1.0)

@@ -3,6 +3,11 @@
 The model is a random 2-layer GPT-2 with the offline character tokenizer; the data are the
 first rows of ``../shared/data/ultrafeedback/train_1k.jsonl`` (texts cut to a few dozen
 characters) when that file exists, else a synthetic arithmetic preference set.
+
+Both let AuxDPO's offsets act: the synthetic set compares four answers per question in all
+six pairs, so each answer's shared δ (response keying) moves at its first pair and enters
+the next ones within the first epoch; the UltraFeedback rows have one pair per prompt, so
+the demo takes half as many of them and passes over them twice.
 """
 
 from __future__ import annotations
@@ -18,19 +23,27 @@ DEFAULT_ULTRAFEEDBACK = Path("../shared/data/ultrafeedback/train_1k.jsonl")
 
 
 def _synthetic_rows(n: int, seed: int = 0) -> list[dict]:
+    """Multi-comparison rows: per question the sum and three wrong answers, every pair of
+    them, the closer answer preferred."""
     rng = random.Random(seed)
     rows = []
-    for _ in range(n):
+    while len(rows) < n:
         a, b = rng.randint(1, 50), rng.randint(1, 50)
-        wrong = a + b + rng.choice([-3, -2, -1, 1, 2, 3])
-        rows.append({"prompt": f"What is {a}+{b}? ", "chosen": f"{a + b}.",
-                     "rejected": f"{wrong}."})
-    return rows
+        errors = [0] + rng.sample([-3, -2, -1, 1, 2, 3], 3)
+        errors.sort(key=abs)
+        for i in range(4):
+            for j in range(i + 1, 4):
+                if abs(errors[i]) < abs(errors[j]):
+                    rows.append({"prompt": f"What is {a}+{b}? ",
+                                 "chosen": f"{a + b + errors[i]}.",
+                                 "rejected": f"{a + b + errors[j]}."})
+    return rows[:n]
 
 
 def demo_rows(n: int = 32, path: Path | str | None = DEFAULT_ULTRAFEEDBACK,
               chars: int = 40) -> tuple[list[dict], str]:
-    """``n`` short preference rows and their source ("ultrafeedback" or "synthetic")."""
+    """Short preference rows and their source: ``n // 2`` UltraFeedback pairs (one per
+    prompt: the demo's steps pass over them twice), or ``n`` synthetic multi-comparison rows."""
     if path is not None and Path(path).is_file():
         rows = []
         with open(path, encoding="utf-8") as handle:
@@ -40,7 +53,7 @@ def demo_rows(n: int = 32, path: Path | str | None = DEFAULT_ULTRAFEEDBACK,
                 if short["chosen"].strip() and short["rejected"].strip() and \
                         short["chosen"] != short["rejected"]:
                     rows.append(short)
-                if len(rows) == n:
+                if len(rows) == n // 2:
                     return rows, "ultrafeedback"
     return _synthetic_rows(n), "synthetic"
 
@@ -64,6 +77,7 @@ def run_tiny_demo(out_dir: Path | str, *, steps: int = 8, data_path: Path | str 
     run_args, config = resolve_config({
         "model_name_or_path": "tiny-gpt2", "dataset_name": str(data_file),
         "output_dir": str(out), "method": "auxdpo", "aux_constraint": "global",
+        "aux_offsets": "response",
         "lambda_null": 1.0, "delta_lr": 0.05, "beta": 0.5, "max_steps": steps,
         "per_device_train_batch_size": 4, "learning_rate": 5e-3,
         "lr_scheduler_type": "constant", "max_length": 128, "logging_steps": 1,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,42 @@ class RunArguments:
     eval_split: str | None = field(default=None, metadata={
         "help": "Optional split to evaluate on (hub or folder data sets)."})
     max_train_rows: int | None = field(default=None, metadata={
-        "help": "Use only the first this many rows (None: all)."})
+        "help": "Use only the first this many rows (None: all); with dataset_format, the "
+                "first this many pairs after expansion."})
+    dataset_format: str | None = field(default=None, metadata={
+        "help": "None: rows are TRL preference rows as they are. Else read dataset_name with "
+                "auxdpo.data as ultrafeedback (pairs), rlhflow-ultrafeedback, "
+                "openbmb-ultrafeedback or scored-responses (every pair of a prompt's scored "
+                "responses; see docs/data.md)."})
+    dataset_ties: str = field(default="drop", metadata={
+        "help": "dataset_format with scores: drop pairs of equal scores, or 'half' to keep "
+                "them with soft label 1/2."})
+    dataset_soft_label_temperature: float | None = field(default=None, metadata={
+        "help": "dataset_format with scores: soft labels p = sigmoid((score_chosen - "
+                "score_rejected)/T) in pref_prob_column (None: hard labels)."})
+    dataset_score_field: str = field(default="fine-grained_score", metadata={
+        "help": "openbmb-ultrafeedback: fine-grained_score (mean aspect rating) or "
+                "overall_score."})
     tiny_num_layers: int = field(default=2, metadata={"help": "Layers of a tiny-* model."})
     tiny_hidden_size: int = field(default=32, metadata={"help": "Width of a tiny-* model."})
     tiny_seed: int = field(default=0, metadata={"help": "Seed of a tiny-* model's weights."})
+
+    def __post_init__(self):
+        if self.dataset_format is not None:
+            from auxdpo.data.formats import TRAIN_FORMATS
+
+            if self.dataset_format not in TRAIN_FORMATS:
+                raise ValueError(f"dataset_format must be one of {', '.join(TRAIN_FORMATS)} "
+                                 f"or null; got {self.dataset_format!r}")
+            self.expansion_options()  # raises ValueError on a bad tie rule or temperature
+
+    def expansion_options(self):
+        """The tie rule, temperature and score field as :class:`ExpansionOptions`."""
+        from auxdpo.data.comparisons import ExpansionOptions
+
+        return ExpansionOptions(ties=self.dataset_ties,
+                                temperature=self.dataset_soft_label_temperature,
+                                score_field=self.dataset_score_field)
 
 
 def parse_overrides(tokens: list[str]) -> dict[str, Any]:
@@ -113,6 +146,8 @@ def load_dataset_rows(run_args: RunArguments, split: str | None = None, *,
     name = run_args.dataset_name
     if not name:
         raise ValueError("dataset_name is required (a .jsonl/.json file, folder or hub name)")
+    if run_args.dataset_format is not None:
+        return _load_formatted(run_args, split, pref_prob_column)
     path = Path(name)
     if path.is_file():
         rows = _read_json_rows(path)
@@ -125,6 +160,23 @@ def load_dataset_rows(run_args: RunArguments, split: str | None = None, *,
         raise FileNotFoundError(f"dataset file {name} does not exist")
     data = datasets.load_dataset(name, run_args.dataset_config,
                                  split=split or run_args.dataset_split)
+    if run_args.max_train_rows is not None:
+        data = data.select(range(min(run_args.max_train_rows, len(data))))
+    return data
+
+
+def _load_formatted(run_args: RunArguments, split: str | None, pref_prob_column: str | None):
+    """``dataset_format`` set: pairs from :func:`auxdpo.data.formats.load_training_pairs`."""
+    from auxdpo.data.formats import load_training_pairs
+
+    if os.path.splitext(run_args.dataset_name)[1].lower() in (".json", ".jsonl", ".parquet") \
+            and not os.path.isfile(run_args.dataset_name):
+        raise FileNotFoundError(f"dataset file {run_args.dataset_name} does not exist")
+    data = load_training_pairs(run_args.dataset_name, run_args.dataset_format,
+                               split=split or run_args.dataset_split,
+                               config=run_args.dataset_config,
+                               options=run_args.expansion_options(),
+                               pref_prob_column=pref_prob_column)
     if run_args.max_train_rows is not None:
         data = data.select(range(min(run_args.max_train_rows, len(data))))
     return data

@@ -3,11 +3,12 @@
 What this subclass changes, and nothing else:
 
 * the loss: ``_compute_loss`` forms sequence log-probs (sum, or mean for IPO) with TRL's fused
-  LM head and scores them with :mod:`auxdpo.losses` (``config.method``); TRL's ``loss_type``
-  is ignored;
+  LM head and scores them with :mod:`auxdpo.losses` (``config.method``); TRL's loss options
+  are mapped onto those losses or refused (:mod:`auxdpo.train.trl_compat`), and TRL's metrics
+  are logged under TRL's names (:mod:`auxdpo.train.trl_objective`);
 * the trainable set: ``config.capacity`` (see :mod:`auxdpo.train.capacity`); LoRA presets are
   handed to TRL as a ``peft_config`` (reference = adapters disabled); otherwise the reference
-  is a frozen copy of the model made before training;
+  is a frozen copy of the model made before training (none with precomputed log-probs);
 * the data: rows are validated (:mod:`auxdpo.train.data`), over-long prompts are dropped with a
   logged count, and each training row gets ``aux_index``, its position in the prepared dataset,
   which addresses its offsets δ;
@@ -19,7 +20,6 @@ What this subclass changes, and nothing else:
 
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 
@@ -32,8 +32,8 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import create_model_from_path, use_adapter
 
 from auxdpo.logps import sequence_logps
-from auxdpo.losses import get_loss
 from auxdpo.tail import find_tail
+from auxdpo.train import trl_compat
 from auxdpo.train.callbacks import JsonlMetricsCallback, OffsetsStepCallback
 from auxdpo.train.capacity import CapacityPlan, apply_capacity, trainable_parameter_names
 from auxdpo.train.checkpoint import OFFSETS_STEM, load_state, save_state
@@ -45,6 +45,14 @@ from auxdpo.train.data import (
     AuxPreferenceCollator,
     validate_preference_rows,
 )
+from auxdpo.train.offset_setup import offset_keys_for, report_coverage
+from auxdpo.train.reference import frozen_copy
+from auxdpo.train.trl_objective import (
+    TokenStats,
+    ld_weighted_logps,
+    log_preference_metrics,
+    log_trl_metrics,
+)
 
 __all__ = ["AuxDPOTrainer", "DELTAS_FILE", "frozen_copy"]
 
@@ -53,30 +61,6 @@ logger = logging.getLogger(__name__)
 DELTAS_FILE = "aux_deltas.safetensors"
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", AUX_INDEX,
                    PREF_PROB, WEIGHT}
-
-
-def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy with every parameter frozen, in eval mode: the reference policy π_ref.
-
-    Under DeepSpeed ZeRO-3, transformers builds the model inside ``zero.Init``: each
-    parameter's ``.data`` is an empty placeholder and its shard lives in ``ds_tensor``.
-    ``Parameter.__deepcopy__`` copies ``.data`` only, so a plain deep copy would be a model of
-    empty tensors. There each parameter is gathered (one at a time, on every process) and
-    copied into a plain parameter in CPU memory (ties kept); ``prepare_deepspeed`` moves the
-    copy back to the device one parameter at a time as it shards it again.
-    """
-    memo = {}
-    sharded = [p for p in model.parameters() if hasattr(p, "ds_id")]  # ZeRO-3 partitioned
-    if sharded:
-        import deepspeed
-
-        for param in sharded:
-            with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
-                memo[id(param)] = torch.nn.Parameter(param.data.detach().to("cpu", copy=True),
-                                                     requires_grad=False)
-    reference = copy.deepcopy(model, memo)
-    reference.requires_grad_(False)
-    return reference.eval()
 
 
 class _DatasetBatches:
@@ -95,7 +79,10 @@ class _DatasetBatches:
 
 
 class AuxDPOTrainer(DPOTrainer):
-    """DPO/IPO/DPOP/AuxDPO trainer; a drop-in for ``trl.DPOTrainer`` taking an AuxDPOConfig.
+    """DPO/IPO/DPOP/AuxDPO trainer; a drop-in for ``trl.DPOTrainer``.
+
+    ``args``: an AuxDPOConfig, a plain DPOConfig (converted, method from its ``loss_type``)
+    or None (the default config, as in TRL).
 
     Args are TRL's. ``model`` may be a model instance or a hub name / local path (loaded with
     safetensors only, ``trust_remote_code`` from the config, off by default).
@@ -108,8 +95,8 @@ class AuxDPOTrainer(DPOTrainer):
                  data_collator=None, train_dataset=None, eval_dataset=None,
                  processing_class=None, compute_metrics=None, callbacks=None,
                  optimizers=(None, None), peft_config=None, **kwargs):
-        if not isinstance(args, AuxDPOConfig):
-            raise ValueError("args must be an AuxDPOConfig (method, capacity, offsets settings)")
+        args = trl_compat.aux_config_of(args, model)   # None → default; DPOConfig → converted
+        trl_compat.check_train_dataset(train_dataset, args)
         if isinstance(model, str):
             init_kwargs = dict(args.model_init_kwargs or {})
             init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
@@ -124,7 +111,10 @@ class AuxDPOTrainer(DPOTrainer):
             self.capacity_plan = apply_capacity(model, args.capacity,
                                                 lora_alpha=args.lora_alpha)
             peft_config = self.capacity_plan.peft_config
-            if peft_config is None and ref_model is None:
+            # TRL keeps no reference when it precomputes the reference log-probs. AuxDPO's
+            # products still need θ₀: they snapshot the trainable tensors alone (the frozen
+            # rest of the policy is θ₀'s), not a copy of the whole model.
+            if peft_config is None and ref_model is None and not args.precompute_ref_log_probs:
                 ref_model = frozen_copy(model)
         self.dropped_examples: dict[str, int] = {}
         super().__init__(model=model, ref_model=ref_model, args=args, data_collator=data_collator,
@@ -134,7 +124,7 @@ class AuxDPOTrainer(DPOTrainer):
                          **kwargs)
         self.data_collator = AuxPreferenceCollator(self.data_collator, args.pref_prob_column,
                                                    args.weight_column)
-        self.loss_fn = get_loss(args.method)
+        self.loss_fn, self._objective = trl_compat.build_objective(args)
         self.offsets = self._build_offsets() if args.method == "auxdpo" else None
         self._fuse_reference = (self.offsets is not None and args.aux_fused_reference
                                 and args.aux_constraint in ("global", "batch")
@@ -193,7 +183,8 @@ class AuxDPOTrainer(DPOTrainer):
     def _build_tail_reference(self):
         """dpo/ipo/dpop with ``tail_reference``: products used only for their tail log-probs,
         or None (with the reason logged) when the capacity has no frozen prefix to share."""
-        if not self.args.tail_reference or self.args.method == "auxdpo":
+        if not self.args.tail_reference or self.args.method == "auxdpo" \
+                or self.args.precompute_ref_log_probs:
             return None
         from auxdpo.distributed import sharding_engine
 
@@ -228,7 +219,9 @@ class AuxDPOTrainer(DPOTrainer):
         products = self._reference_products(
             truncate=args.aux_truncate_products, jvp_method=jvp,
             math_attention_vjp=jvp in ("forward", "double-vjp"))
+        keys, self._response_coverage = offset_keys_for(self.train_dataset, args.aux_offsets)
         return AuxOffsets(len(self.train_dataset), products, mode=args.aux_constraint,
+                          keys=keys, null_weights=args.aux_null_weights,
                           lambda_null=args.lambda_null, lambda_amp=args.lambda_amp,
                           amp_sign=args.amp_sign, delta_lr=args.delta_lr,
                           delta_cap=args.delta_cap, recompute_every=args.recompute_u_every,
@@ -243,6 +236,10 @@ class AuxDPOTrainer(DPOTrainer):
               **kwargs):
         if self.offsets is not None:
             self.offsets.prepare(self.dataset_batches())
+            stats = report_coverage(self.offsets.keys, self._response_coverage, self.args,
+                                    self.accelerator.num_processes)
+            for name, value in stats.items():       # in the run's first logged metrics
+                self._metrics["train"][name].append(value)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
@@ -303,13 +300,20 @@ class AuxDPOTrainer(DPOTrainer):
         completion_mask = inputs["completion_mask"]
         if next(model.parameters()).dtype == torch.float64:
             outputs = model(**model_kwargs)
-            logps = sequence_logps(outputs.logits, inputs["input_ids"], completion_mask,
-                                   average=self.args.logp_average)
-            return logps, outputs
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
-        seq_len = completion_mask.size(1) - 1
-        logps = outputs.log_probs[:, -seq_len:].sum(dim=1)  # prompt/pad positions score 0
+            if self.ld_alpha is None:
+                logps = sequence_logps(outputs.logits, inputs["input_ids"], completion_mask,
+                                       average=self.args.logp_average)
+                return logps, outputs
+            token_logps = TokenStats(outputs, inputs).log_probs
+        else:
+            labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+            outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+            seq_len = completion_mask.size(1) - 1
+            token_logps = outputs.log_probs[:, -seq_len:]
+        if self.ld_alpha is None:
+            logps = token_logps.sum(dim=1)  # prompt/pad positions score 0
+        else:
+            logps = ld_weighted_logps(token_logps, completion_mask[:, 1:], self.ld_alpha)
         if self.args.logp_average:
             logps = logps / completion_mask[:, 1:].sum(dim=1).clamp(min=1).to(logps.dtype)
         return logps, outputs
@@ -399,25 +403,19 @@ class AuxDPOTrainer(DPOTrainer):
         policy_chosen, policy_rejected = policy_logps.chunk(2)
         ref_chosen, ref_rejected = ref_logps.chunk(2)
         kwargs = self._loss_kwargs(inputs, mode, policy_logps.dtype)
+        stats = TokenStats(outputs, inputs)
+        if self._objective:
+            kwargs.update(inputs=inputs, stats=stats)
         result = self.loss_fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, **kwargs)
         loss = result.losses.mean()
-        self._log_batch(mode, loss, result, policy_chosen, policy_rejected)
+        log_preference_metrics(self, mode, loss, result, policy_chosen, policy_rejected)
+        log_trl_metrics(self, mode, stats, inputs)
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+            self._metrics[mode]["aux_loss"].append(
+                self.accelerator.gather_for_metrics(outputs.aux_loss.detach()).mean().item())
         if return_outputs:
             with torch.no_grad():
                 outputs = model(**model_kwargs)
             return loss, outputs
         return loss
-
-    def _log_batch(self, mode, loss, result, policy_chosen, policy_rejected) -> None:
-        gather = self.accelerator.gather_for_metrics
-        metrics = self._metrics[mode]
-        chosen, rejected = result.chosen_rewards, result.rejected_rewards
-        metrics[f"loss/{self.args.method}"].append(gather(loss.detach()).mean().item())
-        metrics["rewards/chosen"].append(gather(chosen).mean().item())
-        metrics["rewards/rejected"].append(gather(rejected).mean().item())
-        metrics["rewards/accuracies"].append(gather((chosen > rejected).float()).mean().item())
-        metrics["rewards/margins"].append(gather(chosen - rejected).mean().item())
-        metrics["logps/chosen"].append(gather(policy_chosen.detach()).mean().item())
-        metrics["logps/rejected"].append(gather(policy_rejected.detach()).mean().item())
