@@ -61,7 +61,7 @@ class FiniteConfig:
     sampler: str = field(default="design", metadata={
         "help": "design: pairs from the design's counts; policy: s ~ ρ, a ≠ a' ~ π₀(·|s)"})
     epochs: float = field(default=20.0, metadata={
-        "help": "trainer epochs (AuxDPO's δ acts from the second epoch on)"})
+        "help": "trainer epochs (row-keyed δ acts from the second epoch on)"})
     lr: float = field(default=1e-2, metadata={"help": "trainer learning rate (AdamW)"})
     batch_size: int = field(default=100, metadata={"help": "trainer per-device batch size"})
     scheduler: str = field(default="linear", metadata={
@@ -222,7 +222,8 @@ def _rows(task, sample: PairSample, responses: torch.Tensor) -> list[dict]:
 
 def build_trainer(task, capacity, sample: PairSample, *, method: str, beta: float,
                   finite: FiniteConfig, output_dir: str, seed: int, mode: str = "projection",
-                  lambda_null: float = 1.0, dpop_lambda: float = 50.0):
+                  lambda_null: float = 1.0, dpop_lambda: float = 50.0,
+                  aux_offsets: str = "response", aux_null_weights: str = "prompt"):
     """An AuxDPOTrainer on a deep copy of the task's model, over ``sample``'s rows."""
     import copy
 
@@ -235,6 +236,7 @@ def build_trainer(task, capacity, sample: PairSample, *, method: str, beta: floa
     args = AuxDPOConfig(
         output_dir=output_dir, method=method, capacity=trainer_capacity(capacity),
         aux_constraint=mode, lambda_null=lambda_null, delta_lr=finite.delta_lr,
+        aux_offsets=aux_offsets, aux_null_weights=aux_null_weights,
         lambda_amp=finite.lambda_amp if mode == "batch" else 0.0,
         dpop_lambda=dpop_lambda, beta=beta, learning_rate=finite.lr,
         num_train_epochs=finite.epochs, per_device_train_batch_size=finite.batch_size,
@@ -335,8 +337,8 @@ def _exact_rlhf(config, cell: dict, reward: torch.Tensor, beta: float):
 
 def finite_cell(config, task, capacity_spec: str, seed: int, log) -> list[dict]:
     """All β and methods for one (seed, capacity) in the finite-sample regime."""
+    from auxdpo.oracle.fullbatch import method_variants
     from auxdpo.oracle.metrics import policy_metrics
-    from auxdpo.oracle.runner import method_names
 
     finite, reward = config.finite, task.reward
     cell = _setup(config, task, capacity_spec, seed)
@@ -354,12 +356,14 @@ def finite_cell(config, task, capacity_spec: str, seed: int, log) -> list[dict]:
     for beta in config.betas:
         rlhf, local = _exact_rlhf(config, cell, reward, beta)
         thetas = {"base": (theta0, {}), "rlhf": (rlhf.theta, {}), "rlhf_local": (local, {})}
-        for name, loss_name, kwargs in method_names(config):
+        for name, loss_name, kwargs in method_variants(config, importance=False):
             start = time.time()
+            keys = ({"aux_offsets": kwargs["key"], "aux_null_weights": kwargs["weights"]}
+                    if loss_name == "auxdpo" else {})
             theta, stats = train_method(
                 task, capacity, sample, method=loss_name, beta=beta, finite=finite, seed=seed,
                 dpop_lambda=config.dpop_lambda, mode=kwargs.get("mode", "projection"),
-                lambda_null=kwargs.get("lambda_null", config.lambdas[0]))
+                lambda_null=kwargs.get("lambda_null", config.lambdas[0]), **keys)
             thetas[name] = (theta, {**stats, "seconds": time.time() - start})
             log(f"seed {seed} {capacity_spec} β={beta:g} n={finite.pair_counts[0]} {name}: "
                 f"{stats['steps']} steps, train loss {stats['train_loss']:.4f}, "

@@ -208,9 +208,10 @@ def fit_auxdpo_rows(log_probs, problem: EmpiricalProblem, sample: PairSample,
     return Fit(f"auxdpo-row-{mode}", theta.detach(), value, its, gnorm, delta=delta.detach())
 
 
-def method_variants(config) -> list[tuple[str, str, dict]]:
-    """(row name, loss, options) of the full-batch solver's methods: the base methods, then
-    AuxDPO per offset key × null weighting × constraint mode (× λ for ``global``)."""
+def method_variants(config, importance: bool = True) -> list[tuple[str, str, dict]]:
+    """(row name, loss, options) of the finite regime's methods: the base methods, then
+    AuxDPO per offset key × null weighting × constraint mode (× λ for ``global``), then
+    (``importance``, full-batch only) IW-DPO."""
     finite, out = config.finite, []
     for method in config.methods:
         if method != "auxdpo":
@@ -234,7 +235,7 @@ def method_variants(config) -> list[tuple[str, str, dict]]:
                     if lam is not None:
                         options["lambda_null"] = lam
                     out.append((name, "auxdpo", options))
-    if "dpo" in config.methods:
+    if importance and "dpo" in config.methods:
         out.append(("iw-dpo", "dpo", {"importance": True}))
     return out
 
