@@ -25,6 +25,8 @@ BENCHMARKS = {
     "penalty": ("bench_penalty.py", [], ["--batch-sizes", "4", "8", "--repeats", "2"]),
     "oracle": ("bench_oracle.py", [], ["--rounds", "1", "--repeats", "2",
                                         "--capacities", "norm", "lora:1"]),
+    "fullbatch": ("bench_fullbatch.py", [], ["--pairs", "1000", "--max-iter", "50",
+                                             "--trainer-epochs", "1"]),
     "trainer": ("bench_trainer.py", ["--steps", "8", "--rounds", "3"],
                 ["--steps", "4", "--rounds", "1", "--models", "tiny"]),
     "reference-memory": ("bench_reference_memory.py", [], ["--models", "tiny"]),

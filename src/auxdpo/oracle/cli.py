@@ -37,9 +37,12 @@ _MMLU_FIELDS = (("questions", "num_questions"), ("mmlu_reward", "reward"),
                 ("mmlu_data", "data"), ("max_length", "max_length"),
                 ("logit_spread", "logit_spread"), ("encode_cache", "cache"))
 # Finite-sample regime (auxdpo.oracle.finite.FiniteConfig): flag, type, help; dest = field.
-_FINITE_FLAGS = (("pairs", int, "n sampled preference pairs per seed (1000)"),
-                 ("sampler", str, "design: pairs from the design's counts; policy: s ~ ρ, "
-                                  "a ≠ a' ~ π₀ (design)"),
+_FINITE_FLAGS = (("sampler", str, "design: pairs from the design's counts (with "
+                                  "--responses-per-prompt: responses from the design's "
+                                  "marginal); policy: s ~ ρ, a ≠ a' ~ π₀ (design)"),
+                 ("responses-per-prompt", int, "k: prompts with k responses each from the "
+                                               "behaviour policy, every pair labelled (0: "
+                                               "i.i.d. pairs)"),
                  ("epochs", float, "trainer epochs (20)"),
                  ("lr", float, "trainer learning rate (1e-2, linear decay)"),
                  ("batch-size", int, "trainer batch size (100)"),
@@ -101,6 +104,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{flag}", type=kind, help=f"mmlu-choice: {help_text}")
     for flag, kind, help_text in _FINITE_FLAGS:
         p.add_argument(f"--{flag}", type=kind, help=f"finite: {help_text}")
+    p.add_argument("--pairs", type=int, nargs="+", metavar="N",
+                   help="finite: n sampled preference pairs per seed (1000); several N are "
+                        "an n-sweep (full-batch solver)")
+    p.add_argument("--finite-solver", choices=["trainer", "full-batch"], dest="solver",
+                   help="finite: trainer (each method trained by AuxDPOTrainer; default) or "
+                        "full-batch (the exact minimiser of each empirical loss; seconds per "
+                        "solve at any n)")
+    p.add_argument("--aux-offsets", nargs="+", choices=["response", "row"],
+                   help="finite: AuxDPO's offset keys (response: one δ per prompt-response, "
+                        "the default; row: one per pair side); both: rows auxdpo-response, "
+                        "auxdpo-row")
+    p.add_argument("--aux-null-weights", nargs="+", dest="null_weights",
+                   choices=["multiplicity", "reference", "prompt"],
+                   help="finite: weights of AuxDPO's empirical constraint (prompt)")
     p.add_argument("--out", help="run directory (default runs/oracle-<time>)")
     p.add_argument("--json", action="store_true",
                    help='print {"gap_closed": {method: {"mean", "std"}}, "reward", "kl", '
@@ -130,9 +147,12 @@ def build_config(args: argparse.Namespace):
             if getattr(args, dest, None) is not None}
     from auxdpo.oracle.finite import FiniteConfig
 
-    finite = {flag.replace("-", "_"): getattr(args, flag.replace("-", "_"))
-              for flag, _, _ in _FINITE_FLAGS if getattr(args, flag.replace("-", "_"), None)
-              is not None}
+    names = [flag.replace("-", "_") for flag, _, _ in _FINITE_FLAGS]
+    names += ["solver", "aux_offsets", "null_weights"]
+    finite = {name: getattr(args, name) for name in names
+              if getattr(args, name, None) is not None}
+    if getattr(args, "pairs", None) is not None:
+        finite["pairs"] = args.pairs[0] if len(args.pairs) == 1 else list(args.pairs)
     return OracleConfig(task=TokenTaskConfig(**task), mmlu=MmluTaskConfig(**mmlu),
                         finite=FiniteConfig(**finite), **values)
 
@@ -157,7 +177,11 @@ def _run(args: argparse.Namespace) -> int:
             partial, run_dir, plots=False))
         paths = write_outputs(result, run_dir)
     if args.json:
-        print(json.dumps({**headline(result), "run_dir": run_dir}))
+        answer = headline(result)
+        if isinstance(answer, list):                          # an n-sweep: one per n
+            print(json.dumps([{**a, "run_dir": run_dir} for a in answer]))
+        else:
+            print(json.dumps({**answer, "run_dir": run_dir}))
     else:
         print(markdown_table(result["summary"]), end="")
         print(f"wrote {', '.join(paths)} ({result['seconds']:.0f} s)")

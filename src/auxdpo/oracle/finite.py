@@ -31,24 +31,37 @@ import torch
 
 from auxdpo.losses import get_loss
 
-__all__ = ["FINITE_AUX_MODES", "SAMPLERS", "FiniteConfig", "PairSample", "build_trainer",
+__all__ = ["FINITE_AUX_MODES", "FINITE_SOLVERS", "SAMPLERS", "FiniteConfig", "PairSample", "build_trainer",
            "enumerate_draws", "finite_cell", "finite_loss", "fit_reward_table", "sample_pairs",
            "train_method", "trainer_capacity", "trainer_pair_logps"]
 
 DTYPE = torch.float64
 SAMPLERS = ("design", "policy")
 FINITE_AUX_MODES = ("projection", "global", "batch")
+FINITE_SOLVERS = ("trainer", "full-batch")
 
 
 @dataclass
 class FiniteConfig:
     """Options of the finite-sample regime (``OracleConfig.finite``)."""
 
-    pairs: int = field(default=1000, metadata={"help": "n, sampled preference pairs per seed"})
+    pairs: int | list[int] = field(default=1000, metadata={
+        "help": "n, sampled preference pairs per seed (full-batch: a list is an n-sweep)"})
+    solver: str = field(default="trainer", metadata={
+        "help": "trainer: each method trained by AuxDPOTrainer; full-batch: the exact "
+                "minimiser of each empirical loss (auxdpo.oracle.fullbatch)"})
+    aux_offsets: list[str] = field(default_factory=lambda: ["response"], metadata={
+        "help": "AuxDPO's offset keys: response (one δ per prompt-response) and/or row "
+                "(one per pair side)"})
+    null_weights: list[str] = field(default_factory=lambda: ["prompt"], metadata={
+        "help": "weights ω of AuxDPO's empirical constraint: multiplicity, reference, prompt"})
+    responses_per_prompt: int = field(default=0, metadata={
+        "help": "k > 0: prompts s ~ ρ with k responses each from the behaviour policy, "
+                "every pair labelled; 0: i.i.d. pairs"})
     sampler: str = field(default="design", metadata={
         "help": "design: pairs from the design's counts; policy: s ~ ρ, a ≠ a' ~ π₀(·|s)"})
     epochs: float = field(default=20.0, metadata={
-        "help": "trainer epochs (AuxDPO's δ acts from the second epoch on)"})
+        "help": "trainer epochs (row-keyed δ acts from the second epoch on)"})
     lr: float = field(default=1e-2, metadata={"help": "trainer learning rate (AdamW)"})
     batch_size: int = field(default=100, metadata={"help": "trainer per-device batch size"})
     scheduler: str = field(default="linear", metadata={
@@ -63,8 +76,27 @@ class FiniteConfig:
         "help": "reward model: share of pairs held out for early stopping"})
 
     def __post_init__(self):
-        if self.pairs < 2 or self.batch_size < 1 or self.rm_steps < 0:
+        from auxdpo.oracle.fullbatch import NULL_WEIGHTS, OFFSET_KEYS
+
+        counts = self.pair_counts
+        if (not counts or any(not isinstance(n, int) or n < 2 for n in counts)
+                or self.batch_size < 1 or self.rm_steps < 0):
             raise ValueError("finite: need pairs >= 2, batch_size >= 1 and rm_steps >= 0")
+        if self.solver not in FINITE_SOLVERS:
+            raise ValueError(f"finite: solver must be one of {FINITE_SOLVERS}, "
+                             f"got {self.solver!r}")
+        if self.solver == "trainer" and len(counts) > 1:
+            raise ValueError("finite: several pair counts need solver full-batch (the "
+                             "trainer runs one n at a time)")
+        for name, allowed in (("aux_offsets", OFFSET_KEYS), ("null_weights", NULL_WEIGHTS)):
+            values = getattr(self, name)
+            if not values or any(v not in allowed for v in values) or len(set(values)) < len(
+                    values):
+                raise ValueError(f"finite: {name} must be distinct values of {allowed}, "
+                                 f"got {values!r}")
+        if self.responses_per_prompt < 0 or self.responses_per_prompt == 1:
+            raise ValueError("finite: responses_per_prompt must be 0 (i.i.d. pairs) or >= 2, "
+                             f"got {self.responses_per_prompt!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"finite: sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.lambda_amp < 0:
@@ -75,6 +107,11 @@ class FiniteConfig:
         if not 0 <= self.rm_val_fraction < 1:
             raise ValueError(f"finite: rm_val_fraction must lie in [0, 1), "
                              f"got {self.rm_val_fraction!r}")
+
+    @property
+    def pair_counts(self) -> list[int]:
+        """The n of each sweep point (one for the trainer)."""
+        return [self.pairs] if isinstance(self.pairs, int) else list(self.pairs)
 
 
 @dataclass
@@ -185,7 +222,8 @@ def _rows(task, sample: PairSample, responses: torch.Tensor) -> list[dict]:
 
 def build_trainer(task, capacity, sample: PairSample, *, method: str, beta: float,
                   finite: FiniteConfig, output_dir: str, seed: int, mode: str = "projection",
-                  lambda_null: float = 1.0, dpop_lambda: float = 50.0):
+                  lambda_null: float = 1.0, dpop_lambda: float = 50.0,
+                  aux_offsets: str = "response", aux_null_weights: str = "prompt"):
     """An AuxDPOTrainer on a deep copy of the task's model, over ``sample``'s rows."""
     import copy
 
@@ -198,6 +236,7 @@ def build_trainer(task, capacity, sample: PairSample, *, method: str, beta: floa
     args = AuxDPOConfig(
         output_dir=output_dir, method=method, capacity=trainer_capacity(capacity),
         aux_constraint=mode, lambda_null=lambda_null, delta_lr=finite.delta_lr,
+        aux_offsets=aux_offsets, aux_null_weights=aux_null_weights,
         lambda_amp=finite.lambda_amp if mode == "batch" else 0.0,
         dpop_lambda=dpop_lambda, beta=beta, learning_rate=finite.lr,
         num_train_epochs=finite.epochs, per_device_train_batch_size=finite.batch_size,
@@ -276,7 +315,7 @@ def _setup(config, task, capacity_spec: str, seed: int) -> dict:
     cell = cell_setup(config, task, capacity, seed)              # as the population cell
     source = cell["counts"] if finite.sampler == "design" else design_counts(
         "on-policy", rho=cell["rho"], probs0=cell["logp0"][:S].exp())
-    sample = sample_pairs(source, reward[:S], finite.pairs,
+    sample = sample_pairs(source, reward[:S], finite.pair_counts[0],
                           torch.Generator().manual_seed(20_000 + seed))
     return dict(cell, capacity=capacity, sample=sample)
 
@@ -298,8 +337,8 @@ def _exact_rlhf(config, cell: dict, reward: torch.Tensor, beta: float):
 
 def finite_cell(config, task, capacity_spec: str, seed: int, log) -> list[dict]:
     """All β and methods for one (seed, capacity) in the finite-sample regime."""
+    from auxdpo.oracle.fullbatch import method_variants
     from auxdpo.oracle.metrics import policy_metrics
-    from auxdpo.oracle.runner import method_names
 
     finite, reward = config.finite, task.reward
     cell = _setup(config, task, capacity_spec, seed)
@@ -317,14 +356,16 @@ def finite_cell(config, task, capacity_spec: str, seed: int, log) -> list[dict]:
     for beta in config.betas:
         rlhf, local = _exact_rlhf(config, cell, reward, beta)
         thetas = {"base": (theta0, {}), "rlhf": (rlhf.theta, {}), "rlhf_local": (local, {})}
-        for name, loss_name, kwargs in method_names(config):
+        for name, loss_name, kwargs in method_variants(config, importance=False):
             start = time.time()
+            keys = ({"aux_offsets": kwargs["key"], "aux_null_weights": kwargs["weights"]}
+                    if loss_name == "auxdpo" else {})
             theta, stats = train_method(
                 task, capacity, sample, method=loss_name, beta=beta, finite=finite, seed=seed,
                 dpop_lambda=config.dpop_lambda, mode=kwargs.get("mode", "projection"),
-                lambda_null=kwargs.get("lambda_null", config.lambdas[0]))
+                lambda_null=kwargs.get("lambda_null", config.lambdas[0]), **keys)
             thetas[name] = (theta, {**stats, "seconds": time.time() - start})
-            log(f"seed {seed} {capacity_spec} β={beta:g} n={finite.pairs} {name}: "
+            log(f"seed {seed} {capacity_spec} β={beta:g} n={finite.pair_counts[0]} {name}: "
                 f"{stats['steps']} steps, train loss {stats['train_loss']:.4f}, "
                 f"{time.time() - start:.1f}s")
         if r_hat is not None:                                     # two-stage RLHF against r̂
@@ -337,5 +378,5 @@ def finite_cell(config, task, capacity_spec: str, seed: int, log) -> list[dict]:
                                    j_base=j_base, j_rlhf=rlhf.objective)
                 rows.append({"seed": seed, "capacity": capacity_spec, "dim": capacity.dim,
                              "responses": int(cell["A"].shape[1]), "beta": beta,
-                             "method": name, "pairs": finite.pairs, **stats, **m})
+                             "method": name, "pairs": finite.pair_counts[0], **stats, **m})
     return rows

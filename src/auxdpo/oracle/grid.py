@@ -468,7 +468,9 @@ _TOP_FLAGS = {"family": "family", "regime": "regime", "design": "design",
 _SECTION_FLAGS = {
     "task": {field: flag.replace("_", "-") for flag, field in _TASK_FLAGS.items()},
     "mmlu": {field: dest.replace("_", "-") for dest, field in _MMLU_FIELDS},
-    "finite": {flag.replace("-", "_"): flag for flag, _, _ in _FINITE_FLAGS},
+    "finite": {**{flag.replace("-", "_"): flag for flag, _, _ in _FINITE_FLAGS},
+               "pairs": "pairs", "solver": "finite-solver", "aux_offsets": "aux-offsets",
+               "null_weights": "aux-null-weights"},
 }
 
 

@@ -22,29 +22,82 @@ def _cell(stat: dict, fmt: str) -> str:
 
 
 def markdown_table(summary: list[dict]) -> str:
-    """One row per (capacity, β, method): every metric as mean ± std over seeds."""
-    head = "| capacity | d | S·A | β | method | seeds | " + " | ".join(
-        label for _, label, _ in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (6 + len(COLUMNS))]
+    """One row per (capacity, β, method) — and n in an n-sweep: every metric as mean ± std
+    over seeds."""
+    sweep = any("pairs" in e for e in summary)
+    head = "| capacity | d | S·A | β | " + ("n | " if sweep else "") + "method | seeds | " + \
+        " | ".join(label for _, label, _ in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (6 + sweep + len(COLUMNS))]
     for e in summary:
         cells = [_cell(e[key], fmt) for key, _, fmt in COLUMNS]
+        n = f"{e['pairs']} | " if sweep else ""
         lines.append(f"| {e['capacity']} | {e['dim']} | {e['responses']} | {e['beta']:g} | "
-                     f"{e['method']} | {e['seeds']} | " + " | ".join(cells) + " |")
+                     f"{n}{e['method']} | {e['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def headline(result: dict) -> dict:
-    """The ``--json`` answer: headline cell's metrics per method, plus every cell."""
+def headline(result: dict) -> dict | list[dict]:
+    """The ``--json`` answer: headline cell's metrics per method, plus every cell. An n-sweep
+    gives a list of such answers, one per n (each with its ``pairs``)."""
     config = result["config"]
     head = (config["capacities"][0], config["betas"][0])
     cell = [e for e in result["summary"] if (e["capacity"], e["beta"]) == head]
+    sweep = list(dict.fromkeys(e["pairs"] for e in cell if "pairs" in e))
+    if sweep:
+        return [_headline(result, [e for e in cell if e["pairs"] == n], head, pairs=n)
+                for n in sweep]
+    return _headline(result, cell, head)
+
+
+def _headline(result: dict, cell: list[dict], head: tuple, pairs: int | None = None) -> dict:
+    config = result["config"]
     out = {metric: {e["method"]: e[metric] for e in cell if e["method"] not in ("base",)}
-           for metric in ("reward", "kl", "reversal", "heldout_acc")}
-    out = {"gap_closed": result["gap_closed"], **out,
-           "headline": {"capacity": head[0], "beta": head[1], "design": config["design"],
-                        "seeds": config["seeds"]},
-           "cells": result["summary"], "seconds": result["seconds"]}
-    return out
+           for metric in ("gap_closed", "reward", "kl", "reversal", "heldout_acc")}
+    out["gap_closed"].pop("rlhf", None)
+    extra = {} if pairs is None else {"pairs": pairs}
+    return {**extra, **out,
+            "headline": {"capacity": head[0], "beta": head[1], "design": config["design"],
+                         "seeds": config["seeds"], **extra},
+            "cells": result["summary"] if pairs is None else cell,
+            "seconds": result["seconds"]}
+
+
+def plot_pairs_sweep(summary: list[dict], config: dict, path: str) -> None:
+    """Gap closed against n, one panel per (capacity, β): methods as lines with markers (a
+    small horizontal offset each, so overlapping lines stay visible), the local RLHF level
+    dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys((e["capacity"], e["beta"]) for e in summary if "pairs" in e))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    skip = ("base", "rlhf", "rlhf_local")
+    markers = "osD^vP*Xh<>"
+    for ax, (capacity, beta) in zip(axes[0], panels):
+        cell = [e for e in summary if (e["capacity"], e["beta"]) == (capacity, beta)]
+        methods = [m for m in dict.fromkeys(e["method"] for e in cell) if m not in skip]
+        for i, method in enumerate(methods):
+            pts = sorted((e["pairs"], e["gap_closed"]) for e in cell if e["method"] == method)
+            shift = 1.0 + 0.03 * (i - (len(methods) - 1) / 2)
+            ax.errorbar([n * shift for n, _ in pts], [g["mean"] for _, g in pts],
+                        [g["std"] for _, g in pts], marker=markers[i % len(markers)],
+                        capsize=3, label=method)
+        local = [e["gap_closed"]["mean"] for e in cell if e["method"] == "rlhf_local"]
+        if local:
+            ax.axhline(sum(local) / len(local), color="black", lw=1, ls="--",
+                       label="local RLHF")
+        ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+        ax.axhline(0.0, color="gray", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("n, sampled pairs")
+        ax.set_ylabel("fraction of RLHF gain closed")
+        ax.set_title(f"{config['family']} {capacity}, {config['design']}, β = {beta:g}"
+                     " (synthetic r*)", fontsize="medium")
+        ax.legend(fontsize="x-small")
+    save_figure(fig, path)
+    plt.close(fig)
 
 
 def _plot(summary: list[dict], x_key: str, fixed_key: str, fixed_value, path: str,
@@ -85,6 +138,9 @@ def write_outputs(result: dict, run_dir: str, plots: bool = True) -> list[str]:
     config = result["config"]
     if not plots:
         return paths
+    if any("pairs" in e for e in result["summary"]):
+        paths.append(os.path.join(run_dir, "gap_vs_pairs.png"))
+        plot_pairs_sweep(result["summary"], config, paths[-1])
     if len(config["capacities"]) > 1:
         paths.append(os.path.join(run_dir, "gap_vs_capacity.png"))
         _plot(result["summary"], "capacity", "beta", config["betas"][0], paths[-1], False)

@@ -94,14 +94,17 @@ class OracleConfig:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.regime not in ("population", "finite"):
             raise ValueError(f"regime must be population or finite, got {self.regime!r}")
-        if self.regime == "finite" and self.family != "tokens":
-            raise ValueError("regime finite is implemented for family tokens only")
+        if (self.regime == "finite" and self.family != "tokens"
+                and self.finite.solver != "full-batch"):
+            raise ValueError("regime finite with the trainer is implemented for family tokens "
+                             "only; use finite solver full-batch for mmlu-choice")
         if self.design not in DESIGNS:
             raise ValueError(f"design must be one of {DESIGNS}, got {self.design!r}")
         bad = [m for m in self.methods if m not in BASE_METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods must be a non-empty subset of {BASE_METHODS}, got {bad}")
-        modes = FINITE_AUX_MODES if self.regime == "finite" else AUX_MODES
+        modes = (FINITE_AUX_MODES if self.regime == "finite" and self.finite.solver == "trainer"
+                 else AUX_MODES)
         if [m for m in self.aux_modes if m not in modes] or not self.aux_modes:
             raise ValueError(f"aux_modes must be a non-empty subset of {modes}")
         if self.restarts < 1:
@@ -221,14 +224,19 @@ def _cell(config, task, capacity_spec, seed, log) -> list[dict]:
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
-    """Mean and std (over seeds, ddof 0) of every metric per (capacity, β, method)."""
+    """Mean and std (over seeds, ddof 0) of every metric per (capacity, β, method), and per n
+    when the rows carry several pair counts (an n-sweep)."""
     groups: dict[tuple, list[dict]] = {}
+    sweep = len({row.get("pairs") for row in rows}) > 1
     for row in rows:
-        groups.setdefault((row["capacity"], row["beta"], row["method"]), []).append(row)
+        key = (row["capacity"], row["beta"], row["method"], row.get("pairs") if sweep else None)
+        groups.setdefault(key, []).append(row)
     out = []
-    for (capacity, beta, method), members in groups.items():
+    for (capacity, beta, method, pairs), members in groups.items():
         entry = {"capacity": capacity, "beta": beta, "method": method, "dim": members[0]["dim"],
                  "responses": members[0]["responses"], "seeds": len(members)}
+        if pairs is not None:
+            entry["pairs"] = pairs
         for metric in METRICS:
             values = torch.tensor([r[metric] for r in members], dtype=torch.float64)
             entry[metric] = {"mean": float(values.mean()),
@@ -254,7 +262,10 @@ def run_oracle(config: OracleConfig, log=lambda message: None, on_partial=None) 
             task = (build_mmlu_task(config.mmlu, seed) if config.family == "mmlu-choice"
                     else build_token_task(config.task, seed))
             for capacity_spec in config.capacities:
-                if config.regime == "finite":
+                if config.regime == "finite" and config.finite.solver == "full-batch":
+                    from auxdpo.oracle.fullbatch import fullbatch_cell
+                    rows += fullbatch_cell(config, task, capacity_spec, seed, log)
+                elif config.regime == "finite":
                     from auxdpo.oracle.finite import finite_cell
                     rows += finite_cell(config, task, capacity_spec, seed, log)
                 else:

@@ -42,6 +42,7 @@ __all__ = [
     "local_rlhf_theta",
     "pair_loss_closure",
     "rlhf_objective",
+    "theta_root",
 ]
 
 DTYPE = torch.float64
@@ -93,23 +94,40 @@ class NullProjector:
 
     Rows are rescaled to unit norm before the SVD (numerically zero rows stay zero), as in the
     lab's offset basis, so the rank tolerance (max(rows, cols)·ε·σ_max) treats both blocks alike.
+
+    ``support`` ``(S·A,)`` bool (finite samples: the responses seen in the data) restricts δ to
+    those entries, zero elsewhere: Π projects onto {δ: δ = 0 off the support} ∩ N(A_ρ) ∩ {per
+    -state sums over the support 0}, with ``weights`` the constraint's column weights.
     """
 
-    def __init__(self, A: torch.Tensor, weights: torch.Tensor, num_states: int):
+    def __init__(self, A: torch.Tensor, weights: torch.Tensor, num_states: int,
+                 support: torch.Tensor | None = None):
         m = weights.numel()
         num_actions = m // num_states
+        self.columns = None if support is None else torch.nonzero(support).flatten()
         A_rho = A * weights[None, :]
-        state_sums = torch.kron(torch.eye(num_states, dtype=DTYPE),
-                                torch.ones(1, num_actions, dtype=DTYPE))
-        rows = torch.cat([unit_rows(A_rho), state_sums / num_actions ** 0.5])
+        if self.columns is None:
+            state_sums = torch.kron(torch.eye(num_states, dtype=DTYPE),
+                                    torch.ones(1, num_actions, dtype=DTYPE)) / num_actions ** 0.5
+        else:
+            A_rho = A_rho[:, self.columns]
+            state_of = self.columns // num_actions
+            state_sums = torch.nn.functional.one_hot(state_of, num_states).T.to(DTYPE)
+            state_sums = state_sums / state_sums.sum(1, keepdim=True).clamp_min(1).sqrt()
+        rows = torch.cat([unit_rows(A_rho), state_sums])
         _, s, vh = torch.linalg.svd(rows, full_matrices=False)
         tol = max(rows.shape) * torch.finfo(DTYPE).eps * float(s.max())
         self.rank = int((s > tol).sum())
-        self.row_space = vh[:self.rank]                       # (rank, m), orthonormal rows
-        self.null_dim = m - self.rank
+        self.row_space = vh[:self.rank]                       # (rank, K), orthonormal rows
+        self.size = m
+        self.null_dim = rows.shape[1] - self.rank
 
     def __call__(self, c: torch.Tensor) -> torch.Tensor:
-        return c - self.row_space.T @ (self.row_space @ c)     # δ ∈ N(A_ρ): paper Sec. 4.2
+        if self.columns is None:
+            return c - self.row_space.T @ (self.row_space @ c)     # δ ∈ N(A_ρ): paper Sec. 4.2
+        sub = c.index_select(0, self.columns)
+        sub = sub - self.row_space.T @ (self.row_space @ sub)
+        return c.new_zeros(self.size).index_copy(0, self.columns, sub)
 
 
 def pair_loss_closure(method: str, log_probs: LogProbs, problem: PreferenceProblem,
@@ -189,6 +207,14 @@ def _inverse_root(matrix: torch.Tensor, floor: float = 1e-9) -> torch.Tensor:
     return (evecs * scale[..., None, :]) @ evecs.transpose(-1, -2)
 
 
+def theta_root(score: torch.Tensor, laplacian: torch.Tensor, floor: float) -> torch.Tensor:
+    """G^{-1/2} ``(d, d)``, G = Σ_s A_s·L_s·A_sᵀ: the DPO-family loss's curvature in θ (up to
+    β²) from the score matrix ``(d, S·A)`` and :func:`reward_metric`'s ``(S, A, A)``."""
+    S, nA = laplacian.shape[0], laplacian.shape[1]
+    blocks = score.reshape(-1, S, nA).transpose(0, 1)                       # (S, d, A)
+    return _inverse_root((blocks @ laplacian @ blocks.transpose(1, 2)).sum(0), floor)
+
+
 def _rounds(objective: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor,
             max_iter: int, restarts: int, recentre: Callable[[torch.Tensor], torch.Tensor]
             ) -> tuple[torch.Tensor, float, int, float]:
@@ -207,7 +233,9 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
                lambda_null: float = 1e4, dpop_lambda: float = 50.0, ipo_length: int = 1,
                max_iter: int = 300, floor: float = 1e-9, restarts: int = 1,
                restart_floor: float | None = None,
-               constraint_at: torch.Tensor | None = None) -> Fit:
+               constraint_at: torch.Tensor | None = None,
+               null_weights: torch.Tensor | None = None,
+               support: torch.Tensor | None = None) -> Fit:
     """Minimiser of ``method``'s population loss (AuxDPO: jointly with δ), from θ₀ (δ = 0).
 
     ``A`` ``(d, S·A)`` is the score matrix at θ₀ (the constraint of AuxDPO; for every method
@@ -218,7 +246,9 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
     there (LoRA: the curvature at V = 0 is a poor guide once V has grown), with eigenvalue
     floor ``restart_floor`` (default ``floor``). AuxDPO's constraint uses the score matrix and
     the weights ρ·π at θ₀ (paper Eq. 7), or at ``constraint_at`` when given (see
-    :func:`fit_auxdpo_relinearised`).
+    :func:`fit_auxdpo_relinearised`). ``null_weights`` ``(S·A,)`` replace ρ·π as the
+    constraint's column weights and ``support`` ``(S·A,)`` bool restricts δ to those entries
+    (the finite-sample, response-keyed AuxDPO of :mod:`auxdpo.oracle.fullbatch`).
     """
     beta, d, S = problem.beta, theta0.numel(), problem.num_states
     loss = pair_loss_closure(method, log_probs, problem, theta0, dpop_lambda=dpop_lambda,
@@ -227,8 +257,7 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
     nA = problem.num_actions
 
     def param_root_at(score, floor=floor):
-        blocks = score.reshape(d, S, nA).transpose(0, 1)                    # (S, d, A)
-        return _inverse_root((blocks @ laplacian @ blocks.transpose(1, 2)).sum(0), floor)
+        return theta_root(score, laplacian, floor)
 
     frame = {"centre": theta0, "root": param_root_at(A)}
 
@@ -251,15 +280,21 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
         raise ValueError(f"AuxDPO mode must be one of {AUX_MODES}, got {mode!r}")
     at = theta0 if constraint_at is None else constraint_at.detach()
     A_at = A if constraint_at is None else forward_score_matrix(log_probs, at)
-    with torch.no_grad():
-        weights = base_weights(problem.rho, log_probs(at)[:S])
+    if null_weights is None:
+        with torch.no_grad():
+            weights = base_weights(problem.rho, log_probs(at)[:S])
+    else:
+        weights = null_weights.to(DTYPE)
     delta_root = _inverse_root(laplacian, floor)                                 # (S, A, A)
-    project = NullProjector(A_at, weights, S) if mode == "projection" else None
+    project = NullProjector(A_at, weights, S, support) if mode == "projection" else None
     A_rho = A_at * weights[None, :]
+    mask = None if support is None else support.to(DTYPE)
 
     def delta_of(c):
         raw = (delta_root @ c.view(S, nA, 1)).reshape(-1)
-        return project(raw) if project is not None else raw
+        if project is not None:
+            return project(raw)
+        return raw if mask is None else raw * mask
 
     def objective(x):
         delta = delta_of(x[d:])

@@ -1,0 +1,113 @@
+"""docs/results.md's finite-sample tables and figure, from ``auxdpo oracle --finite-solver
+full-batch`` n-sweep run folders.
+
+    .venv/bin/python docs/tools/finite_tables.py RUN_DIR [RUN_DIR ...] [--figure PATH]
+
+Per run folder (one cell: family, capacity, design, β), a markdown table of gap closed
+(mean ± std over seeds) with one row per method and one column per n, followed by the number
+of seeds whose J falls below θ₀'s (gap < 0) at each n, and the iteration-capped solves.
+``--figure`` draws every cell as one panel of gap closed against n (the figure in
+docs/results.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ORDER = ("rlhf_local", "dpo", "ipo", "iw-dpo", "rlhf_2stage")
+
+
+def load(run_dir: str) -> dict:
+    return json.loads((Path(run_dir) / "results.json").read_text())
+
+
+def title(result: dict) -> str:
+    config = result["config"]
+    capacity, beta = config["capacities"][0], config["betas"][0]
+    return f"{config['family']} {capacity}, {config['design']}, β = {beta:g}"
+
+
+def _methods(rows: list[dict]) -> list[str]:
+    names = list(dict.fromkeys(r["method"] for r in rows if r["method"] not in ("base",
+                                                                               "rlhf")))
+    return sorted(names, key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
+
+
+def table(result: dict, max_iter: int) -> str:
+    rows = result["rows"]
+    ns = sorted({r["pairs"] for r in rows})
+    seeds = len({r["seed"] for r in rows})
+    lines = [f"**{title(result)}** ({seeds} seeds; gap closed, mean ± std; "
+             "in brackets: seeds below θ₀ / solves stopped at the iteration cap)", "",
+             "| method | " + " | ".join(f"n = {n:,}" for n in ns) + " |",
+             "|---|" + "---|" * len(ns)]
+    for method in _methods(rows):
+        cells = []
+        for n in ns:
+            members = [r for r in rows if r["method"] == method and r["pairs"] == n]
+            gaps = [r["gap_closed"] for r in members]
+            mean = sum(gaps) / len(gaps)
+            std = (sum((g - mean) ** 2 for g in gaps) / len(gaps)) ** 0.5
+            below = sum(g < 0 for g in gaps)
+            capped = sum(r.get("iterations", 0) >= max_iter for r in members)
+            cells.append(f"{mean:.3f} ± {std:.3f} [{below}/{capped}]")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    ppr = {n: sum(r["pairs_per_response"] for r in rows if r["pairs"] == n and
+                  r["method"] == "dpo") / seeds for n in ns}
+    lines.append("| *pairs per seen response* | " + " | ".join(f"{ppr[n]:.1f}" for n in ns)
+                 + " |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(results: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from auxdpo.oracle.runner import aggregate
+    from auxdpo.report import save_figure
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
+    markers = "osD^vP*Xh<>"
+    for ax, result in zip(axes[0], results):
+        summary = aggregate(result["rows"])
+        methods = [m for m in _methods(result["rows"]) if m != "rlhf_local"]
+        for i, method in enumerate(methods):
+            pts = sorted((e["pairs"], e["gap_closed"]) for e in summary
+                         if e["method"] == method)
+            shift = 1.0 + 0.03 * (i - (len(methods) - 1) / 2)
+            ax.errorbar([n * shift for n, _ in pts], [g["mean"] for _, g in pts],
+                        [g["std"] for _, g in pts], marker=markers[i % len(markers)],
+                        ms=4, capsize=2, lw=1, label=method)
+        local = [r["gap_closed"] for r in result["rows"] if r["method"] == "rlhf_local"]
+        ax.axhline(sum(local) / len(local), color="black", lw=1, ls="--", label="local RLHF")
+        ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+        ax.axhline(0.0, color="gray", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_ylim(-2.5, 1.5)
+        ax.set_xlabel("n, sampled pairs")
+        ax.set_ylabel("fraction of RLHF gain closed (clipped to [−2.5, 1.5])")
+        ax.set_title(title(result) + " (synthetic r*)", fontsize="medium")
+        ax.legend(fontsize="x-small", loc="lower right")
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--figure")
+    args = parser.parse_args()
+    results = [load(r) for r in args.runs]
+    for result in results:
+        print(table(result, result["config"]["max_iter"]))
+    if args.figure:
+        figure(results, args.figure)
+        print(f"wrote {args.figure}")
+
+
+if __name__ == "__main__":
+    main()
