@@ -59,7 +59,7 @@ def row_chars(row: dict, dataset: str) -> int:
 
 
 def _limit(rows: list[dict], dataset: str, max_chars: int | None, limit: int | None,
-           seed: int = 0) -> list[dict]:
+           seed: int = 0, by_prompt: bool = False) -> list[dict]:
     if max_chars is not None:
         size = (lambda row: len(row["prompt"])) if dataset == "ultrafeedback" else \
             (lambda row: row_chars(row, dataset))
@@ -67,9 +67,14 @@ def _limit(rows: list[dict], dataset: str, max_chars: int | None, limit: int | N
     if limit is not None and len(rows) > limit:
         # a seeded sample spread over the file (files are often sorted by subject), kept in
         # file order; a row's pick depends on its id (or prompt), not on its position
-        def rank(row):
-            key = str(row.get("id") or row.get("prompt"))
+        def digest(key) -> bytes:
             return hashlib.sha256(f"{seed}\0{key}".encode("utf-8")).digest()
+
+        def rank(row):
+            key = digest(str(row.get("id") or row.get("prompt")))
+            # multi-comparison sets: whole prompts are drawn, so that the responses the pairs
+            # share (what AuxDPO's response-keyed offsets need) stay together
+            return (digest(str(row["prompt"])), key) if by_prompt else key
 
         picked = {id(row) for row in sorted(rows, key=rank)[:limit]}
         rows = [row for row in rows if id(row) in picked]
@@ -128,7 +133,7 @@ def load_protocol_data(spec: DataSpec, datasets: list[str], settings: list[str],
         pairs = list(load_training_pairs(source, spec.ultrafeedback_format,
                                          options=spec.expansion_options()))
         pairs = _limit(pairs, "ultrafeedback", spec.max_ood_prompt_chars, spec.max_ood_pairs,
-                       spec.split_seed)
+                       spec.split_seed, by_prompt=spec.ultrafeedback_format != "ultrafeedback")
         # soft labels (multi-comparison formats) travel with the pairs to the trainer
         keys = PAIR_KEYS + (("pref_prob",) if pairs and "pref_prob" in pairs[0] else ())
         data.ood_train = [{k: pair[k] for k in keys} for pair in pairs]
