@@ -45,6 +45,7 @@ from auxdpo.train.data import (
     AuxPreferenceCollator,
     validate_preference_rows,
 )
+from auxdpo.train.model_card import base_model_id, write_model_card
 
 __all__ = ["AuxDPOTrainer", "DELTAS_FILE", "frozen_copy"]
 
@@ -79,6 +80,14 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     return reference.eval()
 
 
+def _record_adapter_base(model, name: str | None) -> None:
+    """Name the base model in a LoRA adapter's config when PEFT found none (``tiny-*`` names
+    stay out: loaders would look for them on the hub)."""
+    if name and not name.startswith("tiny-") and is_peft_model(model):
+        for adapter in model.peft_config.values():
+            adapter.base_model_name_or_path = adapter.base_model_name_or_path or name
+
+
 class _DatasetBatches:
     """Re-iterable, unshuffled pass over a dataset in collated, device-placed batches."""
 
@@ -110,6 +119,7 @@ class AuxDPOTrainer(DPOTrainer):
                  optimizers=(None, None), peft_config=None, **kwargs):
         if not isinstance(args, AuxDPOConfig):
             raise ValueError("args must be an AuxDPOConfig (method, capacity, offsets settings)")
+        self.base_model_id = base_model_id(model)  # named in the model card and adapter config
         if isinstance(model, str):
             init_kwargs = dict(args.model_init_kwargs or {})
             init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
@@ -132,6 +142,7 @@ class AuxDPOTrainer(DPOTrainer):
                          processing_class=processing_class, compute_metrics=compute_metrics,
                          callbacks=callbacks, optimizers=optimizers, peft_config=peft_config,
                          **kwargs)
+        _record_adapter_base(self.model, self.base_model_id)
         self.data_collator = AuxPreferenceCollator(self.data_collator, args.pref_prob_column,
                                                    args.weight_column)
         self.loss_fn = get_loss(args.method)
@@ -262,8 +273,13 @@ class AuxDPOTrainer(DPOTrainer):
             name = key if key.startswith("aux/") else f"aux/{key}"
             self._metrics["train"][name].append(float(value))
 
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        write_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            write_model_card(self, output_dir)
         if self.offsets is not None and self.args.should_save:
             folder = Path(output_dir or self.args.output_dir)
             save_state(self.offsets.state_dict(), folder)
