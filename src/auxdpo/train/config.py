@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig
 
 from auxdpo.losses import LOSSES
+from auxdpo.train.defaults import apply_hardware_defaults
 
 __all__ = ["AUX_CONSTRAINTS", "AuxDPOConfig", "parse_capacity"]
 
@@ -162,4 +163,5 @@ class AuxDPOConfig(DPOConfig):
             raise ValueError(f"aux_jvp must be one of {JVP_METHODS}, got {self.aux_jvp!r}")
         if self.recompute_u_every < 0:
             raise ValueError(f"recompute_u_every must be >= 0, got {self.recompute_u_every!r}")
+        apply_hardware_defaults(self)  # bf16 only where supported; no deprecated-name warning
         super().__post_init__()

@@ -13,7 +13,8 @@ import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-__all__ = ["PAPERS", "base_model_id", "render_model_card", "write_model_card"]
+__all__ = ["PAPERS", "base_model_id", "record_adapter_base", "render_model_card",
+           "write_model_card"]
 
 _AUXDPO_BIBTEX = """@article{gopalan2025misspecified,
     title   = {{Why DPO is a Misspecified Estimator and How to Fix It}},
@@ -83,6 +84,16 @@ def base_model_id(model) -> str | None:
     config = getattr(model, "config", None)
     name = getattr(config, "_name_or_path", None) or getattr(model, "name_or_path", None)
     return str(name) if name else None
+
+
+def record_adapter_base(model, name: str | None) -> None:
+    """Name the base model in a LoRA adapter's config when PEFT found none (``tiny-*`` names
+    stay out: loaders would look for them on the hub)."""
+    from accelerate.utils import is_peft_model
+
+    if name and not name.startswith("tiny-") and is_peft_model(model):
+        for adapter in model.peft_config.values():
+            adapter.base_model_name_or_path = adapter.base_model_name_or_path or name
 
 
 def _is_hub_id(name: str | None) -> bool:

@@ -45,7 +45,7 @@ from auxdpo.train.data import (
     AuxPreferenceCollator,
     validate_preference_rows,
 )
-from auxdpo.train.model_card import base_model_id, write_model_card
+from auxdpo.train.model_card import base_model_id, record_adapter_base, write_model_card
 
 __all__ = ["AuxDPOTrainer", "DELTAS_FILE", "frozen_copy"]
 
@@ -78,14 +78,6 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     reference = copy.deepcopy(model, memo)
     reference.requires_grad_(False)
     return reference.eval()
-
-
-def _record_adapter_base(model, name: str | None) -> None:
-    """Name the base model in a LoRA adapter's config when PEFT found none (``tiny-*`` names
-    stay out: loaders would look for them on the hub)."""
-    if name and not name.startswith("tiny-") and is_peft_model(model):
-        for adapter in model.peft_config.values():
-            adapter.base_model_name_or_path = adapter.base_model_name_or_path or name
 
 
 class _DatasetBatches:
@@ -142,7 +134,7 @@ class AuxDPOTrainer(DPOTrainer):
                          processing_class=processing_class, compute_metrics=compute_metrics,
                          callbacks=callbacks, optimizers=optimizers, peft_config=peft_config,
                          **kwargs)
-        _record_adapter_base(self.model, self.base_model_id)
+        record_adapter_base(self.model, self.base_model_id)
         self.data_collator = AuxPreferenceCollator(self.data_collator, args.pref_prob_column,
                                                    args.weight_column)
         self.loss_fn = get_loss(args.method)
