@@ -148,10 +148,10 @@ def _handle(args) -> int:
     options = dict(batch_size=args.batch_size, max_length=args.max_length,
                    generate=args.generate, max_new_tokens=args.max_new_tokens)
     policy = load_model_for_eval(args.model, args.dtype)
-    policy_scores = score_model(policy.model, policy.tokenizer, held, **options)
+    policy_scores = score_model(policy.model, policy.tokenizer, held, label="model", **options)
     del policy
     base = load_model_for_eval(base_name or base_spec.name_or_path, args.dtype, tiny=base_spec)
-    base_scores = score_model(base.model, base.tokenizer, held, **options)
+    base_scores = score_model(base.model, base.tokenizer, held, label="base", **options)
     model_metrics = compute_metrics(held, policy_scores, base_scores, beta=args.beta)
     base_metrics = compute_metrics(held, base_scores, None, beta=args.beta)
     print(f"model: {args.model}\nbase: {base_name or base_spec.name_or_path}\n"

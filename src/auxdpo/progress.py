@@ -1,0 +1,28 @@
+"""Progress bars for the long loops a person waits on (scoring, encoding), on stderr.
+
+A bar shows only on an interactive terminal (tqdm's ``disable=None``), so logs, pipes and
+tests stay clean; ``TQDM_DISABLE=1`` turns every bar off. Without tqdm installed (it comes
+with the ``train`` extra) the loop runs unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["progress"]
+
+
+def progress(iterable: Iterable, *, desc: str | None = None, total: int | None = None,
+             unit: str = "batch", enabled: bool | None = None, file=None) -> Iterable:
+    """``iterable`` wrapped in a tqdm bar labelled ``desc``; None ``desc`` = no bar.
+
+    ``enabled``: True forces the bar, False hides it, None (default) shows it on a terminal.
+    """
+    if desc is None or enabled is False:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True,
+                disable=None if enabled is None else not enabled, file=file)
