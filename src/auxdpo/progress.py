@@ -7,9 +7,23 @@ with the ``train`` extra) the loop runs unchanged.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable
 
-__all__ = ["progress"]
+__all__ = ["is_main_process", "on_terminal", "progress"]
+
+
+def is_main_process() -> bool:
+    """False on every process but rank 0 of a multi-process launch (torchrun, accelerate),
+    so that only one process prints progress and summaries."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def on_terminal(stream=None) -> bool:
+    """True when ``stream`` (default stderr) is an interactive terminal."""
+    stream = stream or sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 def progress(iterable: Iterable, *, desc: str | None = None, total: int | None = None,

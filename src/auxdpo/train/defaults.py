@@ -8,8 +8,9 @@ the README's snippet to run on either.
 
 TRL also sets the deprecated ``gradient_checkpointing`` name, which makes transformers warn on
 every run; its value is carried over to ``activation_checkpointing`` (the new name) instead.
-PEFT 0.21 still reads ``model.is_gradient_checkpointing`` when it wraps a model, which warns on
-every LoRA run: making a config silences exactly that message.
+PEFT 0.21 and TRL 1.16 still call ``model.is_gradient_checkpointing`` and
+``gradient_checkpointing_enable/disable``, which warn on every run: making a config silences
+exactly those messages.
 Pinned host memory only helps copies to an accelerator, so it is off on a CPU-only machine
 (where torch warns about it on every data loader).
 """
@@ -41,7 +42,9 @@ def _accelerator_available(use_cpu: bool) -> bool:
     return torch.cuda.is_available()
 
 
-_RENAMED_ATTRIBUTE = "`is_gradient_checkpointing` is deprecated"
+# transformers' rename notices for what TRL and PEFT call on every run (the reference pass
+# turns checkpointing off and on; PEFT reads the flag when it wraps a model).
+_RENAMED_ATTRIBUTE = r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated"
 
 
 def _silence_renamed_attribute_notice() -> None:
