@@ -52,10 +52,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
     except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
         print(f"auxdpo {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `auxdpo ... | head` closed the pipe: stop quietly
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again, and exit
+    as a program killed by SIGPIPE would (128 + 13), like ``seq 1 99999 | head``."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 if __name__ == "__main__":
