@@ -101,7 +101,9 @@ def test_accuracy_curves_error_bars_and_dashed_base(tmp_path):
     labels = [tick.get_text() for tick in ax.get_xticklabels()]
     assert labels == ["LoRA r=4", "25%", "50%", "100%"]  # named first, then numeric ascending
     dpo, aux = ax.containers
-    assert list(dpo.lines[0].get_xdata()) == [1, 3]
+    # categories 1 and 3 ("25%", "100%"), DPO shifted left of AuxDPO (overlap stays visible)
+    assert list(dpo.lines[0].get_xdata()) == pytest.approx([1 - 0.12, 3 - 0.12], abs=1e-12)
+    assert list(aux.lines[0].get_xdata()) == pytest.approx([0.12, 1.12, 2.12], abs=1e-12)
     assert list(dpo.lines[0].get_ydata()) == [51.0, 60.0]
     segments = dpo.lines[2][0].get_segments()
     std = 2 ** 0.5  # sample std of (50, 52)
@@ -130,3 +132,34 @@ def test_atomic_outputs_get_the_usual_file_mode(tmp_path):
         os.umask(umask)
     assert (tmp_path / "t.md").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["t.md"]
+
+
+def test_overlapping_methods_get_own_marker_and_offset():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from auxdpo.report import method_style, plot_accuracy_curves
+
+    assert method_style(0, 1) == ("o", 0.0)
+    assert [round(method_style(i, 3)[1], 12) for i in range(3)] == [-0.12, 0.0, 0.12]
+    same = {"25%": [60.0, 62.0], "100%": [70.0, 70.0]}
+    fig, ax = plt.subplots()
+    plot_accuracy_curves({"dpo": same, "auxdpo": same}, ax=ax)
+    lines = [container.lines[0] for container in ax.containers]  # the data lines
+    assert len(lines) == 2
+    assert lines[0].get_marker() != lines[1].get_marker()
+    assert list(lines[0].get_ydata()) == list(lines[1].get_ydata())  # equal values, ...
+    gap = [b - a for a, b in zip(lines[0].get_xdata(), lines[1].get_xdata())]
+    assert gap == pytest.approx([0.24, 0.24], abs=1e-12)  # ... drawn side by side
+    plt.close(fig)
+
+
+def test_grid_report_says_when_the_capacity_figure_is_skipped(tmp_path, capsys):
+    from auxdpo.oracle.grid import write_report
+
+    paths = write_report(str(tmp_path))  # nothing run yet: no cell to draw
+    assert not any(p.endswith("gap_vs_capacity.png") for p in paths)
+    assert capsys.readouterr().err == ("gap_vs_capacity.png: skipped (no task has finished "
+                                       "cells at two or more capacities yet)\n")

@@ -54,13 +54,27 @@ def main(argv: list[str] | None = None) -> int:
     from auxdpo.errors import user_error_message
 
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
     except Exception as exc:  # expected failures: one clear line, no traceback (errors.py)
         message = user_error_message(exc)
         if message is None:
             raise
         print(f"auxdpo {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `auxdpo ... | head` closed the pipe: stop quietly
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again, and exit
+    as a program killed by SIGPIPE would (128 + 13), like ``seq 1 99999 | head``."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 if __name__ == "__main__":

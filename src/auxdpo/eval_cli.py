@@ -156,16 +156,17 @@ def _handle(args) -> int:
                    generate=args.generate, max_new_tokens=args.max_new_tokens)
     policy = load_model_for_eval(args.model, args.dtype)
     options["max_length"] = clamp_to_positions(args.max_length, policy.model, "eval")
-    policy_scores = score_model(policy.model, policy.tokenizer, held, **options)
+    policy_scores = score_model(policy.model, policy.tokenizer, held, label="model", **options)
     del policy
     base = load_model_for_eval(base_name or base_spec.name_or_path, args.dtype, tiny=base_spec)
     if clamp_to_positions(options["max_length"], base.model, "eval") != options["max_length"]:
         # Both models must score the same tokens: rescore the policy at the base's limit.
         options["max_length"] = clamp_to_positions(options["max_length"], base.model, "eval")
         policy = load_model_for_eval(args.model, args.dtype)
-        policy_scores = score_model(policy.model, policy.tokenizer, held, **options)
+        policy_scores = score_model(policy.model, policy.tokenizer, held, label="model",
+                                    **options)
         del policy
-    base_scores = score_model(base.model, base.tokenizer, held, **options)
+    base_scores = score_model(base.model, base.tokenizer, held, label="base", **options)
     model_metrics = compute_metrics(held, policy_scores, base_scores, beta=args.beta)
     base_metrics = compute_metrics(held, base_scores, None, beta=args.beta)
     print(f"model: {args.model}\nbase: {base_name or base_spec.name_or_path}\n"

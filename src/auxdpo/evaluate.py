@@ -306,23 +306,26 @@ def _encode(tokenizer, prompt: str, response: str, append_eos: bool,
 
 def score_responses(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], *,
                     batch_size: int = 8, average: bool = False, append_eos: bool = True,
-                    max_length: int | None = None):
+                    max_length: int | None = None, progress_desc: str | None = None):
     """``(N,)`` float64 log π(response | prompt) under ``model``, summed (or averaged) over the
     response tokens, via :func:`auxdpo.logps.model_sequence_logps` in right-padded batches.
 
     Tokenization: the prompt with the tokenizer's special tokens, then the response without
     them, then eos (``append_eos``); over ``max_length`` tokens the prompt's start is dropped.
+    ``progress_desc`` labels a progress bar on an interactive terminal (None: no bar).
     """
     import torch
 
     from auxdpo.logps import model_sequence_logps
+    from auxdpo.progress import progress
 
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scores = []
-    for start in range(0, len(prompts), batch_size):
+    starts = range(0, len(prompts), batch_size)
+    for start in progress(starts, desc=progress_desc, total=len(starts)):
         encoded = [_encode(tokenizer, p, r, append_eos, max_length)
                    for p, r in zip(prompts[start:start + batch_size],
                                    responses[start:start + batch_size])]

@@ -132,7 +132,8 @@ def _dpop_dir(pw, pl, rw, rl, *, beta, lambda_):
 
 def _auxdpo_dir(pw, pl, rw, rl, *, beta, delta_first, delta_second):
     h = (pw - rw) - (pl - rl)
-    # Paper Sec. 4.2: offsets are rewards, added outside β (δ' = β·δ inside β is equivalent).
+    # Paper Sec. 4.2: offsets are rewards, added outside β (a δ′ inside β is equivalent with
+    # δ = β·δ′).
     return -F.logsigmoid(beta * h + delta_first - delta_second)
 
 

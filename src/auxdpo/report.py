@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 
 __all__ = ["TableCell", "ComparisonTable", "percent_change", "comparison_table", "to_markdown",
            "to_csv", "to_json", "write_table", "summarize_runs", "plot_accuracy_curves",
+           "MARKERS", "method_style",
            "save_figure", "atomic_write_text"]
 
 
@@ -192,6 +193,17 @@ def _config_order(runs: Mapping[str, Mapping[str, Sequence[float]]]) -> list[str
     return named + numeric
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def method_style(index: int, count: int, spread: float = 0.24) -> tuple[str, float]:
+    """Marker and x offset of the ``index``-th of ``count`` methods on a categorical axis:
+    methods with equal values would hide each other, so each gets its own marker and a small
+    sideways shift (``spread`` is the total width, in category units)."""
+    offset = 0.0 if count < 2 else spread * (index / (count - 1) - 0.5)
+    return MARKERS[index % len(MARKERS)], offset
+
+
 def plot_accuracy_curves(runs: Mapping[str, Mapping[str, Sequence[float]]],
                          base: float | None = None, ax=None, title: str = "",
                          xlabel: str = "trainable parameters", ylabel: str = "accuracy (%)",
@@ -208,10 +220,12 @@ def plot_accuracy_curves(runs: Mapping[str, Mapping[str, Sequence[float]]],
 
         _, ax = plt.subplots(figsize=(4.5, 3.2))
     configs = list(order) if order is not None else _config_order(runs)
-    for method, per_config in runs.items():
-        points = sorted((configs.index(c), *summarize_runs(v)[:2]) for c, v in per_config.items())
+    for index, (method, per_config) in enumerate(runs.items()):
+        marker, shift = method_style(index, len(runs))
+        points = sorted((configs.index(c) + shift, *summarize_runs(v)[:2])
+                        for c, v in per_config.items())
         xs, means, stds = zip(*points) if points else ((), (), ())
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=method)
+        ax.errorbar(xs, means, yerr=stds, marker=marker, capsize=3, label=method)
     if base is not None:
         ax.axhline(base, linestyle="--", color="gray", label="base")
     ax.set_xticks(range(len(configs)), configs)

@@ -125,3 +125,21 @@ def test_overrides_keep_strategy_strings_and_exponent_floats():
     _, config = resolve_config({**values, "output_dir": "unused", "report_to": [],
                                 "use_cpu": True, "bf16": False})
     assert config.save_strategy == "no" and config.learning_rate == 0.001
+
+
+def test_train_help_lists_config_keys_with_help(capsys):
+    import pytest
+
+    from auxdpo.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for key, words in (("model_name_or_path", "tiny-gpt2 / tiny-llama"),
+                       ("aux_constraint", "null space of A"), ("lambda_null", "null-space"),
+                       ("delta_lr", "Learning rate of the offsets"),
+                       ("learning_rate", "set your own"), ("bf16", "off on CPU")):
+        block = text[text.index(f"\n  {key} (default"):][:400]
+        assert words in block, (key, block)
+    assert "(default 'global')" in text and "(default 1.0)" in text

@@ -375,7 +375,7 @@ def plot_capacity(groups: dict[str, list[dict]], path: str) -> dict | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from auxdpo.report import save_figure
+    from auxdpo.report import method_style, save_figure
 
     betas = list(dict.fromkeys(e["beta"] for v in rows.values() for e in v))
     drawn: dict[tuple, list] = {}
@@ -387,11 +387,13 @@ def plot_capacity(groups: dict[str, list[dict]], path: str) -> dict | None:
             ax, here = axes[i][j], [e for e in entries if e["beta"] == beta]
             methods = [m for m in dict.fromkeys(m for e in here for m in e["methods"])
                        if m not in _UNPLOTTED]
-            for method in methods:
+            for index, method in enumerate(methods):
+                marker, shift = method_style(index, len(methods))
                 pts = [(caps.index(e["capacity"]), e["methods"][method]) for e in here
                        if method in e["methods"]]
-                ax.errorbar([x for x, _ in pts], [p["mean"] for _, p in pts],
-                            [p["std"] for _, p in pts], marker="o", capsize=3, label=method)
+                ax.errorbar([x + shift for x, _ in pts], [p["mean"] for _, p in pts],
+                            [p["std"] for _, p in pts], marker=marker, capsize=3,
+                            label=method)
                 drawn[task, beta, method] = [(caps[x], p["mean"], p["std"]) for x, p in pts]
             ticks = {e["capacity"]: f"{e['capacity']}\nd={e['dim']}, {e['seeds']} seed"
                      + "s" * (e["seeds"] != 1) for e in here}
@@ -453,6 +455,9 @@ def write_report(out_dir: str, seeds: int | None = None,
     atomic_write_text(paths[1], json.dumps({"cells": cells}, indent=1))
     if plot_capacity(groups, os.path.join(out_dir, "gap_vs_capacity.png")) is not None:
         paths.append(os.path.join(out_dir, "gap_vs_capacity.png"))
+    else:
+        print("gap_vs_capacity.png: skipped (no task has finished cells at two or more "
+              "capacities yet)", file=sys.stderr)
     return paths
 
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import torch
 
 from auxdpo.data.mmlu_pro import DEFAULT_MMLU_PRO
+from auxdpo.progress import progress
 
 __all__ = ["CAPACITIES", "MINILM_PACKAGE", "NUM_OPTIONS", "REWARDS", "MmluCapacity",
            "MmluTask", "MmluTaskConfig", "build_mmlu_task", "eligible_questions",
@@ -165,7 +166,8 @@ def encode_pairs(questions: list[dict], *, max_length: int = 128,
     hook = norm.register_forward_pre_hook(lambda module, args: captured.update(y=args[0]))
     out = torch.empty(len(firsts), norm.weight.numel(), dtype=DTYPE)
     try:
-        for batch in _batches(lengths, batch_size):
+        batches = _batches(lengths, batch_size)
+        for batch in progress(batches, desc="encoding MMLU option pairs (MiniLM)"):
             enc = tokenizer([firsts[i] for i in batch], [seconds[i] for i in batch],
                             truncation="only_first", max_length=max_length, padding=True,
                             return_tensors="pt")
@@ -188,7 +190,7 @@ def encode_option_texts(texts: list[str], *, max_length: int = 128,
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True,
                                              max_length=max_length)["input_ids"]]
     out = torch.empty(len(texts), model.config.hidden_size, dtype=DTYPE)
-    for batch in _batches(lengths, batch_size):
+    for batch in progress(_batches(lengths, batch_size), desc="encoding MMLU options (MiniLM)"):
         enc = tokenizer([texts[i] for i in batch], truncation=True, max_length=max_length,
                         padding=True, return_tensors="pt")
         hidden = model(**enc).last_hidden_state.to(DTYPE)

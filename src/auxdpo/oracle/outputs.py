@@ -6,7 +6,7 @@ import json
 import math
 import os
 
-from auxdpo.report import atomic_write_text, save_figure
+from auxdpo.report import atomic_write_text, method_style, save_figure
 
 __all__ = ["headline", "markdown_table", "write_outputs"]
 
@@ -101,7 +101,7 @@ def plot_pairs_sweep(summary: list[dict], config: dict, path: str) -> None:
 
 
 def _plot(summary: list[dict], x_key: str, fixed_key: str, fixed_value, path: str,
-          log_x: bool) -> None:
+          log_x: bool, design: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,11 +110,14 @@ def _plot(summary: list[dict], x_key: str, fixed_key: str, fixed_value, path: st
     cell = [e for e in summary if e[fixed_key] == fixed_value and e["method"] != "base"]
     xs = list(dict.fromkeys(e[x_key] for e in cell))
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method in dict.fromkeys(e["method"] for e in cell):
+    methods = list(dict.fromkeys(e["method"] for e in cell))
+    for index, method in enumerate(methods):
+        marker, shift = method_style(index, len(methods))
         pts = {e[x_key]: e["gap_closed"] for e in cell if e["method"] == method}
-        pos = [xs.index(x) if not log_x else x for x in pts]
+        # a small sideways shift keeps equal values visible (multiplicative on a log axis)
+        pos = [xs.index(x) + shift if not log_x else x * 10 ** (shift / 4) for x in pts]
         ax.errorbar(pos, [p["mean"] for p in pts.values()], [p["std"] for p in pts.values()],
-                    marker="o", capsize=3, label=method)
+                    marker=marker, capsize=3, label=method)
     if log_x:
         ax.set_xscale("log")
     else:
@@ -123,7 +126,7 @@ def _plot(summary: list[dict], x_key: str, fixed_key: str, fixed_value, path: st
     ax.axhline(0.0, color="gray", lw=0.8)
     ax.set_xlabel(x_key)
     ax.set_ylabel("fraction of RLHF gain closed")
-    ax.set_title(f"{fixed_key} = {fixed_value}")
+    ax.set_title((f"{design} design, " if design else "") + f"{fixed_key} = {fixed_value}")
     ax.legend(fontsize="small")
     save_figure(fig, path)
     plt.close(fig)
@@ -143,8 +146,10 @@ def write_outputs(result: dict, run_dir: str, plots: bool = True) -> list[str]:
         plot_pairs_sweep(result["summary"], config, paths[-1])
     if len(config["capacities"]) > 1:
         paths.append(os.path.join(run_dir, "gap_vs_capacity.png"))
-        _plot(result["summary"], "capacity", "beta", config["betas"][0], paths[-1], False)
+        _plot(result["summary"], "capacity", "beta", config["betas"][0], paths[-1], False,
+              str(config.get("design", "")))
     if len(config["betas"]) > 1:
         paths.append(os.path.join(run_dir, "gap_vs_beta.png"))
-        _plot(result["summary"], "beta", "capacity", config["capacities"][0], paths[-1], True)
+        _plot(result["summary"], "beta", "capacity", config["capacities"][0], paths[-1], True,
+              str(config.get("design", "")))
     return paths

@@ -58,6 +58,7 @@ def _recipe(args):
 
 
 def _handle_run(args) -> int:
+    from auxdpo.progress import is_main_process
     from auxdpo.protocol.recipe import expand_grid
     from auxdpo.protocol.runner import read_result, result_path, run_protocol
 
@@ -81,6 +82,8 @@ def _handle_run(args) -> int:
 
     with output_folder(args.out, "auxdpo protocol run"):
         progress = run_protocol(recipe, args.out, progress=not args.no_progress)
+    if not is_main_process():
+        return 0  # one summary per launch, from rank 0
     print(f"recipe: {recipe.name}  runs: {progress.total} (ran {progress.ran}, skipped "
           f"{progress.skipped}) in {progress.seconds:.1f} s")
     _print_outputs(args.out)

@@ -182,11 +182,15 @@ def accuracy_figure(recipe: Recipe, runs: list[dict], bases: dict[str, dict],
             if not curves:
                 ax.set_axis_off()
                 continue
+            synthetic = dataset == "rewardbench2" and recipe.data.rewardbench2 == "synthetic"
+            title = f"{DATASET_LABELS[dataset]} ({setting.upper()})" + \
+                (", SYNTHETIC data" if synthetic else "")
             plot_accuracy_curves(curves, None if base_value is None else 100 * base_value,
-                                 ax=ax, title=f"{DATASET_LABELS[dataset]} ({setting.upper()})",
+                                 ax=ax, title=title,
                                  xlabel="trainable capacity",
                                  ylabel=f"{metric.replace('_', ' ')} (%)")
-    figure.suptitle(f"{recipe.name}: held-out {metric.replace('_', ' ')}, mean ± 1 std over seeds")
+    figure.suptitle(f"{recipe.name}: held-out {metric.replace('_', ' ')}, β = "
+                    f"{recipe.train.beta:g}, mean ± 1 std over seeds")
     figure.tight_layout()
     return figure
 

@@ -5,6 +5,7 @@ Output folder layout::
     OUT/recipe.json            resolved recipe + fingerprint (a resumed run must match it)
     OUT/base/<dataset>.json    the base model's scores and metrics on the held-out 20%
     OUT/runs/<run_id>.json     one finished run: {"run", "preset", "metrics", "train", ...}
+    OUT/logs/<run_id>.jsonl    that run's trainer log (one JSON line per logging step)
     OUT/tables/, OUT/figures/  written by :func:`auxdpo.protocol.results.write_report`
 
 A run is finished when its result file exists and parses; files are written to a temporary
@@ -23,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+from auxdpo.progress import is_main_process, on_terminal
 from auxdpo.protocol.recipe import Recipe, RunSpec, expand_grid, recipe_fingerprint
 from auxdpo.report import atomic_write_text
 
@@ -102,10 +104,12 @@ def _check_training_configs(recipe: Recipe, runs: list[RunSpec], out_dir: str) -
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
+    """A bar on a terminal; elsewhere (logs, pipes) the loop prints one line per run."""
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="run", file=sys.stderr,
-                desc="protocol", dynamic_ncols=True, smoothing=0.1)
+    return tqdm(total=total, initial=initial, disable=not (enabled and on_terminal()),
+                unit="run", file=sys.stderr, desc="protocol", dynamic_ncols=True,
+                smoothing=0.1)
 
 
 def run_protocol(recipe: Recipe, out_dir: str, *, run_fn: RunFn | None = None,
@@ -134,9 +138,10 @@ def run_protocol(recipe: Recipe, out_dir: str, *, run_fn: RunFn | None = None,
     for dataset in missing_bases:
         atomic_write_text(base_path(out_dir, dataset),
                           json.dumps({"dataset": dataset, **base_fn(dataset)}) + "\n")
+    progress = progress and is_main_process()
     bar = _progress_bar(len(runs), len(runs) - len(pending), progress)
     try:
-        for run in pending:
+        for done, run in enumerate(pending, start=len(runs) - len(pending) + 1):
             bar.set_postfix_str(run.run_id)
             began = time.perf_counter()
             outcome = run_fn(run)
@@ -145,6 +150,9 @@ def run_protocol(recipe: Recipe, out_dir: str, *, run_fn: RunFn | None = None,
                       "seconds": round(time.perf_counter() - began, 3), **outcome}
             atomic_write_text(result_path(out_dir, run), json.dumps(record) + "\n")
             bar.update(1)
+            if progress and bar.disable:
+                print(f"protocol: {done}/{len(runs)} {run.run_id} ({record['seconds']:.1f} s)",
+                      file=sys.stderr, flush=True)
     finally:
         bar.close()
     if report:

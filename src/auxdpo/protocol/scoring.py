@@ -35,9 +35,11 @@ __all__ = ["score_model", "generate_answers", "compute_metrics"]
 
 
 def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 32,
-                     batch_size: int = 8) -> list[str]:
+                     batch_size: int = 8, progress_desc: str | None = None) -> list[str]:
     """Greedy continuations of ``prompts`` (left-padded batches), decoded without specials."""
     import torch
+
+    from auxdpo.progress import progress
 
     device = next(model.parameters()).device
     side = tokenizer.padding_side
@@ -45,7 +47,8 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     texts: list[str] = []
     try:
-        for start in range(0, len(prompts), batch_size):
+        starts = range(0, len(prompts), batch_size)
+        for start in progress(starts, desc=progress_desc, total=len(starts)):
             encoded = tokenizer(prompts[start:start + batch_size], return_tensors="pt",
                                 padding=True)
             encoded = {k: v.to(device) for k, v in encoded.items() if k != "token_type_ids"}
@@ -61,20 +64,28 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
 
 def score_model(model, tokenizer, held: HeldOut, *, batch_size: int = 8,
                 max_length: int | None = None, generate: bool = False,
-                max_new_tokens: int = 32) -> dict[str, Any]:
+                max_new_tokens: int = 32, label: str | None = None) -> dict[str, Any]:
     """Raw scores (JSON-ready lists) of ``model`` on ``held``:
 
     ``pair_chosen``/``pair_rejected`` (B,) summed log-probs; RewardBench 2:
     ``best_of_n`` [{id, subset, chosen_scores, rejected_scores}]; MMLU-Pro: ``options``
     [per question (n_options,)] and, with ``generate``, ``generations`` [str].
+    ``label`` (e.g. "model", "base") names progress bars shown on a terminal (None: none).
     """
     from auxdpo.data.mmlu_pro import format_mmlu_prompt
     from auxdpo.evaluate import score_best_of_n, score_mmlu_options, score_pairs
 
     options = {"batch_size": batch_size, "max_length": max_length}
+
+    def desc(what: str) -> str | None:
+        return f"{label}: {what}" if label else None
+
+    def bar(what: str) -> dict:
+        return {**options, "progress_desc": desc(what)}
+
     was_training = model.training
     model.eval()
-    pairs = score_pairs(model, tokenizer, held.pairs, **options)
+    pairs = score_pairs(model, tokenizer, held.pairs, **bar("scoring pairs"))
     scores: dict[str, Any] = {"pair_chosen": pairs["chosen_logps"].tolist(),
                               "pair_rejected": pairs["rejected_logps"].tolist()}
     if held.dataset == "rewardbench2":
@@ -82,15 +93,16 @@ def score_model(model, tokenizer, held: HeldOut, *, batch_size: int = 8,
             {"id": row["id"], "subset": row["subset"],
              "chosen_scores": np.asarray(row["chosen_scores"]).tolist(),
              "rejected_scores": np.asarray(row["rejected_scores"]).tolist()}
-            for row in score_best_of_n(model, tokenizer, held.rows, **options)]
+            for row in score_best_of_n(model, tokenizer, held.rows, **bar("scoring best-of-N"))]
     if held.dataset == "mmlu-pro":
-        scores["options"] = [s.tolist() for s in score_mmlu_options(model, tokenizer, held.rows,
-                                                                    **options)]
+        scores["options"] = [s.tolist() for s in score_mmlu_options(
+            model, tokenizer, held.rows, **bar("scoring MMLU-Pro options"))]
         if generate:
             prompts = [format_mmlu_prompt(q["question"], q["options"]) for q in held.rows]
             scores["generations"] = generate_answers(model, tokenizer, prompts,
                                                      max_new_tokens=max_new_tokens,
-                                                     batch_size=batch_size)
+                                                     batch_size=batch_size,
+                                                     progress_desc=desc("generating"))
     model.train(was_training)
     return scores
 

@@ -3,7 +3,8 @@
 The run starts from a fresh copy of the recipe's base model, trains on the run's pairs with
 the run's method, capacity preset and seed, and returns the trained model in memory (the
 runner scores it and keeps only the result file: saving 8B weights per run is not needed to
-make the tables). Heavy imports happen inside the function.
+make the tables). The trainer's logged metrics go to ``OUT/logs/<run_id>.jsonl``, not to the
+console. Heavy imports happen inside the function.
 """
 
 from __future__ import annotations
@@ -12,11 +13,18 @@ import os
 
 from auxdpo.protocol.recipe import Recipe, RunSpec
 
-__all__ = ["training_config", "train_policy"]
+__all__ = ["run_log_path", "training_config", "train_policy"]
 
 
-def training_config(recipe: Recipe, run: RunSpec, output_dir: str, *, use_cpu: bool):
-    """The run's :class:`~auxdpo.train.config.AuxDPOConfig` (no checkpoints, no reports)."""
+def run_log_path(out_dir: str, run: RunSpec) -> str:
+    """``OUT/logs/<run_id>.jsonl``: the trainer's logged metrics of one run."""
+    return os.path.join(out_dir, "logs", f"{run.run_id}.jsonl")
+
+
+def training_config(recipe: Recipe, run: RunSpec, output_dir: str, *, use_cpu: bool,
+                    log_file: str | None = None):
+    """The run's :class:`~auxdpo.train.config.AuxDPOConfig` (no checkpoints, no reports);
+    the trainer's log lines go to ``log_file`` (JSONL) when given."""
     from auxdpo.train.config import AuxDPOConfig
 
     train = recipe.train
@@ -27,7 +35,8 @@ def training_config(recipe: Recipe, run: RunSpec, output_dir: str, *, use_cpu: b
                   gradient_accumulation_steps=train.gradient_accumulation_steps,
                   max_length=train.max_length, bf16=train.bf16, save_strategy="no",
                   report_to=[], use_cpu=use_cpu, logging_steps=10, disable_tqdm=True,
-                  metrics_file=None, dataloader_num_workers=0)
+                  metrics_file=os.path.abspath(log_file) if log_file else None,
+                  dataloader_num_workers=0)
     if train.gradient_checkpointing:  # passed only when on: the field name is deprecated
         values["gradient_checkpointing"] = True
     values.update(train.extra)
@@ -41,16 +50,24 @@ def train_policy(recipe: Recipe, run: RunSpec, pairs: list[dict], work_dir: str)
     """
     import datasets
     import torch
+    from transformers import PrinterCallback
 
     from auxdpo.protocol.models import load_base_model
     from auxdpo.train.trainer import AuxDPOTrainer
 
     base = load_base_model(recipe.model, torch.device("cpu"))
     use_cpu = not torch.cuda.is_available()
-    config = training_config(recipe, run, os.path.join(work_dir, run.run_id), use_cpu=use_cpu)
+    log_file = run_log_path(os.path.dirname(os.path.abspath(work_dir)), run)
+    if os.path.exists(log_file):
+        os.remove(log_file)  # a redone run starts its log afresh
+    config = training_config(recipe, run, os.path.join(work_dir, run.run_id), use_cpu=use_cpu,
+                             log_file=log_file)
     model = base.model.train()
     trainer = AuxDPOTrainer(model, args=config, train_dataset=datasets.Dataset.from_list(pairs),
                             processing_class=base.tokenizer)
+    # The trainer's per-step dicts go to the run's log file, not the console (the runner
+    # prints one progress line per run and the summary).
+    trainer.remove_callback(PrinterCallback)
     result = trainer.train()
     info = {"steps": int(trainer.state.global_step), "train_loss": float(result.training_loss),
             "train_pairs": len(pairs), "dropped_examples": dict(trainer.dropped_examples)}

@@ -22,6 +22,12 @@ class _OverridesParser(argparse.ArgumentParser):
         namespace.overrides = list(getattr(namespace, "overrides", None) or []) + list(rest)
         return namespace, []
 
+    def format_help(self) -> str:
+        from auxdpo.train.keys_help import config_keys_help
+
+        return super().format_help() + "\nconfig keys (YAML or --key value):\n\n" + \
+            config_keys_help() + "\n"
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(

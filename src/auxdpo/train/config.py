@@ -15,6 +15,8 @@ from trl import DPOConfig
 
 from auxdpo.losses import LOSSES
 from auxdpo.train.config_check import check_finite_positive
+from auxdpo.train.defaults import apply_hardware_defaults
+from auxdpo.train.reporting import check_report_to
 from auxdpo.train.trl_compat import resolve_loss_options
 
 __all__ = ["AUX_CONSTRAINTS", "AuxDPOConfig", "parse_capacity"]
@@ -178,4 +180,6 @@ class AuxDPOConfig(DPOConfig):
         check_finite_positive("beta", self.beta)
         if self.recompute_u_every < 0:
             raise ValueError(f"recompute_u_every must be >= 0, got {self.recompute_u_every!r}")
+        apply_hardware_defaults(self)  # bf16 only where supported; no deprecated-name warning
+        check_report_to(self.report_to)  # a missing extra: one line naming the install command
         super().__post_init__()

@@ -257,6 +257,8 @@ def _train_in(run_args: RunArguments, config) -> dict[str, Any]:
     resolved = _write_resolved_config(run_args, config)
     trainer = AuxDPOTrainer(model, args=config, train_dataset=train_data,
                             eval_dataset=eval_data, processing_class=tokenizer)
+    if is_tiny_name(run_args.model_name_or_path):
+        trainer.base_model_id = run_args.model_name_or_path  # for the model card only
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     trainer.save_model(str(out))
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]

@@ -62,6 +62,7 @@ from auxdpo.train.guards import (
     pop_source_rows,
     safe_model_init_kwargs,
 )
+from auxdpo.train.model_card import base_model_id, record_adapter_base, write_model_card
 from auxdpo.train.offset_setup import offset_keys_for, report_coverage
 from auxdpo.train.reference import frozen_copy
 from auxdpo.train.trl_objective import (
@@ -114,6 +115,7 @@ class AuxDPOTrainer(DPOTrainer):
                  optimizers=(None, None), peft_config=None, **kwargs):
         args = trl_compat.aux_config_of(args, model)   # None → default; DPOConfig → converted
         trl_compat.check_train_dataset(train_dataset, args)
+        self.base_model_id = base_model_id(model)  # named in the model card and adapter config
         if isinstance(model, str):
             model = create_model_from_path(model, **safe_model_init_kwargs(args, model))
         args.max_length = clamp_to_positions(args.max_length, model, "train")
@@ -138,6 +140,7 @@ class AuxDPOTrainer(DPOTrainer):
                          processing_class=processing_class, compute_metrics=compute_metrics,
                          callbacks=callbacks, optimizers=optimizers, peft_config=peft_config,
                          **kwargs)
+        record_adapter_base(self.model, self.base_model_id)
         self.data_collator = AuxPreferenceCollator(self.data_collator, args.pref_prob_column,
                                                    args.weight_column)
         self.loss_fn, self._objective = trl_compat.build_objective(args)
@@ -281,10 +284,14 @@ class AuxDPOTrainer(DPOTrainer):
             name = key if key.startswith("aux/") else f"aux/{key}"
             self._metrics["train"][name].append(float(value))
 
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        write_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         check_parameters_finite(self.model, output_dir or self.args.output_dir)
         super().save_model(output_dir, _internal_call)
         if self.args.should_save:
+            write_model_card(self, output_dir)
             honour_umask(output_dir or self.args.output_dir)
         if self.offsets is not None and self.args.should_save:
             folder = Path(output_dir or self.args.output_dir)
