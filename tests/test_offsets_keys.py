@@ -335,3 +335,17 @@ def test_reference_weights_from_the_prepare_pass_and_their_underflow(world, monk
                          dtype=F64)
     with pytest.warns(RuntimeWarning, match="underflows to 0 for 9 of 9"):
         offsets.prepare(world["data"])
+
+
+def test_slot_weights_by_hand_count_every_prompt_once():
+    """Prompt 0 has three pairs (responses a, b, c), prompt 1 one pair (d, e): 2n = 8, P = 2.
+    multiplicity follows the occurrences; reference and prompt give each prompt the same
+    total share 2n/P, whatever its number of pairs (ρ̂ uniform over the data's prompts)."""
+    a, b, c, d, e = [1], [2], [3], [4], [5]
+    keys = keys_from_ids([[7], [7], [7], [8]], [a, a, b, d], [b, c, c, e])
+    logps = torch.log(torch.tensor([0.5, 0.3, 0.2, 0.1, 0.4], dtype=torch.float64))
+    assert slot_weights(keys, "multiplicity").tolist() == [2, 2, 2, 1, 1]
+    torch.testing.assert_close(slot_weights(keys, "reference", logps),
+                               4 * logps.exp(), rtol=1e-13, atol=0)
+    want = torch.tensor([4 * 0.5, 4 * 0.3, 4 * 0.2, 4 * 0.2, 4 * 0.8], dtype=torch.float64)
+    torch.testing.assert_close(slot_weights(keys, "prompt", logps), want, rtol=1e-13, atol=0)

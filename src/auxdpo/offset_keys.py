@@ -8,13 +8,15 @@ Keyings (``aux_offsets``):
               occurs in several rows shares one δ, as the paper's δ(s, a) does.
 
 Weightings (``aux_null_weights``), with c_k the number of (row, side) occurrences of slot k and
-N_s the number of response occurrences at prompt s:
+P the number of distinct prompts (each prompt of the data counts once: ρ̂ uniform over them):
 
 ``multiplicity``  ω_k = c_k (the paper's Monte Carlo sum over rows, Sec. 4.2).
-``reference``     ω_k = N_s·π_ref(a_k|s): the data's prompt distribution times π_ref, δ
-                  extended by zero outside the data (unnormalised sequence probabilities).
-``prompt``        ω_k = N_s·π_ref(a_k|s) / Σ_{k' at s} π_ref(a_k'|s): self-normalised per
+``reference``     ω_k = (2n/P)·π_ref(a_k|s): δ extended by zero outside the data
+                  (unnormalised sequence probabilities).
+``prompt``        ω_k = (2n/P)·π_ref(a_k|s) / Σ_{k' at s} π_ref(a_k'|s): self-normalised per
                   prompt, Σ_k ω_k = 2n like multiplicity, so λ_null keeps its scale.
+
+docs/finite_sample.md says what each tends to as the data grow.
 
 Within a minibatch each occurrence of slot k carries the factor f_k = ω_k / c_k; the c_k
 occurrences of a pass over the data then add up to ω_k (the estimate stays unbiased).
@@ -175,15 +177,17 @@ def slot_weights(keys: OffsetKeys, weighting: str,
     prompts = keys.prompts.cpu()
     logps = reference_logps.detach().cpu().to(torch.float64)
     groups = int(prompts.max()) + 1
-    occurrences = torch.zeros(groups, dtype=torch.float64).index_add_(0, prompts, counts)
+    seen = torch.zeros(groups, dtype=torch.bool)
+    seen[prompts] = True
+    per_prompt = counts.sum() / seen.sum()                # 2n/P: every prompt counts once
     if weighting == "reference":
-        return occurrences[prompts] * logps.exp()
-    # N_s · softmax over the prompt's slots, shifted by the prompt's largest log-prob.
+        return per_prompt * logps.exp()
+    # (2n/P) · softmax over the prompt's slots, shifted by the prompt's largest log-prob.
     top = torch.full((groups,), -torch.inf, dtype=torch.float64).scatter_reduce_(
         0, prompts, logps, reduce="amax")
     scores = (logps - top[prompts]).exp()
     totals = torch.zeros(groups, dtype=torch.float64).index_add_(0, prompts, scores)
-    return occurrences[prompts] * scores / totals[prompts]
+    return per_prompt * scores / totals[prompts]
 
 
 def coverage(keys: OffsetKeys) -> dict[str, float]:

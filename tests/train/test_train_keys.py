@@ -45,7 +45,7 @@ def test_response_keys_share_offsets_and_act_in_one_epoch(tmp_path):
     trainer = _trainer(tmp_path, comparison_dataset(), max_steps=4, num_train_epochs=1)
     keys = trainer.offsets.keys
     assert keys.keying == "response" and keys.num_slots == 12 and keys.num_examples == 16
-    assert trainer.offsets.null_weights == "prompt"
+    assert trainer.offsets.null_weights == "multiplicity"
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)      # shared responses: no warning
         trainer.train()

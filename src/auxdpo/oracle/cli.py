@@ -117,7 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "auxdpo-row")
     p.add_argument("--aux-null-weights", nargs="+", dest="null_weights",
                    choices=["multiplicity", "reference", "prompt"],
-                   help="finite: weights of AuxDPO's empirical constraint (prompt)")
+                   help="finite: weights of AuxDPO's empirical constraint (multiplicity)")
     p.add_argument("--out", help="run directory (default runs/oracle-<time>)")
     p.add_argument("--json", action="store_true",
                    help='print {"gap_closed": {method: {"mean", "std"}}, "reward", "kl", '

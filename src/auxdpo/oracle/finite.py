@@ -53,7 +53,7 @@ class FiniteConfig:
     aux_offsets: list[str] = field(default_factory=lambda: ["response"], metadata={
         "help": "AuxDPO's offset keys: response (one δ per prompt-response) and/or row "
                 "(one per pair side)"})
-    null_weights: list[str] = field(default_factory=lambda: ["prompt"], metadata={
+    null_weights: list[str] = field(default_factory=lambda: ["multiplicity"], metadata={
         "help": "weights ω of AuxDPO's empirical constraint: multiplicity, reference, prompt"})
     responses_per_prompt: int = field(default=0, metadata={
         "help": "k > 0: prompts s ~ ρ with k responses each from the behaviour policy, "

@@ -89,11 +89,13 @@ class AuxDPOConfig(DPOConfig):
         "help": "What one AuxDPO offset δ belongs to: response (one per unique prompt and "
                 "response token ids, shared by every pair the response occurs in, as the "
                 "paper's δ(s, a)) or row (one per pair and side; acts only from epoch 2)."})
-    aux_null_weights: str = field(default="prompt", metadata={
-        "help": "Weights ω of the empirical constraint Σ ω δ ∇log π_ref = 0: prompt "
-                "(π_ref-weighted, normalised per prompt), multiplicity (occurrence counts, "
-                "the paper's Monte Carlo sum) or reference (unnormalised π_ref; short "
-                "responses only). prompt and reference take one extra reference pass."})
+    aux_null_weights: str = field(default="multiplicity", metadata={
+        "help": "Weights ω of the empirical constraint Σ ω δ ∇log π_ref = 0: multiplicity "
+                "(occurrence counts, the paper's Monte Carlo sum; the best measured up to 1e5 "
+                "pairs), prompt (π_ref normalised per prompt: consistent whatever the data's "
+                "design, best from 3e5 pairs) or reference (unnormalised π_ref; short "
+                "responses only). prompt and reference take one extra reference pass "
+                "(docs/finite_sample.md)."})
     lambda_null: float = field(default=1.0, metadata={
         "help": "Weight λ of the null-space penalty ‖A·δ‖² (global and batch modes)."})
     lambda_amp: float = field(default=0.0, metadata={
