@@ -57,14 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below
         return code
+    except BrokenPipeError:  # `auxdpo ... | head` closed the pipe: stop quietly
+        return _closed_pipe()
     except Exception as exc:  # expected failures: one clear line, no traceback (errors.py)
         message = user_error_message(exc)
         if message is None:
             raise
         print(f"auxdpo {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `auxdpo ... | head` closed the pipe: stop quietly
-        return _closed_pipe()
 
 
 def _closed_pipe() -> int:

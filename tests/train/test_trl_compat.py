@@ -89,8 +89,10 @@ def test_args_none_builds_the_default_config(tmp_path, monkeypatch):
     assert trainer.args.output_dir.endswith("-AuxDPO")
     ours, theirs = trainer.args.to_dict(), DPOConfig("x-DPO").to_dict()
     different = {k for k in theirs if ours.get(k) != theirs[k]}
-    assert different <= {"output_dir", "run_name", "logging_dir", "max_length"}, different
-    # max_length is clamped to the tiny model's position limit (TRL's default exceeds it).
+    assert different <= {"output_dir", "run_name", "logging_dir", "max_length", "bf16",
+                         "dataloader_pin_memory"}, different
+    # max_length is clamped to the tiny model's position limit (TRL's default exceeds it);
+    # an unset bf16 and pin_memory follow the hardware (docs/trainer.md).
     assert ours["max_length"] == min(theirs["max_length"], trainer.model.config.n_positions)
 
 
