@@ -268,14 +268,14 @@ def _draw(config, cell: dict, reward: torch.Tensor):
     return draw, source, on_policy
 
 
-def _solve(name, loss_name, options, config, cell, problem, sample, iw, L):
+def _solve(loss_name, options, config, cell, problem, sample, iw, L):
+    """One method's exact empirical minimiser on ``sample`` (``iw``: IW-DPO's row weights)."""
     from auxdpo.oracle.solvers import fit_method
 
     solver = dict(max_iter=config.max_iter, floor=config.precondition_floor)
     S = cell["rho"].numel()
     theta0, A, fn_train = cell["theta0"], cell["A"], cell["fn_train"]
     if options.get("importance"):
-        from auxdpo.oracle.fullbatch import empirical_problem
         problem = empirical_problem(sample, cell["rho"], problem.num_actions, problem.beta,
                                     row_weight=iw)
     if loss_name != "auxdpo":
@@ -338,7 +338,7 @@ def fullbatch_cell(config, task, capacity_spec: str, seed: int, log) -> list[dic
                       "rlhf_local": (local, {})}
             for name, loss_name, options in method_variants(config):
                 start = time.time()
-                fit = _solve(name, loss_name, options, config, cell, problem, sample, iw, L)
+                fit = _solve(loss_name, options, config, cell, problem, sample, iw, L)
                 stats = {"iterations": fit.iterations, "grad_norm": fit.grad_norm,
                          "seconds": time.time() - start}
                 if options.get("importance"):
