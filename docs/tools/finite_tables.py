@@ -72,6 +72,9 @@ def figure(results: list[dict], path: str) -> None:
 
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
     markers = "osD^vP*Xh<>"
+    # one colour and marker per method across panels (the large-n run names AuxDPO without
+    # its key: it runs response keys only)
+    every = list(dict.fromkeys(m for r in results for m in _methods(r["rows"])))
     for ax, result in zip(axes[0], results):
         summary = aggregate(result["rows"])
         methods = [m for m in _methods(result["rows"]) if m != "rlhf_local"]
@@ -79,9 +82,10 @@ def figure(results: list[dict], path: str) -> None:
             pts = sorted((e["pairs"], e["gap_closed"]) for e in summary
                          if e["method"] == method)
             shift = 1.0 + 0.03 * (i - (len(methods) - 1) / 2)
+            k = every.index(method)
             ax.errorbar([n * shift for n, _ in pts], [g["mean"] for _, g in pts],
-                        [g["std"] for _, g in pts], marker=markers[i % len(markers)],
-                        ms=4, capsize=2, lw=1, label=method)
+                        [g["std"] for _, g in pts], marker=markers[k % len(markers)],
+                        color=f"C{k % 10}", ms=4, capsize=2, lw=1, label=method)
         local = [r["gap_closed"] for r in result["rows"] if r["method"] == "rlhf_local"]
         ax.axhline(sum(local) / len(local), color="black", lw=1, ls="--", label="local RLHF")
         ax.axhline(1.0, color="gray", lw=0.8, ls=":")
