@@ -51,7 +51,7 @@ def table(result: dict, max_iter: int) -> str:
             mean = sum(gaps) / len(gaps)
             std = (sum((g - mean) ** 2 for g in gaps) / len(gaps)) ** 0.5
             below = sum(g < 0 for g in gaps)
-            capped = sum(r.get("iterations", 0) >= max_iter for r in members)
+            capped = sum(r.get("capped", r.get("iterations", 0) >= max_iter) for r in members)
             cells.append(f"{mean:.3f} ± {std:.3f} [{below}/{capped}]")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     ppr = {n: sum(r["pairs_per_response"] for r in rows if r["pairs"] == n and

@@ -160,7 +160,7 @@ def build_config(args: argparse.Namespace):
 def _run(args: argparse.Namespace) -> int:
     import sys
 
-    from auxdpo.oracle.outputs import headline, markdown_table, write_outputs
+    from auxdpo.oracle.outputs import capped_note, headline, markdown_table, write_outputs
     from auxdpo.oracle.runner import run_oracle
 
     config = build_config(args)
@@ -177,6 +177,9 @@ def _run(args: argparse.Namespace) -> int:
             partial, run_dir, plots=False))
         paths = write_outputs(result, run_dir)
     if args.json:
+        note = capped_note(result["summary"])
+        if note:
+            print(note, file=sys.stderr)
         answer = headline(result)
         if isinstance(answer, list):                          # an n-sweep: one per n
             print(json.dumps([{**a, "run_dir": run_dir} for a in answer]))

@@ -355,7 +355,8 @@ def finite_cell(config, task, capacity_spec: str, seed: int, log) -> list[dict]:
     rows = []
     for beta in config.betas:
         rlhf, local = _exact_rlhf(config, cell, reward, beta)
-        thetas = {"base": (theta0, {}), "rlhf": (rlhf.theta, {}), "rlhf_local": (local, {})}
+        solved = {"iterations": rlhf.iterations, "capped": rlhf.capped}
+        thetas = {"base": (theta0, {}), "rlhf": (rlhf.theta, solved), "rlhf_local": (local, {})}
         for name, loss_name, kwargs in method_variants(config, importance=False):
             start = time.time()
             keys = ({"aux_offsets": kwargs["key"], "aux_null_weights": kwargs["weights"]}

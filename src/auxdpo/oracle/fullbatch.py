@@ -203,9 +203,11 @@ def fit_auxdpo_rows(log_probs, problem: EmpiricalProblem, sample: PairSample,
             value = value + lambda_null * (M @ delta).pow(2).sum()
         return value
 
-    x, value, its, gnorm = _lbfgs(objective, torch.zeros(d + 2 * n, dtype=DTYPE), max_iter)
+    x, value, its, gnorm, capped = _lbfgs(objective, torch.zeros(d + 2 * n, dtype=DTYPE),
+                                          max_iter)
     theta, delta = unpack(x)
-    return Fit(f"auxdpo-row-{mode}", theta.detach(), value, its, gnorm, delta=delta.detach())
+    return Fit(f"auxdpo-row-{mode}", theta.detach(), value, its, gnorm, delta=delta.detach(),
+               capped=capped)
 
 
 def method_variants(config, importance: bool = True) -> list[tuple[str, str, dict]]:
@@ -334,13 +336,14 @@ def fullbatch_cell(config, task, capacity_spec: str, seed: int, log) -> list[dic
         for beta in config.betas:
             rlhf, local, j_base = solved[beta]
             problem = empirical_problem(sample, rho, nA, beta)
-            thetas = {"base": (theta0, {}), "rlhf": (rlhf.theta, {}),
+            exact = {"iterations": rlhf.iterations, "capped": rlhf.capped}
+            thetas = {"base": (theta0, {}), "rlhf": (rlhf.theta, exact),
                       "rlhf_local": (local, {})}
             for name, loss_name, options in method_variants(config):
                 start = time.time()
                 fit = _solve(loss_name, options, config, cell, problem, sample, iw, L)
                 stats = {"iterations": fit.iterations, "grad_norm": fit.grad_norm,
-                         "seconds": time.time() - start}
+                         "capped": fit.capped, "seconds": time.time() - start}
                 if options.get("importance"):
                     stats["ess"] = ess
                 thetas[name] = (fit.theta, stats)

@@ -21,19 +21,31 @@ def _cell(stat: dict, fmt: str) -> str:
     return f"{fmt.format(stat['mean'])} ± {fmt.format(stat['std'])}"
 
 
+def capped_note(summary: list[dict]) -> str | None:
+    """One line when some solves stopped at their iteration cap, else None."""
+    capped = sum(e.get("capped", 0) for e in summary)
+    if not capped:
+        return None
+    return (f"⚠ {capped} solve(s) stopped at the iteration cap (rows marked ⚠, count in "
+            "'at cap'): not converged; raise --max-iter or --restarts")
+
+
 def markdown_table(summary: list[dict]) -> str:
     """One row per (capacity, β, method) — and n in an n-sweep: every metric as mean ± std
-    over seeds."""
+    over seeds, and how many of the seeds' solves stopped at the iteration cap (flagged ⚠)."""
     sweep = any("pairs" in e for e in summary)
     head = "| capacity | d | S·A | β | " + ("n | " if sweep else "") + "method | seeds | " + \
-        " | ".join(label for _, label, _ in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (6 + sweep + len(COLUMNS))]
+        "at cap | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (7 + sweep + len(COLUMNS))]
     for e in summary:
         cells = [_cell(e[key], fmt) for key, _, fmt in COLUMNS]
         n = f"{e['pairs']} | " if sweep else ""
+        capped = e.get("capped", 0)
+        method = f"{e['method']} ⚠" if capped else e["method"]
         lines.append(f"| {e['capacity']} | {e['dim']} | {e['responses']} | {e['beta']:g} | "
-                     f"{n}{e['method']} | {e['seeds']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+                     f"{n}{method} | {e['seeds']} | {capped} | " + " | ".join(cells) + " |")
+    note = capped_note(summary)
+    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
 
 
 def headline(result: dict) -> dict | list[dict]:

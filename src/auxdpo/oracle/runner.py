@@ -191,9 +191,9 @@ def _cell(config, task, capacity_spec, seed, log) -> list[dict]:
         with torch.no_grad():
             j_base = float(policy_metrics(logp0, logp0, reward, rho, beta, j_base=0.0,
                                           j_rlhf=1.0)["J"])
-        thetas = {"base": (theta0, 0, 0.0), "rlhf": (rlhf.theta, rlhf.iterations,
-                                                     rlhf.grad_norm),
-                  "rlhf_local": (local, 0, 0.0)}
+        thetas = {"base": (theta0, 0, 0.0, False),
+                  "rlhf": (rlhf.theta, rlhf.iterations, rlhf.grad_norm, rlhf.capped),
+                  "rlhf_local": (local, 0, 0.0, False)}
         paths = {}
         for name, loss_name, kwargs in method_names(config):
             start = time.time()
@@ -205,16 +205,16 @@ def _cell(config, task, capacity_spec, seed, log) -> list[dict]:
                 fit = fit_method(loss_name, fn_train, problem, theta0, A=A,
                                  dpop_lambda=config.dpop_lambda, ipo_length=L, **solver,
                                  **kwargs)
-            thetas[name] = (fit.theta, fit.iterations, fit.grad_norm)
+            thetas[name] = (fit.theta, fit.iterations, fit.grad_norm, fit.capped)
             log(f"seed {seed} {capacity_spec} β={beta:g} {name}: {fit.iterations} it, "
                 f"|grad| {fit.grad_norm:.2e}, {time.time() - start:.1f}s")
-        for name, (theta, its, gnorm) in thetas.items():
+        for name, (theta, its, gnorm, capped) in thetas.items():
             with torch.no_grad():
                 m = policy_metrics(fn(theta), logp0, reward, rho, beta, j_base=j_base,
                                    j_rlhf=rlhf.objective)
             rows.append({"seed": seed, "capacity": capacity_spec, "dim": capacity.dim,
                          "responses": int(A.shape[1]), "beta": beta, "method": name,
-                         "iterations": its, "grad_norm": gnorm, **m})
+                         "iterations": its, "grad_norm": gnorm, "capped": capped, **m})
             if name in paths:               # the gap closed after each relinearised round
                 with torch.no_grad():
                     rows[-1]["round_gaps"] = [float(policy_metrics(
@@ -234,7 +234,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
     out = []
     for (capacity, beta, method, pairs), members in groups.items():
         entry = {"capacity": capacity, "beta": beta, "method": method, "dim": members[0]["dim"],
-                 "responses": members[0]["responses"], "seeds": len(members)}
+                 "responses": members[0]["responses"], "seeds": len(members),
+                 "capped": sum(bool(r.get("capped")) for r in members)}
         if pairs is not None:
             entry["pairs"] = pairs
         for metric in METRICS:

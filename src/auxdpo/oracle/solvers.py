@@ -47,12 +47,14 @@ __all__ = [
 
 DTYPE = torch.float64
 AUX_MODES = ("projection", "global")
+GRAD_TOLERANCE = 1e-8          # L-BFGS stops once every gradient entry is this small
 LogProbs = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
 class Fit:
-    """A solver's answer: θ ``(d,)``, the objective reached, iterations, final gradient norm."""
+    """A solver's answer: θ ``(d,)``, the objective reached, iterations, final gradient norm;
+    ``capped``: its last L-BFGS round stopped at the iteration cap (not converged)."""
 
     method: str
     theta: torch.Tensor
@@ -61,6 +63,7 @@ class Fit:
     grad_norm: float
     delta: torch.Tensor | None = None
     path: list[torch.Tensor] | None = None        # relinearised AuxDPO: θ after each round
+    capped: bool = False
 
 
 def forward_score_matrix(log_probs: LogProbs, theta0: torch.Tensor,
@@ -166,10 +169,13 @@ def pair_loss_closure(method: str, log_probs: LogProbs, problem: PreferenceProbl
 
 
 def _lbfgs(objective: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor,
-           max_iter: int) -> tuple[torch.Tensor, float, int, float]:
+           max_iter: int) -> tuple[torch.Tensor, float, int, float, bool]:
+    """L-BFGS from ``x0``: (x, objective, iterations, ‖grad‖, capped); ``capped``: it used all
+    ``max_iter`` iterations (or its evaluations) without reaching its gradient tolerance."""
     x = x0.detach().clone().requires_grad_(True)
     opt = torch.optim.LBFGS([x], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter,
-                            history_size=50, tolerance_grad=1e-8, tolerance_change=1e-13,
+                            history_size=50, tolerance_grad=GRAD_TOLERANCE,
+                            tolerance_change=1e-13,
                             line_search_fn="strong_wolfe")
 
     def closure():
@@ -182,8 +188,11 @@ def _lbfgs(objective: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor,
     x = x.detach().requires_grad_(True)
     value = objective(x)
     (grad,) = torch.autograd.grad(value, x)
-    iterations = int(opt.state[opt._params[0]].get("n_iter", 0))
-    return x.detach(), float(value.detach()), iterations, float(grad.norm())
+    state = opt.state[opt._params[0]]
+    iterations = int(state.get("n_iter", 0))
+    budget = iterations >= max_iter or int(state.get("func_evals", 0)) >= 2 * max_iter
+    capped = budget and float(grad.abs().max()) > GRAD_TOLERANCE
+    return x.detach(), float(value.detach()), iterations, float(grad.norm()), capped
 
 
 def reward_metric(problem: PreferenceProblem) -> torch.Tensor:
@@ -217,15 +226,16 @@ def theta_root(score: torch.Tensor, laplacian: torch.Tensor, floor: float) -> to
 
 def _rounds(objective: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor,
             max_iter: int, restarts: int, recentre: Callable[[torch.Tensor], torch.Tensor]
-            ) -> tuple[torch.Tensor, float, int, float]:
+            ) -> tuple[torch.Tensor, float, int, float, bool]:
     """``restarts`` L-BFGS rounds of ``max_iter`` iterations; between rounds ``recentre(x)``
     moves the parametrisation's centre to the point x stands for, re-preconditions there, and
-    returns the same point's new coordinates. Iterations are summed over rounds."""
-    x, value, its, gnorm = _lbfgs(objective, x0, max_iter)
+    returns the same point's new coordinates. Iterations are summed over rounds; the flag
+    says whether the last round stopped at the cap."""
+    x, value, its, gnorm, capped = _lbfgs(objective, x0, max_iter)
     for _ in range(restarts - 1):
-        x, value, more, gnorm = _lbfgs(objective, recentre(x), max_iter)
+        x, value, more, gnorm, capped = _lbfgs(objective, recentre(x), max_iter)
         its += more
-    return x, value, its, gnorm
+    return x, value, its, gnorm, capped
 
 
 def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
@@ -272,10 +282,10 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
         return torch.cat([torch.zeros(d, dtype=DTYPE), x[d:]])
 
     if method != "auxdpo":
-        x, value, its, gnorm = _rounds(lambda x: loss(theta_of(x)),
-                                       torch.zeros(d, dtype=DTYPE), max_iter, restarts,
-                                       recentre)
-        return Fit(method, theta_of(x), value, its, gnorm)
+        x, value, its, gnorm, capped = _rounds(lambda x: loss(theta_of(x)),
+                                               torch.zeros(d, dtype=DTYPE), max_iter,
+                                               restarts, recentre)
+        return Fit(method, theta_of(x), value, its, gnorm, capped=capped)
     if mode not in AUX_MODES:
         raise ValueError(f"AuxDPO mode must be one of {AUX_MODES}, got {mode!r}")
     at = theta0 if constraint_at is None else constraint_at.detach()
@@ -304,9 +314,9 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
         return value
 
     x0 = torch.zeros(d + S * nA, dtype=DTYPE)
-    x, value, its, gnorm = _rounds(objective, x0, max_iter, restarts, recentre)
+    x, value, its, gnorm, capped = _rounds(objective, x0, max_iter, restarts, recentre)
     return Fit(f"auxdpo-{mode}", theta_of(x[:d]), value, its, gnorm,
-               delta=delta_of(x[d:]).detach())
+               delta=delta_of(x[d:]).detach(), capped=capped)
 
 
 def fit_auxdpo_relinearised(log_probs: LogProbs, problem: PreferenceProblem,
@@ -325,15 +335,16 @@ def fit_auxdpo_relinearised(log_probs: LogProbs, problem: PreferenceProblem,
     """
     if rounds < 1:
         raise ValueError(f"rounds must be ≥ 1, got {rounds}")
-    path, its, at = [], 0, None
+    path, its, at, capped = [], 0, None, False
     for _ in range(rounds):
         fit = fit_method("auxdpo", log_probs, problem, theta0, A=A, mode="projection",
                          constraint_at=at, **solver)
         its += fit.iterations
+        capped = capped or fit.capped
         at = fit.theta.detach()
         path.append(at)
     return Fit("auxdpo-relin", fit.theta, fit.objective, its, fit.grad_norm, delta=fit.delta,
-               path=path)
+               path=path, capped=capped)
 
 
 def rlhf_objective(log_probs: torch.Tensor, log_probs0: torch.Tensor, reward: torch.Tensor,
@@ -373,10 +384,10 @@ def fit_rlhf(log_probs: LogProbs, problem: PreferenceProblem, theta0: torch.Tens
         # gelsd (SVD): the default gelsy driver is not bit-reproducible from call to call.
         psi0 = torch.linalg.lstsq(frame["root"], beta * (start - theta0)[:, None],
                                  driver="gelsd").solution[:, 0]
-        psi, value, its, gnorm = _lbfgs(objective, psi0, max_iter)
-        if best is None or value < best[1]:
-            best = (psi, value, its, gnorm)
-    psi, value, its, gnorm = best
+        fit = _lbfgs(objective, psi0, max_iter)
+        if best is None or fit[1] < best[1]:
+            best = fit
+    psi, value, its, gnorm, capped = best
 
     def recentre(psi):
         centre = theta_of(psi).detach()
@@ -389,7 +400,7 @@ def fit_rlhf(log_probs: LogProbs, problem: PreferenceProblem, theta0: torch.Tens
         return torch.zeros_like(psi)
 
     if restarts > 1:
-        psi, value, more, gnorm = _rounds(objective, recentre(psi), max_iter, restarts - 1,
-                                          recentre)
+        psi, value, more, gnorm, capped = _rounds(objective, recentre(psi), max_iter,
+                                                  restarts - 1, recentre)
         its += more
-    return Fit("rlhf", theta_of(psi), float(base) - value / beta, its, gnorm)
+    return Fit("rlhf", theta_of(psi), float(base) - value / beta, its, gnorm, capped=capped)
