@@ -68,7 +68,7 @@ def figure(results: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     from auxdpo.oracle.runner import aggregate
-    from auxdpo.report import save_figure
+    from auxdpo.evaluation.report import save_figure
 
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
     markers = "osD^vP*Xh<>"

@@ -20,7 +20,7 @@ COMMAND_MODULES = (
     "auxdpo.lab.cli",
     "auxdpo.train.cli",
     "auxdpo.data.cli",
-    "auxdpo.eval_cli",
+    "auxdpo.evaluation.cli",
     "auxdpo.protocol.cli",
     "auxdpo.oracle.cli",
     "auxdpo.oracle.grid",

@@ -96,7 +96,7 @@ def _table(title: str, lines: list[str]) -> str:
 
 
 def format_eval_tables(model_metrics: dict, base_metrics: dict) -> str:
-    """Markdown tables (scores in %) of :func:`auxdpo.protocol.scoring.compute_metrics` output.
+    """Markdown tables (scores in %) of :func:`auxdpo.evaluation.scoring.compute_metrics` output.
 
     The implicit-reward row's base is the base's log-prob accuracy (its own implicit reward is
     identically 0).
@@ -137,8 +137,8 @@ def _handle(args) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from auxdpo.lengths import clamp_to_positions
     from auxdpo.protocol.models import base_spec_of_run, load_model_for_eval
-    from auxdpo.protocol.scoring import compute_metrics, score_model
-    from auxdpo.report import atomic_write_text
+    from auxdpo.evaluation.scoring import compute_metrics, score_model
+    from auxdpo.evaluation.report import atomic_write_text
 
     if args.generate and args.data_format != "mmlu-pro":
         raise ValueError("--generate applies to --format mmlu-pro only")

@@ -19,47 +19,35 @@ Metrics (all fractions in [0, 1]):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from auxdpo.evaluate import (
-    mmlu_pro_generation_accuracy,
-    mmlu_pro_option_accuracy,
-    pairwise_accuracy,
-    rewardbench2_scores,
+from auxdpo.evaluation.metrics import pairwise_accuracy
+from auxdpo.evaluation.mmlu_pro import mmlu_pro_generation_accuracy, mmlu_pro_option_accuracy
+from auxdpo.evaluation.responses import (
+    generate_answers,
+    score_best_of_n,
+    score_mmlu_options,
+    score_pairs,
 )
-from auxdpo.protocol.tasks import HeldOut
+from auxdpo.evaluation.rewardbench2 import rewardbench2_scores
 
-__all__ = ["score_model", "generate_answers", "compute_metrics"]
+__all__ = ["HeldOut", "score_model", "compute_metrics"]
 
 
-def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 32,
-                     batch_size: int = 8, progress_desc: str | None = None) -> list[str]:
-    """Greedy continuations of ``prompts`` (left-padded batches), decoded without specials."""
-    import torch
+@dataclass
+class HeldOut:
+    """One data set's held-out set: preference pairs and the rows they came from.
 
-    from auxdpo.progress import progress
+    ``pairs``: dicts with prompt/chosen/rejected (+ ``category`` or ``subset``). ``rows``:
+    RewardBench 2 best-of-N rows or MMLU-Pro questions (for the official / per-subject scores).
+    """
 
-    device = next(model.parameters()).device
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    texts: list[str] = []
-    try:
-        starts = range(0, len(prompts), batch_size)
-        for start in progress(starts, desc=progress_desc, total=len(starts)):
-            encoded = tokenizer(prompts[start:start + batch_size], return_tensors="pt",
-                                padding=True)
-            encoded = {k: v.to(device) for k, v in encoded.items() if k != "token_type_ids"}
-            with torch.no_grad():
-                out = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=pad_id)
-            new_tokens = out[:, encoded["input_ids"].shape[1]:]
-            texts += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = side
-    return texts
+    dataset: str
+    pairs: list[dict]
+    rows: list[dict]
 
 
 def score_model(model, tokenizer, held: HeldOut, *, batch_size: int = 8,
@@ -73,7 +61,6 @@ def score_model(model, tokenizer, held: HeldOut, *, batch_size: int = 8,
     ``label`` (e.g. "model", "base") names progress bars shown on a terminal (None: none).
     """
     from auxdpo.data.mmlu_pro import format_mmlu_prompt
-    from auxdpo.evaluate import score_best_of_n, score_mmlu_options, score_pairs
 
     options = {"batch_size": batch_size, "max_length": max_length}
 

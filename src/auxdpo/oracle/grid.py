@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 
 from auxdpo.oracle.cli import _FINITE_FLAGS, _MMLU_FIELDS, _TASK_FLAGS
-from auxdpo.report import atomic_write_text
+from auxdpo.evaluation.report import atomic_write_text
 
 __all__ = ["GRID", "CellState", "cell_command", "cell_config", "config_differences",
            "inspect_cell", "plot_capacity", "register", "run_grid", "select_cells",
@@ -375,7 +375,7 @@ def plot_capacity(groups: dict[str, list[dict]], path: str) -> dict | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from auxdpo.report import method_style, save_figure
+    from auxdpo.evaluation.report import method_style, save_figure
 
     betas = list(dict.fromkeys(e["beta"] for v in rows.values() for e in v))
     drawn: dict[tuple, list] = {}

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from auxdpo.progress import is_main_process, on_terminal
 from auxdpo.protocol.recipe import Recipe, RunSpec, expand_grid, recipe_fingerprint
-from auxdpo.report import atomic_write_text
+from auxdpo.evaluation.report import atomic_write_text
 
 __all__ = ["RunFn", "BaseFn", "ProtocolProgress", "result_path", "base_path", "read_result",
            "run_protocol", "ProtocolExecutor"]
@@ -177,7 +177,7 @@ class ProtocolExecutor:
         self._base_scores: dict[str, dict] = {}
 
     def _score(self, model, tokenizer, dataset: str) -> dict:
-        from auxdpo.protocol.scoring import score_model
+        from auxdpo.evaluation.scoring import score_model
 
         spec = self.recipe.eval
         return score_model(model, tokenizer, self.data.held_out[dataset],
@@ -188,7 +188,7 @@ class ProtocolExecutor:
     def base(self, dataset: str) -> dict:
         """The base model's scores and metrics on ``dataset``'s held-out rows."""
         from auxdpo.protocol.models import load_base_model
-        from auxdpo.protocol.scoring import compute_metrics
+        from auxdpo.evaluation.scoring import compute_metrics
 
         base = load_base_model(self.recipe.model)
         scores = self._score(base.model, base.tokenizer, dataset)
@@ -204,7 +204,7 @@ class ProtocolExecutor:
 
     def run(self, run: RunSpec) -> dict[str, Any]:
         """Train and score one run; returns ``{"metrics", "train"}``."""
-        from auxdpo.protocol.scoring import compute_metrics
+        from auxdpo.evaluation.scoring import compute_metrics
         from auxdpo.protocol.tasks import train_pairs_for
         from auxdpo.protocol.training import train_policy
 

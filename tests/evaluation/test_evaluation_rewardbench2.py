@@ -1,55 +1,15 @@
-"""Metrics on hand-made scores: pairwise accuracies, RewardBench 2 (ties, Ties subset), MMLU-Pro."""
+"""RewardBench 2 official scoring on hand-made scores: best-of-N ties, the Ties subset, the mean."""
 
 import math
 
 import numpy as np
 import pytest
-import torch
 
-from auxdpo.evaluate import (
-    extract_answer_letter,
-    implicit_reward_accuracy,
-    mmlu_pro_generation_accuracy,
-    mmlu_pro_option_accuracy,
-    pairwise_accuracy,
-    pairwise_metrics,
+from auxdpo.evaluation.rewardbench2 import (
     rewardbench2_prompt_score,
     rewardbench2_scores,
     rewardbench2_ties_score,
-    top_choice_credit,
 )
-
-# ------------------------------------------------------------------ pairwise
-
-
-def test_pairwise_accuracy_is_strict():
-    # 1>0 yes, 2>2 no (tie), 3>4 no, 0>-1 yes → 2/4
-    assert pairwise_accuracy([1, 2, 3, 0], [0, 2, 4, -1]) == 0.5
-
-
-def test_logp_and_implicit_reward_accuracies_differ_when_the_reference_prefers():
-    # pair 1: policy −5 vs −1 (log-prob says rejected), reference −10 vs −1:
-    #   implicit rewards β·(−5+10)=5β vs β·(−1+1)=0 → chosen.
-    # pair 2: policy −1 vs −3, reference −1 vs −4: log-prob → chosen; rewards 0 vs β → rejected.
-    pc, pr = torch.tensor([-5.0, -1.0]), torch.tensor([-1.0, -3.0])
-    rc, rr = torch.tensor([-10.0, -1.0]), torch.tensor([-1.0, -4.0])
-    assert pairwise_accuracy(pc, pr) == 0.5
-    assert implicit_reward_accuracy(pc, pr, rc, rr, beta=0.1) == 0.5
-    metrics = pairwise_metrics(pc[:1], pr[:1], rc[:1], rr[:1], beta=0.1)
-    assert metrics == {"n_pairs": 1, "logp_accuracy": 0.0, "implicit_reward_accuracy": 1.0,
-                       "reference_logp_accuracy": 0.0}
-
-
-def test_pairwise_bad_input():
-    with pytest.raises(ValueError, match="lengths differ"):
-        pairwise_accuracy([1, 2], [1])
-    with pytest.raises(ValueError, match="beta must be positive"):
-        implicit_reward_accuracy([0], [0], [0], [0], beta=0)
-    with pytest.raises(ValueError, match="no pairs"):
-        pairwise_accuracy([], [])
-
-
-# ------------------------------------------------------------------ RewardBench 2
 
 
 @pytest.mark.parametrize("chosen, rejected, expected", [
@@ -124,44 +84,3 @@ def test_rewardbench2_scores_per_subset_and_unweighted_mean():
     assert result["counts"] == {"Factuality": 2, "Math": 1, "Ties": 6}
     # unweighted: Factuality's two prompts count as much as Math's one
     assert result["mean"] == pytest.approx((2 / 3 + 0.0 + ties) / 3)
-
-
-# ------------------------------------------------------------------ MMLU-Pro
-
-
-def test_top_choice_credit():
-    assert top_choice_credit([-1.0, -2.0, -3.0], 0) == 1.0
-    assert top_choice_credit([-1.0, -1.0, -5.0], 1) == 0.5
-    assert top_choice_credit([-1.0, -1.0, -5.0], 2) == 0.0
-
-
-def test_mmlu_option_accuracy_per_subject():
-    option_logps = [[-1, -2, -3], [-1, -1, -5, -6], list(np.arange(0, -10, -1.0))]
-    result = mmlu_pro_option_accuracy(option_logps, [0, 1, 3], ["math", "math", "law"])
-    # credits 1, 1/2 (two-way tie), 0 → math 0.75, law 0, overall (micro) 0.5
-    assert result == {"overall": 0.5, "per_category": {"law": 0.0, "math": 0.75},
-                      "counts": {"law": 1, "math": 2}}
-
-
-@pytest.mark.parametrize("text, n_options, letter", [
-    ("Let's think. The answer is (C).", 10, "C"),
-    ("so the answer is D because", 10, "D"),
-    ("The answer is (C). Actually the answer is (B).", 10, "C"),  # first "answer is"
-    ("Reasoning...\nAnswer: B\nmore text", 10, "B"),
-    ("Answer: A ... final Answer: (E)", 10, "E"),                  # last "Answer:"
-    ("I would pick G or maybe H", 10, "H"),                        # last standalone letter
-    ("I would pick G or maybe H", 4, None),                        # outside A-D
-    ("Between A and B, B.", 4, "B"),
-    ("no letter here", 10, None),
-    ("The answer is (K)", 10, None),
-])
-def test_extract_answer_letter(text, n_options, letter):
-    assert extract_answer_letter(text, n_options) == letter
-
-
-def test_generation_accuracy_counts_unparsed_as_wrong():
-    result = mmlu_pro_generation_accuracy(
-        ["The answer is (B)", "Answer: C", "no idea"], [1, 0, 2], ["math", "law", "law"])
-    assert result["overall"] == pytest.approx(1 / 3)
-    assert result["per_category"] == {"law": 0.0, "math": 1.0}
-    assert result["unparsed"] == 1

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from auxdpo.report import (  # noqa: E402
+from auxdpo.evaluation.report import (  # noqa: E402
     comparison_table,
     percent_change,
     plot_accuracy_curves,
@@ -123,7 +123,7 @@ def test_accuracy_curves_error_bars_and_dashed_base(tmp_path):
 def test_atomic_outputs_get_the_usual_file_mode(tmp_path):
     import os
 
-    from auxdpo.report import atomic_write_text
+    from auxdpo.evaluation.report import atomic_write_text
 
     umask = os.umask(0o022)
     try:
@@ -140,7 +140,7 @@ def test_overlapping_methods_get_own_marker_and_offset():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from auxdpo.report import method_style, plot_accuracy_curves
+    from auxdpo.evaluation.report import method_style, plot_accuracy_curves
 
     assert method_style(0, 1) == ("o", 0.0)
     assert [round(method_style(i, 3)[1], 12) for i in range(3)] == [-0.12, 0.0, 0.12]

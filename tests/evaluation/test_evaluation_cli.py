@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from auxdpo.eval_cli import format_eval_tables
+from auxdpo.evaluation.cli import format_eval_tables
 
 
 def test_tables_show_base_model_and_change():
@@ -57,7 +57,8 @@ def test_eval_end_to_end_matches_direct_scoring(tiny_run, capsys):
     import torch
 
     from auxdpo.cli import main
-    from auxdpo.evaluate import pairwise_metrics, score_pairs
+    from auxdpo.evaluation.metrics import pairwise_metrics
+    from auxdpo.evaluation.responses import score_pairs
     from auxdpo.protocol.models import load_model_for_eval
 
     folder, tokenizer = tiny_run

@@ -2,8 +2,7 @@
 
 import pytest
 
-from auxdpo.protocol.scoring import compute_metrics
-from auxdpo.protocol.tasks import HeldOut
+from auxdpo.evaluation.scoring import HeldOut, compute_metrics
 
 BETA = 0.5
 
@@ -71,8 +70,8 @@ def test_mmlu_option_and_generation_accuracy_by_hand():
 def test_score_model_matches_the_evaluate_helpers_and_batched_generation():
     import torch
 
-    from auxdpo.evaluate import score_responses
-    from auxdpo.protocol.scoring import generate_answers, score_model
+    from auxdpo.evaluation.responses import generate_answers, score_responses
+    from auxdpo.evaluation.scoring import score_model
     from auxdpo.train.tiny import build_char_tokenizer, build_tiny_model
     from tolerance import assert_close
 

@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from auxdpo.data.mmlu_pro import format_mmlu_prompt
-from auxdpo.evaluate import (
-    pairwise_metrics,
-    rewardbench2_scores,
+from auxdpo.evaluation.metrics import pairwise_metrics
+from auxdpo.evaluation.responses import (
     score_best_of_n,
     score_mmlu_options,
     score_pairs,
     score_responses,
 )
+from auxdpo.evaluation.rewardbench2 import rewardbench2_scores
 from auxdpo.train.tiny import build_char_tokenizer, build_tiny_model
 
 
