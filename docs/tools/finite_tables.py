@@ -67,8 +67,8 @@ def figure(results: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from auxdpo.oracle.runner import aggregate
     from auxdpo.evaluation.report import save_figure
+    from auxdpo.oracle.runner import aggregate
 
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
     markers = "osD^vP*Xh<>"

@@ -23,7 +23,7 @@ COMMAND_MODULES = (
     "auxdpo.evaluation.cli",
     "auxdpo.protocol.cli",
     "auxdpo.oracle.cli",
-    "auxdpo.oracle.grid",
+    "auxdpo.oracle.grid.cli",
 )
 
 

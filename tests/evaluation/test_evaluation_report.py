@@ -154,12 +154,3 @@ def test_overlapping_methods_get_own_marker_and_offset():
     gap = [b - a for a, b in zip(lines[0].get_xdata(), lines[1].get_xdata())]
     assert gap == pytest.approx([0.24, 0.24], abs=1e-12)  # ... drawn side by side
     plt.close(fig)
-
-
-def test_grid_report_says_when_the_capacity_figure_is_skipped(tmp_path, capsys):
-    from auxdpo.oracle.grid import write_report
-
-    paths = write_report(str(tmp_path))  # nothing run yet: no cell to draw
-    assert not any(p.endswith("gap_vs_capacity.png") for p in paths)
-    assert capsys.readouterr().err == ("gap_vs_capacity.png: skipped (no task has finished "
-                                       "cells at two or more capacities yet)\n")

@@ -178,7 +178,8 @@ def test_relinearised_auxdpo_reaches_the_exact_rlhf_maximiser(beta, shrink):
 
 
 def test_relinearise_config_is_checked():
-    from auxdpo.oracle.runner import OracleConfig, method_names
+    from auxdpo.oracle.cells import method_names
+    from auxdpo.oracle.runner import OracleConfig
 
     with pytest.raises(ValueError, match="relinearise"):
         OracleConfig(relinearise=-1)

@@ -18,17 +18,14 @@ from auxdpo.lab.problems import PreferenceProblem
 from auxdpo.oracle.capacity import FlatCapacity
 from auxdpo.oracle.designs import design_counts
 from auxdpo.oracle.finite import (
-    FiniteConfig,
-    PairSample,
     build_trainer,
-    enumerate_draws,
     finite_loss,
-    sample_pairs,
     trainer_capacity,
     trainer_pair_logps,
 )
 from auxdpo.oracle.reward_model import RewardModel, fit_reward_model, scored_inputs
 from auxdpo.oracle.runner import OracleConfig, run_oracle
+from auxdpo.oracle.sampling import FiniteConfig, PairSample, enumerate_draws, sample_pairs
 from auxdpo.oracle.solvers import pair_loss_closure
 from auxdpo.oracle.tasks import TokenTaskConfig, all_responses, build_token_task
 from tolerance import assert_close, roundoff

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from auxdpo.lab.problems import PreferenceProblem
-from auxdpo.oracle.finite import PairSample, finite_loss, sample_pairs
+from auxdpo.oracle.finite import finite_loss
 from auxdpo.oracle.fullbatch import (
     empirical_problem,
     fit_auxdpo_rows,
     importance_weights,
     occurrences,
     response_weights,
-    sample_groups,
 )
+from auxdpo.oracle.sampling import PairSample, sample_groups, sample_pairs
 from auxdpo.oracle.solvers import (
     NullProjector,
     fit_method,

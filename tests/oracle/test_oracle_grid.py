@@ -8,8 +8,11 @@ from dataclasses import asdict
 import pytest
 
 from auxdpo.cli import build_parser, main
-from auxdpo.oracle import grid, runner
+from auxdpo.oracle import runner
 from auxdpo.oracle.cli import build_config
+from auxdpo.oracle.grid import cells as grid_cells
+from auxdpo.oracle.grid import report, run
+from auxdpo.oracle.grid.cli import cell_command
 from auxdpo.oracle.outputs import write_outputs
 
 TINY = {"family": "tokens", "regime": "population", "design": "anti-aligned",
@@ -27,12 +30,12 @@ def _near(value):
 @pytest.fixture(scope="module")
 def straight():
     """A straight 2-seed run of the tiny cell (the reference for every test)."""
-    return runner.run_oracle(grid.cell_config(TINY))
+    return runner.run_oracle(grid_cells.cell_config(TINY))
 
 
 @pytest.fixture
 def tiny_grid(monkeypatch):
-    monkeypatch.setattr(grid, "GRID", TINY_GRID)
+    monkeypatch.setattr(grid_cells, "GRID", TINY_GRID)
 
 
 @pytest.fixture
@@ -43,7 +46,7 @@ def fake_runs(monkeypatch, straight):
     def fake(config, log=None, on_partial=None):
         calls.append((config.design, config.first_seed, config.seeds))
         seeds = range(config.first_seed, config.first_seed + config.seeds)
-        result = grid._result(config, [r for r in straight["rows"] if r["seed"] in seeds], 1.0)
+        result = run._result(config, [r for r in straight["rows"] if r["seed"] in seeds], 1.0)
         if on_partial is not None:
             on_partial(result)
         return result
@@ -63,7 +66,7 @@ def _read(path):
 
 
 def test_grid_holds_exactly_the_documented_cells():
-    names = [name for name, _ in grid.GRID]
+    names = [name for name, _ in grid_cells.GRID]
     designs = ["anti-aligned", "on-policy", "uniform", "skew"]
     assert names == (
         [f"tokens-population-{d}-norm" for d in designs]
@@ -71,21 +74,21 @@ def test_grid_holds_exactly_the_documented_cells():
         + ["mmlu-choice-population-anti-aligned-head-graded"]
         + [f"tokens-population-{d}-lora{r}" for r in (1, 4) for d in designs[:2]]
         + [f"tokens-finite-{d}-norm" for d in designs[:2]])
-    configs = dict(grid.GRID)
-    for name, fields in grid.GRID:
-        config = grid.cell_config(fields)
+    configs = dict(grid_cells.GRID)
+    for name, fields in grid_cells.GRID:
+        config = grid_cells.cell_config(fields)
         assert (config.seeds, config.methods, config.betas) == (
             10, ["dpo", "ipo", "dpop", "auxdpo"], [100.0, 10.0, 1.0]), name
-    lora = grid.cell_config(configs["tokens-population-on-policy-lora4"])
+    lora = grid_cells.cell_config(configs["tokens-population-on-policy-lora4"])
     assert (lora.capacities, lora.max_iter, lora.restarts, lora.precondition_floor,
             lora.restart_floor) == (["lora:4"], 100, 4, 1e-3, 1e-6)
-    graded = grid.cell_config(configs["mmlu-choice-population-anti-aligned-head-graded"])
+    graded = grid_cells.cell_config(configs["mmlu-choice-population-anti-aligned-head-graded"])
     assert (graded.mmlu.reward, graded.max_iter, graded.capacities) == ("graded", 1000,
                                                                         ["head"])
-    finite = grid.cell_config(configs["tokens-finite-on-policy-norm"])
+    finite = grid_cells.cell_config(configs["tokens-finite-on-policy-norm"])
     assert (finite.regime, finite.finite.pairs, finite.aux_modes, finite.max_iter) == (
         "finite", 1000, ["projection", "global", "batch"], 300)
-    norm = grid.cell_config(configs["tokens-population-skew-norm"])
+    norm = grid_cells.cell_config(configs["tokens-population-skew-norm"])
     assert (norm.max_iter, norm.precondition_floor, norm.aux_modes) == (150, 1e-9,
                                                                         ["projection"])
 
@@ -104,27 +107,27 @@ def _cli_config(command: str):
      " --max-iter 1000 --encode-cache elsewhere.pt --out runs/grid/y"),
 ])
 def test_plain_cli_runs_match_their_cell(name, command):
-    cell = grid.cell_config(dict(grid.GRID)[name])
+    cell = grid_cells.cell_config(dict(grid_cells.GRID)[name])
     stored = asdict(_cli_config(command))
-    assert grid.config_differences(stored, cell) == []     # seeds, first_seed, cache ignored
+    assert grid_cells.config_differences(stored, cell) == []  # seeds, first_seed, cache ignored
     stored["max_iter"] = 151
     stored["task"]["hidden_size"] = 7                     # tokens: a field the task reads
     expected = ["max_iter"] + (["task.hidden_size"] if name.startswith("tokens") else [])
-    assert grid.config_differences(stored, cell) == expected
+    assert grid_cells.config_differences(stored, cell) == expected
 
 
 def test_every_listed_command_rebuilds_its_cell_config():
-    for name, fields in grid.GRID:
-        command = grid.cell_command(name, fields, "out dir", seeds=3, encode_cache="c.pt")
+    for name, fields in grid_cells.GRID:
+        command = cell_command(name, fields, "out dir", seeds=3, encode_cache="c.pt")
         assert command.endswith("--out " + shlex.quote(f"out dir/{name}"))
-        assert asdict(_cli_config(command)) == asdict(grid.cell_config(fields, 3, "c.pt"))
+        assert asdict(_cli_config(command)) == asdict(grid_cells.cell_config(fields, 3, "c.pt"))
 
 
 def test_complete_cell_is_skipped(tmp_path, tiny_grid, fake_runs, straight):
     _write(straight, tmp_path / "tiny-a", threads=2)         # threads is ignored
-    outcomes = grid.run_grid(str(tmp_path), only=["tiny-a"])
+    outcomes = run.run_grid(str(tmp_path), only=["tiny-a"])
     assert fake_runs == [] and outcomes == [{"name": "tiny-a", "action": "skipped", "seeds": 0}]
-    outcomes = grid.run_grid(str(tmp_path))
+    outcomes = run.run_grid(str(tmp_path))
     assert fake_runs == [("on-policy", 0, 2)]
     assert [o["action"] for o in outcomes] == ["skipped", "ran"]
     assert _read(tmp_path / "tiny-a" / "results.json")["config"]["threads"] == 2  # untouched
@@ -137,7 +140,8 @@ def test_partial_cell_resumes_missing_seed_and_matches_straight_run(
     partial["rows"] = [r for r in partial["rows"] if r["seed"] == 0] + [
         r for r in partial["rows"] if r["seed"] == 1][:3]
     _write(partial, tmp_path / "tiny-a")
-    assert grid.inspect_cell(str(tmp_path), "tiny-a", grid.cell_config(TINY)).label() == \
+    config = grid_cells.cell_config(TINY)
+    assert grid_cells.inspect_cell(str(tmp_path), "tiny-a", config).label() == \
         "partial 1 of 2 seeds"
     calls, real = [], runner.run_oracle
 
@@ -146,7 +150,7 @@ def test_partial_cell_resumes_missing_seed_and_matches_straight_run(
         return real(config, **kwargs)
 
     monkeypatch.setattr(runner, "run_oracle", recording)
-    grid.run_grid(str(tmp_path), only=["tiny-a"])
+    run.run_grid(str(tmp_path), only=["tiny-a"])
     assert calls == [(1, 1)]
     merged = _read(tmp_path / "tiny-a" / "results.json")
     assert (merged["config"]["first_seed"], merged["config"]["seeds"]) == (0, 2)
@@ -159,11 +163,11 @@ def test_partial_cell_resumes_missing_seed_and_matches_straight_run(
 
 
 def test_cheaper_pass_then_larger_n_resumes(tmp_path, tiny_grid, fake_runs):
-    grid.run_grid(str(tmp_path), only=["tiny-a"], seeds=1)
+    run.run_grid(str(tmp_path), only=["tiny-a"], seeds=1)
     assert fake_runs == [("anti-aligned", 0, 1)]
     report = _read(tmp_path / "grid.json")["cells"]
     assert [c["status"] for c in report] == ["done", "not run"]          # against N = 1
-    grid.run_grid(str(tmp_path), only=["tiny-a"])
+    run.run_grid(str(tmp_path), only=["tiny-a"])
     assert fake_runs[1:] == [("anti-aligned", 1, 1)]
     assert _read(tmp_path / "grid.json")["cells"][0]["status"] == "done"
 
@@ -173,11 +177,11 @@ def test_different_config_is_refused_naming_the_file(tmp_path, tiny_grid, fake_r
     _write(straight, tmp_path / "tiny-a", max_iter=61)
     path = str(tmp_path / "tiny-a" / "results.json")
     with pytest.raises(ValueError, match=r"tiny-a/results\.json.*max_iter"):
-        grid.run_grid(str(tmp_path))
+        run.run_grid(str(tmp_path))
     assert fake_runs == []                                 # refused before anything ran
     assert main(["oracle-grid", "--out", str(tmp_path), "--quiet"]) == 2
     assert path in capsys.readouterr().err
-    grid.run_grid(str(tmp_path), only=["tiny-a"], force=True)
+    run.run_grid(str(tmp_path), only=["tiny-a"], force=True)
     assert fake_runs == [("anti-aligned", 0, 2)]
     assert _read(tmp_path / "tiny-a" / "results.json")["config"]["max_iter"] == 60
 
@@ -186,7 +190,7 @@ def test_seeds_not_starting_at_zero_are_not_overwritten(tmp_path, tiny_grid, str
     later = copy.deepcopy(straight)
     later["rows"] = [r for r in later["rows"] if r["seed"] == 1]
     _write(later, tmp_path / "tiny-a", first_seed=1, seeds=1)
-    state = grid.inspect_cell(str(tmp_path), "tiny-a", grid.cell_config(TINY))
+    state = grid_cells.inspect_cell(str(tmp_path), "tiny-a", grid_cells.cell_config(TINY))
     assert state.state == "different" and "seed 0" in state.reason
 
 
@@ -195,7 +199,7 @@ def test_report_numbers_equal_the_cells_summaries(tmp_path, tiny_grid, straight)
     seed0 = copy.deepcopy(straight)
     seed0["rows"] = [r for r in seed0["rows"] if r["seed"] == 0]
     _write(seed0, tmp_path / "tiny-b", design="on-policy")
-    grid.write_report(str(tmp_path))
+    report.write_report(str(tmp_path))
     cells = _read(tmp_path / "grid.json")["cells"]
     assert [c["status"] for c in cells] == ["done", "partial 1 of 2 seeds"]
     text = (tmp_path / "grid.md").read_text()
@@ -270,7 +274,7 @@ def test_status_is_checked_again_before_each_cell(tmp_path, tiny_grid, fake_runs
         return real(config, **kwargs)
 
     monkeypatch.setattr(runner, "run_oracle", finishing_b_meanwhile)
-    outcomes = grid.run_grid(str(tmp_path))
+    outcomes = run.run_grid(str(tmp_path))
     assert fake_runs == [("anti-aligned", 0, 2)]                     # tiny-b never ran
     assert [o["action"] for o in outcomes] == ["ran", "skipped"]
 
@@ -278,19 +282,19 @@ def test_status_is_checked_again_before_each_cell(tmp_path, tiny_grid, fake_runs
 def test_capacity_plot_joins_cells_that_differ_only_in_capacity(tmp_path, monkeypatch,
                                                                 straight):
     wide = {**TINY, "capacities": ["lora:1"]}
-    monkeypatch.setattr(grid, "GRID", [*TINY_GRID, ("tiny-c", wide)])
+    monkeypatch.setattr(grid_cells, "GRID", [*TINY_GRID, ("tiny-c", wide)])
     _write(straight, tmp_path / "tiny-a")
-    grid.write_report(str(tmp_path))
+    report.write_report(str(tmp_path))
     assert not (tmp_path / "gap_vs_capacity.png").exists()       # one capacity per task
     other = copy.deepcopy(straight)
     for row in other["rows"]:
         row["capacity"], row["gap_closed"] = "lora:1", row["gap_closed"] / 2
     _write(other, tmp_path / "tiny-c", capacities=["lora:1"])
-    assert str(tmp_path / "gap_vs_capacity.png") in grid.write_report(str(tmp_path))
+    assert str(tmp_path / "gap_vs_capacity.png") in report.write_report(str(tmp_path))
     assert (tmp_path / "gap_vs_capacity.png").read_bytes()[:4] == b"\x89PNG"
     cells = {c["name"]: c["gap_closed"] for c in _read(tmp_path / "grid.json")["cells"]}
-    drawn = grid.plot_capacity({"t": cells["tiny-a"] + cells["tiny-c"], "u": cells["tiny-a"]},
-                               str(tmp_path / "again.png"))
+    drawn = report.plot_capacity({"t": cells["tiny-a"] + cells["tiny-c"], "u": cells["tiny-a"]},
+                                 str(tmp_path / "again.png"))
     assert {key[0] for key in drawn} == {"t"}                     # u has one capacity: no row
     assert {key[2] for key in drawn} == {"dpo", "ipo", "auxdpo"}  # rlhf_local, dpop left out
     for beta in (50.0, 5.0):
@@ -299,5 +303,12 @@ def test_capacity_plot_joins_cells_that_differ_only_in_capacity(tmp_path, monkey
         assert drawn["t", beta, "dpo"] == [("norm", a["mean"], a["std"]),
                                            ("lora:1", c["mean"], c["std"])]
         assert c["mean"] == _near(a["mean"] / 2)
-    assert grid.plot_capacity({"u": cells["tiny-a"]}, str(tmp_path / "none.png")) is None
+    assert report.plot_capacity({"u": cells["tiny-a"]}, str(tmp_path / "none.png")) is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_grid_report_says_when_the_capacity_figure_is_skipped(tmp_path, capsys):
+    paths = report.write_report(str(tmp_path))  # nothing run yet: no cell to draw
+    assert not any(p.endswith("gap_vs_capacity.png") for p in paths)
+    assert capsys.readouterr().err == ("gap_vs_capacity.png: skipped (no task has finished "
+                                       "cells at two or more capacities yet)\n")

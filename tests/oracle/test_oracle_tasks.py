@@ -204,7 +204,8 @@ def test_cli_relinearised_row_records_its_rounds(tmp_path, capsys):
 
 
 def test_method_names_and_config_validation():
-    from auxdpo.oracle.runner import OracleConfig, method_names
+    from auxdpo.oracle.cells import method_names
+    from auxdpo.oracle.runner import OracleConfig
 
     names = [n for n, _, _ in method_names(OracleConfig())]
     assert names == ["dpo", "ipo", "dpop", "auxdpo"]

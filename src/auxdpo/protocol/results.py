@@ -24,7 +24,6 @@ import os
 from collections import defaultdict
 from typing import Any
 
-from auxdpo.protocol.recipe import Recipe
 from auxdpo.evaluation.report import (
     atomic_write_text,
     comparison_table,
@@ -34,6 +33,8 @@ from auxdpo.evaluation.report import (
     to_markdown,
     write_table,
 )
+from auxdpo.protocol.recipe import Recipe
+from auxdpo.protocol.store import read_result
 
 __all__ = ["DATASET_LABELS", "METRICS", "collect_results", "metric_value", "table1", "table2",
            "accuracy_figure", "write_report"]
@@ -52,8 +53,6 @@ METRICS = {
 
 def collect_results(out_dir: str) -> tuple[list[dict], dict[str, dict]]:
     """(finished run records, base records by data set) read from ``out_dir``."""
-    from auxdpo.protocol.runner import read_result
-
     runs, bases = [], {}
     for sub, target in (("runs", runs), ("base", None)):
         folder = os.path.join(out_dir, sub)
