@@ -1,8 +1,8 @@
 """Print the docs/results.md tables that pool `auxdpo oracle` runs.
 
 Each argument is an `auxdpo oracle --out` folder. Runs whose configs differ only in which
-seeds ran (the grid's rule, ``auxdpo.oracle.grid.cells._relevant``) are pooled, so a run done in
-halves (``--first-seed``) gives one table row per (capacity, β). Each row has the gap closed
+seeds ran (the grid's rule, ``auxdpo.oracle.grid.cells._relevant``) are pooled, so a run done
+in halves (``--first-seed``) gives one table row per (capacity, β). Each row has the gap closed
 (mean ± std over seeds, ``runner.aggregate``), the worst seed of DPO and AuxDPO, the mean
 reversal rates and, with ``--null-dim``, dim N(A_ρ) ∩ {per-state sums 0}. That dimension is
 AuxDPO's own projector's, rebuilt at seed 0 (it costs one score matrix per capacity).

@@ -5,8 +5,8 @@ Per (seed, capacity): n pairs (s, a, a') are drawn i.i.d. from the design's pair
 uses the on-policy counts ρ(s)π₀(a|s)π₀(a'|s), a ≠ a', i.e. prompts from ρ and two distinct
 responses from π₀), and each pair gets a hard label from BTL(r*): a ≻ a' with probability
 σ(r*(s, a) − r*(s, a')) (β-independent). The expectation of the finite-sample mean loss over
-this sampling is the population loss of the same design (tests/test_oracle_finite.py checks
-it by enumeration).
+this sampling is the population loss of the same design (tests/oracle/test_oracle_finite.py
+checks it by enumeration). The pairs and these options: :mod:`auxdpo.oracle.sampling`.
 
 Every method is then trained by :class:`auxdpo.train.AuxDPOTrainer` on the task's float64
 tiny GPT-2, fed pre-tokenised rows (``prompt_ids`` = the prompt's P tokens, ``chosen_ids`` /

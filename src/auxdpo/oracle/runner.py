@@ -1,9 +1,10 @@
-"""The oracle run: seeds × capacities × β × methods on an enumerable task, population regime.
+"""The oracle run: seeds × capacities × β × methods on an enumerable task.
 
-For every seed a task is built (model, warm-up, prompts, r*); for every capacity the score
-matrix A_θ₀ and the design's counts n(s, a, a'); for every β the exact RLHF optimum over the
-same trainable parameters, the local RLHF solution (Eq. 5), and each method's population
-minimiser. Rows (one per seed × capacity × β × method) are aggregated as mean ± std over seeds.
+For every seed a task is built (model, warm-up, prompts, r*); every capacity is one cell,
+run by its regime's module: :mod:`auxdpo.oracle.population` (exact population minimisers),
+:mod:`auxdpo.oracle.finite` (n sampled pairs, the trainer) or :mod:`auxdpo.oracle.fullbatch`
+(n sampled pairs, exact empirical minimisers), all built on :mod:`auxdpo.oracle.cells`. Rows
+(one per seed × capacity × β × method) are aggregated as mean ± std over seeds.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ lab's basis Γ, without its S·A × S·A matrix) and h the loss's diagonal δ-cu
 preconditioner: it does not change the set of reachable δ); θ = θ₀ + φ/β, so that φ is O(1) at
 every β (it does not change the minimiser). The ``global`` mode replaces the projection by
 the population penalty λ‖A_ρ δ‖² (the trainer's global penalty with every response counted
-with its weight ρ·π₀).
+with its weight ρ·π₀). The L-BFGS driver and its preconditioners: :mod:`auxdpo.oracle.lbfgs`.
 """
 
 from __future__ import annotations

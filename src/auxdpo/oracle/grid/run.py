@@ -1,8 +1,9 @@
 """Run the oracle grid: every selected cell run, resumed seed by seed, or skipped.
 
-Before running a cell its ``results.json`` is read (:func:`~auxdpo.oracle.grid.cells.inspect_cell`):
-a done cell is skipped, a partial one runs only its missing seeds and merges them with the
-seeds it has, and a different config is refused unless ``force``. After every cell
+Before running a cell its ``results.json`` is read
+(:func:`~auxdpo.oracle.grid.cells.inspect_cell`): a done cell is skipped, a partial one runs
+only its missing seeds and merges them with the seeds it has, and a different config is
+refused unless ``force``. After every cell
 ``grid.md`` / ``grid.json`` are rewritten (:mod:`auxdpo.oracle.grid.report`).
 """
 
