@@ -15,7 +15,8 @@ What this subclass changes, and nothing else:
 * AuxDPO's offsets (:class:`auxdpo.offsets.AuxOffsets`): read in the loss, accumulated after
   each micro-batch's backward, stepped after each model optimizer step by a callback (their
   own optimizer and learning rate; never clipped with the model), saved with every model save
-  (so with every checkpoint) and restored, with u recomputed, on resume.
+  (so with every checkpoint) and restored, with u recomputed, on resume. With
+  ``aux_preset: notebook`` δ′ trains in the model's optimizer instead (:mod:`.notebook`).
 """
 
 from __future__ import annotations
