@@ -13,7 +13,7 @@ swing by 2-5x with other users' load. Trainers of the compared methods run alter
 subprocess; peak RSS (VmHWM, reset through /proc/self/clear_refs after set-up) minus the RSS
 before training, i.e. the training's own peak increment, and the whole-process peak. With
 ``--malloc-mmap-threshold`` the children run with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed, so
-freed large blocks leave the RSS (docs/benchmarks.md, fourth round); ``--sections memory``
+freed large blocks leave the RSS (docs/benchmarks.md, "Memory methodology"); ``--sections memory``
 measures memory only.
 """
 
