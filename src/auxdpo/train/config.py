@@ -16,6 +16,7 @@ from trl import DPOConfig
 from auxdpo.losses import LOSSES
 from auxdpo.train.config_check import check_finite_positive
 from auxdpo.train.defaults import apply_hardware_defaults
+from auxdpo.train.notebook import check_notebook_preset
 from auxdpo.train.reporting import check_report_to
 from auxdpo.train.trl_compat import resolve_loss_options
 
@@ -138,6 +139,24 @@ class AuxDPOConfig(DPOConfig):
                 "docs/offsets.md), finite-difference (one forward; up to 3e-2 with LoRA), "
                 "forward (exact forward-mode AD, slower) or double-vjp (exact). 16-bit models "
                 "use forward."})
+    aux_preset: str | None = field(default=None, metadata={
+        "help": "notebook: train the authors' notebook objective exactly, in its units: "
+                "offsets δ′ inside β, each micro-batch's loss plus notebook_lambda_null·"
+                "‖A_Bδ′_B‖² minus notebook_lambda_amp·‖δ′_B‖² (sums over its responses), δ′ in "
+                "the model's optimizer (learning rate, schedule, weight decay, gradient "
+                "clipping). Sets aux_constraint batch and aux_jvp forward (or keeps "
+                "double-vjp); refuses auxdpo's own δ settings (lambda_null, delta_lr, ...) "
+                "and more than one process (docs/notebook.md). None: auxdpo's objective."})
+    notebook_lambda_null: float = field(default=1.0, metadata={
+        "help": "aux_preset notebook: the notebook's null-space weight λ as it is, on "
+                "‖A_Bδ′_B‖² summed over the micro-batch's responses."})
+    notebook_lambda_amp: float = field(default=0.0, metadata={
+        "help": "aux_preset notebook: the notebook's amplitude weight as it is; the "
+                "micro-batch's ‖δ′_B‖² times it is subtracted from the loss (rewarded). Set "
+                "notebook_delta_cap with it."})
+    notebook_delta_cap: float | None = field(default=None, metadata={
+        "help": "aux_preset notebook: the notebook's bound on δ′ (δ′ = cap·tanh(raw)), in "
+                "its units. None: unbounded."})
     pref_prob_column: str | None = field(default="pref_prob", metadata={
         "help": "Optional dataset column with the probability that chosen ≻ rejected (soft label, "
                 "in [0, 1]); used when the column exists."})
@@ -154,6 +173,7 @@ class AuxDPOConfig(DPOConfig):
             raise ValueError(f"aux_constraint must be one of {AUX_CONSTRAINTS}, "
                              f"got {self.aux_constraint!r}")
         parse_capacity(self.capacity)
+        check_notebook_preset(self)  # aux_preset: its checks, aux_constraint/aux_jvp switched
         from auxdpo.offset_keys import KEYINGS, NULL_WEIGHTS
 
         for name, allowed in (("aux_offsets", KEYINGS), ("aux_null_weights", NULL_WEIGHTS)):

@@ -12,9 +12,11 @@ import logging
 import warnings
 from pathlib import Path
 
+from torch.utils.data import DataLoader
+
 from auxdpo.offset_keys import OffsetKeys, coverage, inactive_warning, keys_from_ids
 
-__all__ = ["COVERAGE_FILE", "offset_keys_for", "planned_epochs", "report_coverage"]
+__all__ = ["COVERAGE_FILE", "DatasetBatches", "offset_keys_for", "planned_epochs", "report_coverage"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,21 @@ def offset_keys_for(dataset, keying: str) -> tuple[OffsetKeys, dict[str, float]]
     responses = keys_from_ids(*ids, keying="response")
     keys = responses if keying == "response" else keys_from_ids(*ids, keying="row")
     return keys, coverage(responses)
+
+
+class DatasetBatches:
+    """Re-iterable, unshuffled pass over a dataset in collated, device-placed batches."""
+
+    def __init__(self, trainer) -> None:
+        self.trainer = trainer
+
+    def __iter__(self):
+        trainer = self.trainer
+        loader = DataLoader(trainer.train_dataset, shuffle=False,
+                            batch_size=trainer.args.per_device_train_batch_size,
+                            collate_fn=trainer.data_collator)
+        for batch in loader:
+            yield trainer._prepare_inputs(batch)
 
 
 def planned_epochs(args, num_examples: int, world_size: int = 1) -> float:

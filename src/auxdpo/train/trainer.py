@@ -15,7 +15,8 @@ What this subclass changes, and nothing else:
 * AuxDPO's offsets (:class:`auxdpo.offsets.AuxOffsets`): read in the loss, accumulated after
   each micro-batch's backward, stepped after each model optimizer step by a callback (their
   own optimizer and learning rate; never clipped with the model), saved with every model save
-  (so with every checkpoint) and restored, with u recomputed, on resume.
+  (so with every checkpoint) and restored, with u recomputed, on resume. With
+  ``aux_preset: notebook`` δ′ trains in the model's optimizer instead (:mod:`.notebook`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from pathlib import Path
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset
-from torch.utils.data import DataLoader
 from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import create_model_from_path, use_adapter
@@ -63,7 +63,8 @@ from auxdpo.train.guards import (
     safe_model_init_kwargs,
 )
 from auxdpo.train.model_card import base_model_id, record_adapter_base, write_model_card
-from auxdpo.train.offset_setup import offset_keys_for, report_coverage
+from auxdpo.train.notebook import NotebookPresetMixin
+from auxdpo.train.offset_setup import DatasetBatches, offset_keys_for, report_coverage
 from auxdpo.train.reference import frozen_copy
 from auxdpo.train.trl_objective import (
     TokenStats,
@@ -81,22 +82,7 @@ _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", 
                    PREF_PROB, WEIGHT}
 
 
-class _DatasetBatches:
-    """Re-iterable, unshuffled pass over a dataset in collated, device-placed batches."""
-
-    def __init__(self, trainer: "AuxDPOTrainer") -> None:
-        self.trainer = trainer
-
-    def __iter__(self):
-        trainer = self.trainer
-        loader = DataLoader(trainer.train_dataset, shuffle=False,
-                            batch_size=trainer.args.per_device_train_batch_size,
-                            collate_fn=trainer.data_collator)
-        for batch in loader:
-            yield trainer._prepare_inputs(batch)
-
-
-class AuxDPOTrainer(DPOTrainer):
+class AuxDPOTrainer(NotebookPresetMixin, DPOTrainer):
     """DPO/IPO/DPOP/AuxDPO trainer; a drop-in for ``trl.DPOTrainer``.
 
     ``args``: an AuxDPOConfig, a plain DPOConfig (converted, method from its ``loss_type``)
@@ -145,7 +131,9 @@ class AuxDPOTrainer(DPOTrainer):
                                                    args.weight_column)
         self.loss_fn, self._objective = trl_compat.build_objective(args)
         self.offsets = self._build_offsets() if args.method == "auxdpo" else None
-        self._fuse_reference = (self.offsets is not None and args.aux_fused_reference
+        self.notebook = self._build_notebook()    # aux_preset: notebook (auxdpo.train.notebook)
+        self._fuse_reference = (self.offsets is not None and self.notebook is None
+                                and args.aux_fused_reference
                                 and args.aux_constraint in ("global", "batch")
                                 and self.offsets.products.dtype in (torch.float32,
                                                                     torch.float64))
@@ -246,13 +234,14 @@ class AuxDPOTrainer(DPOTrainer):
                           keys=keys, null_weights=args.aux_null_weights,
                           lambda_null=args.lambda_null, lambda_amp=args.lambda_amp,
                           amp_sign=args.amp_sign, delta_lr=args.delta_lr,
-                          delta_cap=args.delta_cap, recompute_every=args.recompute_u_every,
+                          delta_cap=args.notebook_delta_cap if args.aux_preset else
+                          args.delta_cap, recompute_every=args.recompute_u_every,
                           dtype=products.dtype, optimizer=args.delta_optimizer,
                           keep_reference_graph=args.aux_keep_reference_graph)
 
-    def dataset_batches(self) -> _DatasetBatches:
+    def dataset_batches(self) -> DatasetBatches:
         """The training set in unshuffled collated batches (for δ's whole-dataset passes)."""
-        return _DatasetBatches(self)
+        return DatasetBatches(self)
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None,
               **kwargs):
@@ -270,7 +259,7 @@ class AuxDPOTrainer(DPOTrainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         check_step_finite(self, model, loss, inputs)
-        if self.offsets is not None:
+        if self.offsets is not None and self.notebook is None:  # the preset's δ′: no step
             self.offsets.accumulate(inputs)
             self._rows_since_step += int(inputs[AUX_INDEX].numel())
         return loss
@@ -306,7 +295,7 @@ class AuxDPOTrainer(DPOTrainer):
 
         index = torch.arange(len(self.train_dataset), device=self.args.device)
         with torch.no_grad():
-            chosen, rejected = self.offsets.deltas(index)
+            chosen, rejected = self._reward_deltas(index)
         tmp = folder / f".{DELTAS_FILE}.tmp"
         save_file({"delta_chosen": chosen.detach().cpu().contiguous(),
                    "delta_rejected": rejected.detach().cpu().contiguous()}, str(tmp))
@@ -400,7 +389,7 @@ class AuxDPOTrainer(DPOTrainer):
         if self.args.method == "dpop":
             kwargs["dpop_lambda"] = self.args.dpop_lambda
         if self.offsets is not None and mode == "train" and AUX_INDEX in inputs:
-            chosen, rejected = self.offsets.deltas(inputs[AUX_INDEX])
+            chosen, rejected = self._reward_deltas(inputs[AUX_INDEX])
             kwargs["delta_chosen"], kwargs["delta_rejected"] = chosen.to(dtype), rejected.to(dtype)
         return kwargs
 
@@ -446,6 +435,8 @@ class AuxDPOTrainer(DPOTrainer):
         loss = result.losses.mean()
         log_preference_metrics(self, mode, loss, result, policy_chosen, policy_rejected)
         log_trl_metrics(self, mode, stats, inputs)
+        if self.notebook is not None and mode == "train" and AUX_INDEX in inputs:
+            loss = loss + self.notebook.penalty(inputs)   # per micro-batch, as the notebook
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
             self._metrics[mode]["aux_loss"].append(
