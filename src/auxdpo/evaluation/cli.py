@@ -135,8 +135,8 @@ def _handle(args) -> int:
     import os
 
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from auxdpo.evaluation.report import atomic_write_text
     from auxdpo.evaluation.scoring import compute_metrics, score_model
+    from auxdpo.files import atomic_write_text
     from auxdpo.lengths import clamp_to_positions
     from auxdpo.protocol.models import base_spec_of_run, load_model_for_eval
 

@@ -23,6 +23,8 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+from auxdpo.files import atomic_write_text, publish
+
 __all__ = ["TableCell", "ComparisonTable", "percent_change", "comparison_table", "to_markdown",
            "to_csv", "to_json", "write_table", "summarize_runs", "plot_accuracy_curves",
            "MARKERS", "method_style",
@@ -132,30 +134,6 @@ def to_json(table: ComparisonTable) -> str:
                        "cells": [asdict(cell) for cell in table.cells]}, indent=2) + "\n"
 
 
-def _publish(tmp: str, path: str) -> None:
-    """Give the finished temporary file the usual mode (mkstemp makes it 0600), then rename."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_table(table: ComparisonTable, path: str | os.PathLike) -> None:
     """Write ``table`` atomically; the format follows the extension (.md, .csv, .json)."""
     writers = {".md": to_markdown, ".csv": to_csv, ".json": to_json}
@@ -247,7 +225,7 @@ def save_figure(figure, path: str | os.PathLike) -> None:
     os.close(handle)
     try:
         figure.savefig(tmp, format=extension, bbox_inches="tight")
-        _publish(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

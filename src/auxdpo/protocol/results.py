@@ -25,7 +25,6 @@ from collections import defaultdict
 from typing import Any
 
 from auxdpo.evaluation.report import (
-    atomic_write_text,
     comparison_table,
     plot_accuracy_curves,
     save_figure,
@@ -33,6 +32,7 @@ from auxdpo.evaluation.report import (
     to_markdown,
     write_table,
 )
+from auxdpo.files import atomic_write_text
 from auxdpo.protocol.recipe import Recipe
 from auxdpo.protocol.store import read_result
 

@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-from auxdpo.evaluation.report import atomic_write_text
+from auxdpo.files import atomic_write_text
 from auxdpo.progress import is_main_process, on_terminal
 from auxdpo.protocol.recipe import Recipe, RunSpec, expand_grid, recipe_fingerprint
 from auxdpo.protocol.results import write_report

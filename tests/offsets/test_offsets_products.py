@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from auxdpo.products import ReferenceProducts
+from auxdpo.offsets.products import ReferenceProducts
 from offsets_fixtures import (
     brute_force_columns,
     preference_batch,

@@ -27,47 +27,31 @@ too (``math_attention_vjp=True``), so that the three products see the same A_B t
 bit of the kernels, and because the fused CPU kernel's backward was slower in
 benchmarks/bench_penalty.py. On a GPU with long sequences pass ``False`` to keep the fused
 kernels' memory savings for the VJP (the JVP has no such choice).
+
+The function being differentiated (θ₀, the frozen rest, the tail) is
+:class:`auxdpo.offsets.reference.ReferenceFunction`; the difference-quotient JVPs are
+:mod:`auxdpo.offsets.differences`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.autograd.forward_ad as fwad
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from auxdpo.logps import model_sequence_logps
-from auxdpo.tail import CapturedInputs, TailPlan, find_tail, same_inputs
+from auxdpo.offsets.differences import _DIFFERENCES, DIFFERENCE_METHODS, DifferenceJVPMixin
+from auxdpo.offsets.reference import ReferenceFunction, _check_vector, eval_mode
+from auxdpo.offsets.tail import CapturedInputs
 
 __all__ = ["DIFFERENCE_METHODS", "JVP_METHODS", "Linearization", "ReferenceProducts",
            "eval_mode"]
 
 JVP_METHODS = ("forward", "double-vjp", "finite-difference", "central-difference")
-# τ = c·eps^(1/2 or 1/3); c from benchmarks/jvp_accuracy.py (docs/offsets.md)
-_DIFFERENCES = {"finite-difference": 0.5, "central-difference": 0.1}
-DIFFERENCE_METHODS = tuple(_DIFFERENCES)
-
-logger = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode (dropout off), restoring each one's mode after."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-class ReferenceProducts:
+class ReferenceProducts(DifferenceJVPMixin, ReferenceFunction):
     """Products with A_B, the ``d × N`` matrix whose column j is ∇_θ log π_θ₀(a_j|s_j).
 
     θ are the trainable parameters (``d`` scalars in all) at the reference point θ₀ (their
@@ -90,7 +74,7 @@ class ReferenceProducts:
             error ≈ √eps: 1e-3 in float32, up to 3e-2 at a LoRA θ₀; 1e-7 in float64) or
             ``"central-difference"`` (two extra forwards, 1e-4 to 1e-3 / 1e-8). The difference
             methods need float32 or float64 and run the fused attention kernels.
-        truncate: run the products through the trainable tail only (:mod:`auxdpo.tail`)
+        truncate: run the products through the trainable tail only (:mod:`auxdpo.offsets.tail`)
             when the model's structure is recognised and every trainable tensor lies in the
             last blocks, final norm or head; checked against the full pass on the first batch.
     """
@@ -102,188 +86,16 @@ class ReferenceProducts:
                  truncate: bool = True) -> None:
         if jvp_method not in JVP_METHODS:
             raise ValueError(f"jvp_method must be one of {JVP_METHODS}, got {jvp_method!r}")
-        named = dict(model.named_parameters())
-        if param_names is None:
-            param_names = [name for name, p in named.items() if p.requires_grad]
-        if not param_names:
-            raise ValueError("param_names is empty and the model has no parameter with "
-                             "requires_grad: nothing is trainable")
-        unknown = [name for name in param_names if name not in named]
-        if unknown:
-            raise ValueError(f"param_names not found in model.named_parameters(): {unknown[:5]}")
-        if len(set(param_names)) != len(param_names):
-            raise ValueError("param_names contains duplicates")
-        self.model = model
-        self.param_names = list(param_names)
-        self.average = average
+        super().__init__(model, param_names, average=average, snapshot=snapshot)
         self.jacobian_chunk_size = jacobian_chunk_size
         self.math_attention_vjp = math_attention_vjp
         self.jvp_method = jvp_method
         self._fd_gain: float | None = None      # last ‖A_Bᵀt‖/‖t‖ seen (difference methods)
-        self.shapes = [named[name].shape for name in self.param_names]
-        self.numels = [named[name].numel() for name in self.param_names]
-        self.dim = int(sum(self.numels))
-        self._snapshot = ({name: named[name].detach().clone() for name in self.param_names}
-                          if snapshot else None)
         if jvp_method in _DIFFERENCES and torch.finfo(self.dtype).bits < 32:
             raise ValueError(f"jvp_method {jvp_method!r} needs float32 or float64 parameters "
                              f"(got {self.dtype}): a difference quotient in 16-bit arithmetic "
                              "has no correct digits; use jvp_method='forward'")
-        self._tail, reason = find_tail(model, self.param_names) if truncate else (None, "off")
-        self._tail_checked = self._tail is None
-        self.share_prefix = True          # accept tail inputs captured from the policy's pass
-        self._share_checked = False
-        if self._tail is None:
-            logger.info("reference products: full model pass (%s)", reason)
-
-    # ---- parameters ----------------------------------------------------------------------
-
-    @property
-    def reference(self) -> dict[str, torch.Tensor]:
-        """θ₀ as ``{name: tensor}`` (detached)."""
-        if self._snapshot is not None:
-            return self._snapshot
-        named = dict(self.model.named_parameters())
-        return {name: named[name].detach() for name in self.param_names}
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(iter(self.reference.values())).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(iter(self.reference.values())).device
-
-    @property
-    def difference_gain(self) -> float | None:
-        """The difference JVP's step-size state (last ‖A_Bᵀt‖/‖t‖; None before the first
-        call). Saved in checkpoints so that a resumed run takes the same steps."""
-        return self._fd_gain
-
-    @difference_gain.setter
-    def difference_gain(self, value: float | None) -> None:
-        self._fd_gain = None if value is None else float(value)
-
-    def flatten(self, tensors: list[torch.Tensor] | Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Concatenate per-parameter tensors (in ``param_names`` order) into a ``(d,)`` vector."""
-        if isinstance(tensors, Mapping):
-            tensors = [tensors[name] for name in self.param_names]
-        return torch.cat([t.reshape(-1) for t in tensors])
-
-    def unflatten(self, vector: torch.Tensor) -> list[torch.Tensor]:
-        """Split a ``(d,)`` vector into tensors shaped like the trainable parameters."""
-        if vector.shape != (self.dim,):
-            raise ValueError(f"vector has shape {tuple(vector.shape)}, expected ({self.dim},)")
-        pieces = torch.split(vector, self.numels)
-        return [piece.reshape(shape) for piece, shape in zip(pieces, self.shapes)]
-
-    def _frozen(self) -> dict[str, torch.Tensor]:
-        trainable = set(self.param_names)
-        return {name: p.detach() for name, p in self.model.named_parameters()
-                if name not in trainable}
-
-    @property
-    def truncated(self) -> bool:
-        """True when the products run through the trainable tail only."""
-        return self._tail is not None
-
-    def _full_logps_fn(self, batch: Mapping[str, torch.Tensor]):
-        frozen = self._frozen()
-
-        def logps(*theta: torch.Tensor) -> torch.Tensor:
-            params = dict(frozen)
-            params.update(zip(self.param_names, theta))
-            return model_sequence_logps(self.model, batch, average=self.average, params=params)
-
-        return logps
-
-    @property
-    def tail_plan(self) -> TailPlan | None:
-        """The trainable tail the products run through, or None (full model pass)."""
-        return self._tail
-
-    def _logps_fn(self, batch: Mapping[str, torch.Tensor],
-                  captured: CapturedInputs | None = None):
-        """θ (as positional tensors in ``param_names`` order) ↦ ``(N,)`` reference log-probs.
-
-        With a tail plan, the frozen prefix runs here, once, and the function runs the tail;
-        ``captured`` (the tail's inputs recorded from the policy's own forward on ``batch``,
-        :meth:`TailPlan.recording`) replaces that prefix pass. The first such capture is
-        compared with the products' own; if they differ (active dropout or autocast in the
-        prefix), shared captures are refused from then on (``share_prefix`` turns False)."""
-        if self._tail is None:
-            return self._full_logps_fn(batch)
-        plan = self._tail
-        if captured is not None and not self.share_prefix:
-            captured = None
-        if captured is not None and not self._share_checked:
-            own = plan.capture(batch)
-            self._share_checked = True
-            if not same_inputs(captured, own):
-                warnings.warn("reference products: the policy forward's input to the first "
-                              "trainable block differs from the reference's (dropout or "
-                              "autocast in the frozen prefix?); running the prefix separately",
-                              RuntimeWarning, stacklevel=4)
-                self.share_prefix = False
-                captured = own
-        inputs = captured if captured is not None else plan.capture(batch)
-        frozen = {name: tensor for name, tensor in self._frozen().items()
-                  if name in plan.model_to_tail}
-
-        def logps(*theta: torch.Tensor) -> torch.Tensor:
-            params = dict(frozen)
-            params.update(zip(self.param_names, theta))
-            return plan.logps(inputs, batch, params, average=self.average)
-
-        if not self._tail_checked:
-            self._check_tail(batch, logps)
-            if self._tail is None:
-                return self._full_logps_fn(batch)
-        return logps
-
-    def _prepare(self, batch: Mapping[str, torch.Tensor],
-                 captured: CapturedInputs | None = None) -> Callable:
-        """:meth:`_logps_fn` with the frozen prefix (if any) run on the default attention
-        kernels; the products then run the returned function in their own context."""
-        with self._context(math_attention=False):
-            return self._logps_fn(batch, captured)
-
-    def _check_tail(self, batch: Mapping[str, torch.Tensor], tail_fn) -> None:
-        """First batch: the tail must reproduce the whole model's log-probs, else fall back."""
-        theta = [t.detach() for t in self.reference.values()]
-        with torch.no_grad():
-            full, tail = self._full_logps_fn(batch)(*theta), tail_fn(*theta)
-        # 16-bit parameters: bf16/fp16 round-off, even when a mixed-precision wrapper (accelerate
-        # under bf16: true) hands the full pass float32 logits.
-        bits = min(torch.finfo(t.dtype).bits for t in (full, tail, *theta))
-        tolerance = 1e-4 if bits >= 32 else 5e-2
-        error = float((full - tail).abs().max()) / max(float(full.abs().max()), 1.0)
-        self._tail_checked = True
-        if not error <= tolerance:
-            warnings.warn(f"reference products: the trainable tail does not reproduce the "
-                          f"model's log-probs (relative error {error:.2e}); using the full "
-                          "model pass", RuntimeWarning, stacklevel=4)
-            self._tail = None
-            return
-        plan = self._tail
-        logger.info("reference products: trainable tail only (from block %d of %d)",
-                    plan.first, plan.num_blocks)
-
-    @contextlib.contextmanager
-    def _context(self, math_attention: bool) -> Iterator[None]:
-        """Dropout off, optionally math-backend attention, and autocast off (the products
-        run in the model's own dtype even when called inside a mixed-precision region)."""
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(eval_mode(self.model))
-            if math_attention:
-                stack.enter_context(sdpa_kernel(SDPBackend.MATH))
-            stack.enter_context(torch.autocast(self.device.type, enabled=False))
-            yield
-
-    def logps(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """``(N,)`` reference log-probs log π_θ₀(a_j|s_j) (no graph, dropout off)."""
-        with torch.no_grad(), self._context(math_attention=False):
-            return self._logps_fn(batch)(*self.reference.values())
+        self._find_tail(truncate)
 
     # ---- products ------------------------------------------------------------------------
 
@@ -347,10 +159,8 @@ class ReferenceProducts:
             directional = self._difference(fn, tangent, logps.detach())
         return Linearization(self, fn, logps, directional, graph=(logps, leaves))
 
-    # ---- products from a prepared log-prob function -------------------------------------
 
-    def _tangents(self, tangent: torch.Tensor, like) -> tuple[torch.Tensor, ...]:
-        return tuple(t.to(p) for t, p in zip(self.unflatten(tangent), like))
+    # ---- products from a prepared log-prob function -------------------------------------
 
     def _vjp_of(self, fn: Callable, cotangent: torch.Tensor, graph=None) -> torch.Tensor:
         if graph is None:
@@ -395,46 +205,6 @@ class ReferenceProducts:
             (directional,) = torch.autograd.grad(inner, dummy)
         return logps.detach(), directional.detach()
 
-    def _difference(self, fn: Callable, tangent: torch.Tensor, logps: torch.Tensor
-                    ) -> torch.Tensor:
-        """A_Bᵀt by a difference quotient of ``fn`` around θ₀, whose values ``logps`` are given.
-
-        The step s is set so that the predicted relative change of the log-probs,
-        ‖s·A_Bᵀt‖/‖log π‖, is τ = 0.5·√eps (one-sided) or 0.1·eps^(1/3) (central): the
-        balance of truncation and round-off, measured on GPT-2 tails (docs/offsets.md). It
-        needs ‖A_Bᵀt‖/‖t‖, taken from the previous call (a pilot quotient on the first)."""
-        _check_vector("tangent", tangent, self.dim)
-        logps = logps.detach()
-        norm_t = float(tangent.norm())
-        if norm_t == 0.0:
-            return torch.zeros_like(logps)
-        central = self.jvp_method == "central-difference"
-        eps = torch.finfo(logps.dtype).eps
-        tau = _DIFFERENCES[self.jvp_method] * eps ** (1 / 3 if central else 1 / 2)
-        scale = max(float(logps.norm()), 1.0)
-        theta = tuple(self.reference.values())
-        tangents = self._tangents(tangent, theta)
-
-        def quotient(step: float) -> torch.Tensor:
-            with torch.no_grad(), self._context(math_attention=False):
-                plus = fn(*[p + step * t for p, t in zip(theta, tangents)])
-                if not central:
-                    return (plus - logps) / step
-                minus = fn(*[p - step * t for p, t in zip(theta, tangents)])
-                return (plus - minus) / (2 * step)
-
-        gain = self._fd_gain
-        if gain is None:                      # pilot: step of relative size √eps in θ
-            size = max(float(torch.sqrt(sum((p.double() ** 2).sum() for p in theta))), 1.0)
-            pilot = quotient(eps ** 0.5 * size / norm_t)
-            gain = float(pilot.norm()) / norm_t
-            if not (math.isfinite(gain) and gain > 0):
-                return pilot if bool(torch.isfinite(pilot).all()) else torch.zeros_like(logps)
-        directional = quotient(tau * scale / (gain * norm_t))
-        new_gain = float(directional.norm()) / norm_t
-        if math.isfinite(new_gain) and new_gain > 0:
-            self._fd_gain = new_gain
-        return directional
 
     def jacobian(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``A_Bᵀ`` explicitly: ``(N, d)``, row j = ∇_θ log π_θ₀(a_j|s_j).
@@ -468,10 +238,6 @@ class ReferenceProducts:
         return torch.stack(rows)
 
 
-def _check_vector(name: str, vector: torch.Tensor, length: int) -> None:
-    if vector.shape != (length,):
-        raise ValueError(f"{name} has shape {tuple(vector.shape)}, expected ({length},) — "
-                         "one entry per row of the batch (chosen rows, then rejected)")
 
 
 class Linearization:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from auxdpo.offsets import AuxOffsets
-from auxdpo.products import ReferenceProducts
+from auxdpo.offsets.products import ReferenceProducts
 from offsets_fixtures import (
     brute_force_dataset_matrix,
     dataset_batches,

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from auxdpo import offset_keys
 from auxdpo.logps import model_sequence_logps
-from auxdpo.offset_keys import coverage, inactive_warning, keys_from_ids, row_keys, slot_weights
 from auxdpo.offsets import AuxOffsets
-from auxdpo.products import ReferenceProducts
+from auxdpo.offsets import keys as offset_keys
+from auxdpo.offsets.keys import coverage, inactive_warning, keys_from_ids, row_keys, slot_weights
+from auxdpo.offsets.products import ReferenceProducts
 from offsets_fixtures import (
     brute_force_dataset_matrix,
     comparison_rows,

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import torch
 
-from auxdpo.products import Linearization, ReferenceProducts
+from auxdpo.offsets.products import Linearization, ReferenceProducts
 
 __all__ = ["BatchProducts", "occurrence_slots", "ratio"]
 

@@ -6,8 +6,8 @@ The trainer-level tests (``slow``: about 390 s on 2 cores) launch ``tests/dist_t
 with ``torchrun --nproc_per_node 2`` (gloo on CPU), with ``accelerate launch --config_file
 examples/accelerate/ddp_cpu.yaml``, with ``zero2_cpu.yaml`` (DeepSpeed ZeRO-2; skipped when
 deepspeed is not installed) and with plain ``python``:
-``.venv/bin/pytest -q -m slow tests/test_distributed.py``. Unit level (default suite):
-``.venv/bin/pytest -q tests/test_distributed.py``.
+``.venv/bin/pytest -q -m slow tests/offsets/test_offsets_collectives.py``. Unit level (default suite):
+``.venv/bin/pytest -q tests/offsets/test_offsets_collectives.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.multiprocessing as mp
 
 import dist_worker
-from auxdpo.distributed import (
+from auxdpo.offsets.collectives import (
     check_engine_support,
     estimate_costs,
     offsets_state_bytes,
@@ -140,11 +140,11 @@ def test_sharded_parameters_are_detected_on_the_model():
 
 # ---- trainer level: torchrun (2 processes) against python (1 process) -------------------
 
-SCRIPT = Path(__file__).with_name("dist_train.py")
+SCRIPT = Path(__file__).resolve().parents[1] / "dist_train.py"
 TRAINER_RUNS = ("dpo", "global", "global_fd", "batch", "global_precomputed", "projection")
 # The difference JVP's runs agree to its error level (docs/offsets.md), not to round-off.
 _FD_LEVEL = {"global_fd": 1e-6}
-ACCELERATE_CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
+ACCELERATE_CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "accelerate"
 ACCELERATE_RUNS = ("dpo", "global", "batch", "projection")
 
 
@@ -174,7 +174,7 @@ def trainer_runs(tmp_path_factory):
     checkpoint, resumed by 1 process to step 4; 1 process's step-2 checkpoint resumed by 2. Global batch 8 of 16 rows everywhere."""
     import datasets
 
-    sys.path.insert(0, str(Path(__file__).parent / "train"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
     import train_helpers
 
     root = tmp_path_factory.mktemp("dist_train")
@@ -312,7 +312,7 @@ def zero3_runs(trainer_runs, tmp_path_factory):
     """``zero2_cpu.yaml`` with ``zero_stage: 3`` (2 processes, ZeRO-3 on CPU). Under ZeRO-3,
     transformers builds a model from its config inside ``zero.Init``, which draws other weights
     than one process does: the run starts from dist_train's tiny model saved to disk."""
-    sys.path.insert(0, str(Path(__file__).parent / "train"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
     import train_helpers
 
     init = trainer_runs / "init"
@@ -348,7 +348,7 @@ def test_deepspeed_zero3_two_processes_match_one_process(trainer_runs, zero3_run
 
 
 def dist_train_initial_params() -> dict:
-    sys.path.insert(0, str(Path(__file__).parent / "train"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
     import train_helpers
 
     return {k: v.detach() for k, v in train_helpers.model().named_parameters()}

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 
 import torch
 
-from auxdpo.constraints import first_occurrences, null_space_basis
-from auxdpo.distributed import all_reduce_, broadcast_
-from auxdpo.offsets_batch import Batch, occurrence_slots, ratio
+from auxdpo.offsets.collectives import all_reduce_, broadcast_
+from auxdpo.offsets.constraints import first_occurrences, null_space_basis
+from auxdpo.offsets.micro_batch import Batch, occurrence_slots, ratio
 
 __all__ = ["ProjectionMixin"]
 

@@ -16,7 +16,7 @@ Recognised: GPT-2 (``transformer.h`` + ``ln_f``), Llama, Qwen2, Qwen3 and other 
 blocks are ``model.layers`` followed by ``model.norm``, plain or PEFT-wrapped. Anything else,
 a trainable tensor outside the tail (embeddings, a tied LM head), or a tail whose log-probs do
 not match the whole model's on the first batch, falls back to the full pass
-(:class:`auxdpo.products.ReferenceProducts` checks and logs which path it uses, once).
+(:class:`auxdpo.offsets.products.ReferenceProducts` checks and logs which path it uses, once).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ import os
 import torch
 
 __all__ = ["all_reduce_", "broadcast_", "check_engine_support", "combine_row_gradients",
-           "estimate_costs", "is_distributed", "rows_owned_elsewhere", "offsets_state_bytes", "rank", "sharding_engine", "traffic", "world_size"]
+           "estimate_costs", "is_distributed", "rows_owned_elsewhere", "offsets_state_bytes",
+           "rank", "sharding_engine", "traffic", "world_size"]
 
 
 def is_distributed() -> bool:

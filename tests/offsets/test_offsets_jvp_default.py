@@ -6,7 +6,7 @@ import statistics
 import pytest
 import torch
 
-from auxdpo.products import ReferenceProducts
+from auxdpo.offsets.products import ReferenceProducts
 from auxdpo.train.config import AuxDPOConfig
 from offsets_fixtures import brute_force_columns, preference_batch, tiny_gpt2
 

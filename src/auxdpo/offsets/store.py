@@ -1,23 +1,25 @@
-"""AuxDPO's auxiliary offsets δ (paper Sec. 4.2 and 7.2): storage, constraint modes, state.
+"""AuxDPO's auxiliary offsets δ (paper Sec. 4.2 and 7.2): storage over slots and its lifecycle.
 
 δ ∈ R^K holds one offset per *slot*, in reward units: the loss is −log σ(β·h + δ_w − δ_l)
 (:func:`auxdpo.losses.auxdpo_loss`). A per-row map ``slots`` ``(n, 2)`` (column 0 chosen,
-column 1 rejected; :mod:`auxdpo.offset_keys`) gives each row's two slots: row keying has
+column 1 rejected; :mod:`auxdpo.offsets.keys`) gives each row's two slots: row keying has
 K = 2n slots ordered (δ_{0,w}, δ_{0,l}, δ_{1,w}, ...), response keying one slot per unique
 (prompt, response). A = [ω_k ∇log π_θ₀(a_k|s_k)]_k is d × K, with the constraint's slot
 weights ω (multiplicity: ω_k = c_k, the slot's occurrences; ω = 1 under row keying). Each
 occurrence of slot k in a minibatch carries f_k = ω_k / c_k, so that one pass over the data
 adds up to A·δ.
 
-Modes (see docs/offsets.md for the derivations):
+Modes (see docs/offsets.md for the derivations; each mode's penalty has its own module):
 
 ``global``      the paper's empirical loss (Sec. 4.2): (1/n)Σℓ_i + λ‖Aδ/(2n)‖² over the whole
                 dataset, kept exact with u = A·δ: the batch's penalty gradient is
                 2λ/(2n)²·A_Bᵀu (one JVP), then u += A_B·Δδ_B (one VJP). Lazy row-wise Adam,
-                so that only the batch's rows of δ move.
+                so that only the batch's rows of δ move. (:mod:`.global_mode`)
 ``batch``       the batchwise relaxation (Sec. 7.2), normalised like the mean DPO loss over
                 the global batch G: λ_null‖A_Bδ_B/(2G)‖² + amp_sign·λ_amp‖δ_B‖²/(2G).
+                (:mod:`.batch_mode`)
 ``projection``  δ = Γc with Γ an orthonormal basis of N(A) (Sec. 7.2), A computed once; exact.
+                (:mod:`.projection`)
 
 The DPO part's δ-gradients come from the trainer's backward pass (its loss is a mean over the
 global batch G); :meth:`AuxOffsets.step` adds the penalty's gradient with the matching scale
@@ -36,37 +38,34 @@ the identical row update, so δ, its optimizer state and u stay equal everywhere
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 
 import torch
 
-from auxdpo.constraints import (
-    MODES,
-    ROW_OPTIMIZERS,
-    check_projection_memory,
-    first_occurrences,
-    validate_offsets_config,
-)
-from auxdpo.distributed import (
+from auxdpo.offsets.batch_mode import BatchModeMixin
+from auxdpo.offsets.collectives import (
     all_reduce_,
     broadcast_,
     check_engine_support,
     combine_row_gradients,
-    is_distributed,
-    rows_owned_elsewhere,
 )
-from auxdpo.offset_keys import NULL_WEIGHTS, OffsetKeys, row_keys, slot_weights
-from auxdpo.offsets_batch import BatchProducts, occurrence_slots, ratio
-from auxdpo.offsets_projection import ProjectionMixin
-from auxdpo.offsets_state import OffsetsStateMixin
-from auxdpo.products import Linearization, ReferenceProducts
+from auxdpo.offsets.constraints import (
+    MODES,
+    ROW_OPTIMIZERS,
+    check_projection_memory,
+    validate_offsets_config,
+)
+from auxdpo.offsets.global_mode import GlobalModeMixin
+from auxdpo.offsets.keys import NULL_WEIGHTS, OffsetKeys, row_keys, slot_weights
+from auxdpo.offsets.micro_batch import Batch, BatchProducts, occurrence_slots, ratio
+from auxdpo.offsets.products import Linearization, ReferenceProducts
+from auxdpo.offsets.projection import ProjectionMixin
+from auxdpo.offsets.state import OffsetsStateMixin
 
 __all__ = ["MODES", "AuxOffsets"]
 
-Batch = Mapping[str, torch.Tensor]
 
-
-class AuxOffsets(ProjectionMixin, OffsetsStateMixin):
+class AuxOffsets(GlobalModeMixin, BatchModeMixin, ProjectionMixin, OffsetsStateMixin):
     """δ over slots (one per row and side, or per unique response), its constraint mode,
     slot weights and optimizer.
 
@@ -100,7 +99,7 @@ class AuxOffsets(ProjectionMixin, OffsetsStateMixin):
         keep_reference_graph: :meth:`reference_logps` keeps the tail's autograd graph of each
             micro-batch until :meth:`step`, whose VJP is then a backward pass only (faster,
             holds those activations; see docs/offsets.md).
-        keys: the slot of each row and side (:mod:`auxdpo.offset_keys`); default row keying.
+        keys: the slot of each row and side (:mod:`auxdpo.offsets.keys`); default row keying.
         null_weights: the constraint's slot weights ω: "multiplicity" (default), "reference"
             or "prompt" (these two need ``keys.prompts`` and take the reference log-prob of
             every slot in one extra no-grad pass in :meth:`prepare`).
@@ -257,7 +256,7 @@ class AuxOffsets(ProjectionMixin, OffsetsStateMixin):
         (``keep_reference_graph``) is kept, so :meth:`step` uses them for this micro-batch
         instead of new passes. Call it before :meth:`accumulate` for the same batch.
         ``captured``: the tail's inputs recorded from the policy's forward on this batch
-        (:meth:`auxdpo.tail.TailPlan.recording`); the frozen prefix then does not run again.
+        (:meth:`auxdpo.offsets.tail.TailPlan.recording`); the frozen prefix then does not run again.
         """
         index = self._batch_index(batch)
         tangent = None
@@ -341,8 +340,8 @@ class AuxOffsets(ProjectionMixin, OffsetsStateMixin):
         """Metrics of the last step (empty before the first)."""
         return dict(self._last_metrics)
 
-    # ---- global and batch modes --------------------------------------------------------------
-    # Gradients are accumulated per occurrence straight into slot space (index_add over the
+    # ---- the row update of the global and batch modes ----------------------------------------
+    # Their penalties live in global_mode.py and batch_mode.py. Gradients are accumulated per occurrence straight into slot space (index_add over the
     # batch's slots); an occurrence of slot k carries f_k = ω_k/c_k (skipped when f = 1).
 
     def _step_rows(self, batches: list[Batch], indices: list[torch.Tensor],
@@ -381,90 +380,3 @@ class AuxOffsets(ProjectionMixin, OffsetsStateMixin):
 
     def _per_occurrence(self, values: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         return values if self._factors is None else values * self._factors[slots]
-
-    def _global_penalty_grad(self, products, occurrences, global_batch_size,
-                             penalty_grad) -> float:
-        """Adds (n/G)·2λ/(2n)²·f·A_Bᵀu to the batch's slots; returns λ‖u/(2n)‖² (Sec. 4.2)."""
-        n = self.num_examples
-        penalty = self.lambda_null * float((self.u / (2 * n)).pow(2).sum())  # λ‖Aδ/(2n)‖²
-        if not torch.any(self.u != 0):
-            return penalty
-        # Unbiased minibatch estimate of the full gradient up to the factor n/G of the mean loss.
-        scale = (n / global_batch_size) * 2 * self.lambda_null / (2 * n) ** 2
-        for batch, slots in zip(products, occurrences):
-            directional = batch.jvp_u(self.u).to(self.dtype)               # A_Bᵀu, (2B,)
-            penalty_grad.index_add_(0, slots, self._per_occurrence(scale * directional, slots))
-        return penalty
-
-    def _batch_penalty_grad(self, products, occurrences, global_batch_size, delta,
-                            penalty_grad) -> dict[str, float]:
-        """λ_null‖A_Bδ_B/(2G)‖² + amp_sign·λ_amp‖δ_B‖²/(2G) and its gradient (Sec. 7.2);
-        A_Bδ_B = Σ_occurrences f δ g."""
-        responses = 2 * global_batch_size
-        values = [delta[slots] for slots in occurrences]
-        null_image = sum(b.vjp(self._per_occurrence(v, s)).to(self.dtype)      # A_B·δ_B
-                         for b, v, s in zip(products, values, occurrences))
-        squares = sum(v.pow(2).sum() for v in values).reshape(1)
-        if is_distributed():                     # the global batch's A_B·δ_B and ‖δ_B‖²
-            packed = all_reduce_(torch.cat([null_image, squares.to(null_image.dtype)]))
-            null_image, squares = packed[:-1], packed[-1:]
-        squares = float(squares)
-        penalty = (self.lambda_null * float(null_image.pow(2).sum()) / responses**2
-                   + self.amp_sign * self.lambda_amp * squares / responses)
-        null_scale = 2 * self.lambda_null / responses**2
-        amp_scale = 2 * self.amp_sign * self.lambda_amp / responses
-        for batch, slots, value in zip(products, occurrences, values):
-            grad = amp_scale * value
-            if self.lambda_null and torch.any(null_image != 0):
-                grad = grad + self._per_occurrence(
-                    null_scale * batch.jvp(null_image).to(self.dtype), slots)
-            penalty_grad.index_add_(0, slots, grad)
-        return {"aux/penalty": penalty,
-                "aux/null_residual": ratio(null_image.norm(), squares ** 0.5)}
-
-    def _add_to_u(self, products, occurrences, change: torch.Tensor) -> None:
-        """u += A·Δδ: every changed slot counted once (its first occurrence in the step, over
-        micro-batches and processes), with cotangent ω_k·Δδ_k."""
-        seen = rows_owned_elsewhere(occurrences, self.num_slots)
-        update = torch.zeros_like(self.u)
-        for batch, slots in zip(products, occurrences):
-            keep = first_occurrences(slots.cpu(), seen).to(self.device)
-            cotangent = change[slots] * keep
-            if not self._unit_weights:
-                cotangent = cotangent * self.weights[slots]
-            if torch.any(cotangent != 0):
-                update += batch.vjp(cotangent).to(self.dtype)
-            batch.release()
-        self.u += all_reduce_(update)                    # every process: the same A_B·Δδ_B
-        self._u_version += 1
-
-    def recompute_u(self, batches: Iterable[Batch] | None) -> None:
-        """u = A·δ from scratch (global mode; a no-op in the others).
-
-        ``batches`` must cover every dataset row whose δ is non-zero; rows seen twice count
-        once, and each row's responses count with f_k (their c_k occurrences sum to ω_k).
-        One VJP per batch; none while δ = 0.
-        """
-        if self.mode != "global":
-            return
-        values = self.values()
-        self.u = torch.zeros(self.products.dim, dtype=self.dtype, device=self.device)
-        self._u_version += 1
-        if not torch.any(values != 0):
-            return
-        if batches is None:
-            raise ValueError("recompute_u needs the dataset batches (pass them to prepare())")
-        seen = torch.zeros(self.num_examples, dtype=torch.bool)
-        for batch in batches:
-            index = self._batch_index(batch)
-            keep = first_occurrences(index.cpu(), seen).to(self.device).repeat(2)
-            slots = occurrence_slots(self.slots, index)
-            cotangent = self._per_occurrence(values[slots] * keep, slots)
-            if torch.any(cotangent != 0):
-                self.u += self.products.vjp(batch, cotangent).to(self.dtype)
-        missing = (~seen).to(self.device) & torch.any(values[self.slots] != 0, dim=1)
-        if torch.any(missing):
-            rows = torch.nonzero(missing).flatten()
-            raise ValueError(f"recompute_u: {rows.numel()} dataset rows with non-zero δ are "
-                             f"missing from the batches (first: {int(rows[0])})")
-        broadcast_(self.u)          # each process passed over the whole dataset: keep rank 0's
