@@ -3,6 +3,8 @@ full-batch`` n-sweep run folders.
 
     .venv/bin/python docs/tools/finite_tables.py RUN_DIR [RUN_DIR ...] [--figure PATH]
 
+A RUN_DIR may be ``DIR_A+DIR_B``: one cell run in parts (``--first-seed``), rows pooled.
+
 Per run folder (one cell: family, capacity, design, β), a markdown table of gap closed
 (mean ± std over seeds) with one row per method and one column per n, followed by the number
 of seeds whose J falls below θ₀'s (gap < 0) at each n, and the iteration-capped solves.
@@ -20,7 +22,15 @@ ORDER = ("rlhf_local", "dpo", "ipo", "iw-dpo", "rlhf_2stage")
 
 
 def load(run_dir: str) -> dict:
-    return json.loads((Path(run_dir) / "results.json").read_text())
+    parts = [json.loads((Path(d) / "results.json").read_text()) for d in run_dir.split("+")]
+    result = parts[0]
+    same = ("family", "capacities", "betas", "design", "methods", "max_iter")
+    for part in parts[1:]:
+        if any(part["config"][k] != result["config"][k] for k in same):
+            raise SystemExit(f"{run_dir}: the parts are not runs of one cell")
+        seeds = {r["seed"] for r in result["rows"]}
+        result["rows"] = result["rows"] + [r for r in part["rows"] if r["seed"] not in seeds]
+    return result
 
 
 def title(result: dict) -> str:
