@@ -68,6 +68,7 @@ from auxdpo.train.model_card import base_model_id, record_adapter_base, write_mo
 from auxdpo.train.notebook import NotebookPresetMixin
 from auxdpo.train.offset_setup import report_coverage
 from auxdpo.train.offsets_hooks import DELTAS_FILE, OffsetsHooksMixin
+from auxdpo.train.precision import stalled_weights_message
 from auxdpo.train.reference import frozen_copy
 from auxdpo.train.reference_pass import ReferencePassMixin
 from auxdpo.train.trl_objective import (
@@ -130,6 +131,7 @@ class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, 
                          callbacks=callbacks, optimizers=optimizers, peft_config=peft_config,
                          **kwargs)
         record_adapter_base(self.model, self.base_model_id)
+        self._warn_if_weights_cannot_move()
         self.data_collator = AuxPreferenceCollator(self.data_collator, args.pref_prob_column,
                                                    args.weight_column)
         self.loss_fn, self._objective = trl_compat.build_objective(args)
@@ -146,6 +148,15 @@ class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, 
         self.add_callback(OffsetsStepCallback(self))
         if args.metrics_file:
             self.add_callback(JsonlMetricsCallback(Path(args.output_dir) / args.metrics_file))
+
+    def _warn_if_weights_cannot_move(self):
+        """16-bit trainable weights that a step of the learning rate rounds away (see
+        auxdpo.train.precision); DeepSpeed keeps float32 master weights, so not there."""
+        if getattr(self, "is_deepspeed_enabled", False):
+            return
+        message = stalled_weights_message(self.model.parameters(), self.args.learning_rate)
+        if message:
+            logger.warning(message)
 
     # ---- data ------------------------------------------------------------------------------
 
