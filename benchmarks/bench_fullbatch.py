@@ -20,15 +20,17 @@ import time
 import torch
 
 from auxdpo.oracle.capacity import FlatCapacity
+from auxdpo.oracle.cells import cell_setup
 from auxdpo.oracle.designs import design_counts
-from auxdpo.oracle.finite import FiniteConfig, sample_pairs, train_method
+from auxdpo.oracle.finite import train_method
 from auxdpo.oracle.fullbatch import (
     empirical_problem,
     fit_auxdpo_rows,
     importance_weights,
     response_weights,
 )
-from auxdpo.oracle.runner import OracleConfig, cell_setup
+from auxdpo.oracle.runner import OracleConfig
+from auxdpo.oracle.sampling import FiniteConfig, sample_pairs
 from auxdpo.oracle.solvers import fit_method
 from auxdpo.oracle.tasks import build_token_task
 

@@ -30,7 +30,8 @@ import torch
 from auxdpo.lab.problems import PreferenceProblem
 from auxdpo.losses import get_loss
 from auxdpo.oracle.capacity import FlatCapacity
-from auxdpo.oracle.runner import OracleConfig, cell_setup
+from auxdpo.oracle.cells import cell_setup
+from auxdpo.oracle.runner import OracleConfig
 from auxdpo.oracle.solvers import forward_score_matrix, pair_loss_closure
 from auxdpo.oracle.tasks import build_token_task
 

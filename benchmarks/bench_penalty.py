@@ -19,7 +19,7 @@ import time
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from auxdpo.products import ReferenceProducts, eval_mode
+from auxdpo.offsets.products import ReferenceProducts, eval_mode
 
 
 def build_model(layers: int, width: int, vocab: int, device: str) -> torch.nn.Module:

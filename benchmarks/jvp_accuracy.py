@@ -63,12 +63,12 @@ def _fresh(model_name: str, capacity: str):
 
 
 def measure(model_name: str, capacity: str, draws: int, scales: dict[str, float] | None):
-    import auxdpo.products as products_module
-    from auxdpo.products import ReferenceProducts
+    import auxdpo.offsets.differences as differences_module
+    from auxdpo.offsets.products import ReferenceProducts
     from auxdpo.train.capacity import trainable_parameter_names
 
     if scales:
-        products_module._DIFFERENCES.update(scales)
+        differences_module._DIFFERENCES.update(scales)
     with tempfile.TemporaryDirectory() as out:
         trainer, batch = _setup(model_name, capacity, out)
     policy = trainer.accelerator.unwrap_model(trainer.model)

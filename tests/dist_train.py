@@ -1,4 +1,4 @@
-"""Trainer-level run for tests/test_distributed.py, launched by ``torchrun`` or
+"""Trainer-level run for tests/offsets/test_offsets_collectives.py, launched by ``torchrun`` or
 ``accelerate launch --config_file examples/accelerate/ddp_cpu.yaml`` (W processes) or plain
 ``python`` (1 process): AuxDPOTrainer on a tiny float64 GPT-2 for each listed
 method/mode, the GLOBAL batch fixed (per-process batch = global / W), then rank 0 saves the
@@ -23,7 +23,7 @@ import datasets  # noqa: E402
 import torch  # noqa: E402
 import train_helpers as H  # noqa: E402
 
-from auxdpo.distributed import rank, world_size  # noqa: E402
+from auxdpo.offsets.collectives import rank, world_size  # noqa: E402
 from auxdpo.train.trainer import AuxDPOTrainer  # noqa: E402
 
 # train_helpers disables the datasets cache. TRL's precompute_ref_log_probs writes the

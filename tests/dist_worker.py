@@ -1,4 +1,4 @@
-"""Shared by tests/test_distributed.py: a schedule of AuxOffsets steps run either by one
+"""Shared by tests/offsets/test_offsets_collectives.py: a schedule of AuxOffsets steps run either by one
 process on the global batches or by W processes (gloo, CPU) on their shares of them.
 
 The schedule lists, per step, the dataset rows of each rank; the 1-process run takes their
@@ -18,10 +18,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from auxdpo.distributed import traffic  # noqa: E402
-from auxdpo.offset_keys import keys_from_ids  # noqa: E402
 from auxdpo.offsets import AuxOffsets  # noqa: E402
-from auxdpo.products import ReferenceProducts  # noqa: E402
+from auxdpo.offsets.collectives import offsets_state_bytes, traffic  # noqa: E402
+from auxdpo.offsets.keys import keys_from_ids  # noqa: E402
+from auxdpo.offsets.products import ReferenceProducts  # noqa: E402
 from offsets_fixtures import (  # noqa: E402
     comparison_rows,
     dataset_batches,
@@ -152,8 +152,7 @@ def _measure_worker(rank: int, world: int, init_file: str, hidden: int, out_dir:
                        data, row_margins)
         result[mode] = {"seconds_per_step": (time.perf_counter() - start) / 5,
                         "bytes_per_step": traffic()["bytes"] / 5,
-                        "state_bytes": __import__("auxdpo.distributed").distributed
-                        .offsets_state_bytes(offsets), "dim": offsets.products.dim}
+                        "state_bytes": offsets_state_bytes(offsets), "dim": offsets.products.dim}
         if world > 1:
             tensor = torch.zeros(offsets.products.dim)
             start = time.perf_counter()

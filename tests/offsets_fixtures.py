@@ -1,5 +1,5 @@
 """Tiny float64 causal LMs, TRL-format preference batches and a brute-force reference
-Jacobian, shared by test_logps.py, test_products.py and test_offsets.py."""
+Jacobian, shared by test_logps.py and the tests in tests/offsets/ and tests/train/."""
 
 from __future__ import annotations
 

@@ -77,8 +77,8 @@ def figure(results: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from auxdpo.evaluation.report import save_figure
     from auxdpo.oracle.runner import aggregate
-    from auxdpo.report import save_figure
 
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
     markers = "osD^vP*Xh<>"

@@ -1,8 +1,8 @@
 """Print the docs/results.md tables that pool `auxdpo oracle` runs.
 
 Each argument is an `auxdpo oracle --out` folder. Runs whose configs differ only in which
-seeds ran (the grid's rule, ``auxdpo.oracle.grid._relevant``) are pooled, so a run done in
-halves (``--first-seed``) gives one table row per (capacity, β). Each row has the gap closed
+seeds ran (the grid's rule, ``auxdpo.oracle.grid.cells._relevant``) are pooled, so a run done
+in halves (``--first-seed``) gives one table row per (capacity, β). Each row has the gap closed
 (mean ± std over seeds, ``runner.aggregate``), the worst seed of DPO and AuxDPO, the mean
 reversal rates and, with ``--null-dim``, dim N(A_ρ) ∩ {per-state sums 0}. That dimension is
 AuxDPO's own projector's, rebuilt at seed 0 (it costs one score matrix per capacity).
@@ -22,8 +22,9 @@ def null_dim(config: dict, capacity_spec: str, seed: int = 0) -> int:
 
     from auxdpo.geometry import base_weights
     from auxdpo.oracle.capacity import FlatCapacity
+    from auxdpo.oracle.cells import cell_setup
     from auxdpo.oracle.mmlu import build_mmlu_task
-    from auxdpo.oracle.runner import OracleConfig, cell_setup
+    from auxdpo.oracle.runner import OracleConfig
     from auxdpo.oracle.solvers import NullProjector
     from auxdpo.oracle.tasks import build_token_task
 
@@ -41,7 +42,7 @@ def null_dim(config: dict, capacity_spec: str, seed: int = 0) -> int:
 
 
 def main(argv=None) -> None:
-    from auxdpo.oracle.grid import _relevant
+    from auxdpo.oracle.grid.cells import _relevant
     from auxdpo.oracle.runner import aggregate
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -20,10 +20,10 @@ COMMAND_MODULES = (
     "auxdpo.lab.cli",
     "auxdpo.train.cli",
     "auxdpo.data.cli",
-    "auxdpo.eval_cli",
+    "auxdpo.evaluation.cli",
     "auxdpo.protocol.cli",
     "auxdpo.oracle.cli",
-    "auxdpo.oracle.grid",
+    "auxdpo.oracle.grid.cli",
 )
 
 

@@ -7,7 +7,8 @@ import pytest
 from protocol_fakes import Interrupting, fake_base, small_recipe
 
 from auxdpo.protocol.recipe import expand_grid
-from auxdpo.protocol.runner import base_path, read_result, result_path, run_protocol
+from auxdpo.protocol.runner import run_protocol
+from auxdpo.protocol.store import base_path, read_result, result_path
 
 
 def _files(folder):

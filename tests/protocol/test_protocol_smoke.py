@@ -39,7 +39,8 @@ def _needs_data():
 
 
 def test_real_runs_write_results_tables_and_resume(tmp_path):
-    from auxdpo.protocol.runner import read_result, run_protocol
+    from auxdpo.protocol.runner import run_protocol
+    from auxdpo.protocol.store import read_result
 
     out = str(tmp_path)
     recipe = _recipe(2, ["dpo", "auxdpo"])
@@ -63,7 +64,8 @@ def test_real_runs_write_results_tables_and_resume(tmp_path):
 def test_one_epoch_auxdpo_reproduces_dpo(tmp_path):
     """Row keys: δ_i changes only after pair i's own step, so in a single epoch every loss
     sees δ = 0. (Response keys share δ between MMLU-Pro's pairs of one question.)"""
-    from auxdpo.protocol.runner import read_result, run_protocol
+    from auxdpo.protocol.runner import run_protocol
+    from auxdpo.protocol.store import read_result
 
     out = str(tmp_path)
     run_protocol(_recipe(1, ["dpo", "auxdpo"], aux_offsets="row"), out, progress=False,

@@ -33,3 +33,27 @@ def test_message_fires_for_16_bit_weights_only_and_names_the_fix():
     share, _ = stalled_share([_weights(torch.bfloat16)], 5e-7)
     assert message.startswith(f"{share:.0%} of the trainable weights are bfloat16")
     assert "learning_rate=5e-07" in message
+
+
+def test_trainer_warns_for_a_bf16_model_at_a_small_learning_rate(tmp_path, caplog):
+    import logging
+
+    from auxdpo.train import AuxDPOConfig, AuxDPOTrainer
+    from auxdpo.train.tiny import build_char_tokenizer, build_tiny_model
+
+    rows = [{"prompt": "Q: ", "chosen": "yes", "rejected": "no"}] * 2
+    import datasets
+
+    def trainer(dtype):
+        args = AuxDPOConfig(output_dir=str(tmp_path / str(dtype)), method="dpo", use_cpu=True,
+                            bf16=False, learning_rate=5e-7, report_to=[], max_steps=1)
+        model = build_tiny_model("gpt2", num_layers=1, hidden_size=16, dtype=dtype)
+        return AuxDPOTrainer(model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                             processing_class=build_char_tokenizer())
+
+    with caplog.at_level(logging.WARNING, logger="auxdpo.train.trainer"):
+        trainer(torch.float32)
+    assert "too large to move" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="auxdpo.train.trainer"):
+        trainer(torch.bfloat16)
+    assert "are bfloat16 and too large to move by a step of learning_rate=5e-07" in caplog.text

@@ -8,7 +8,7 @@ import pytest
 import torch
 import train_helpers as H
 
-from auxdpo.tail import find_tail, same_inputs
+from auxdpo.offsets.tail import find_tail, same_inputs
 from auxdpo.train.capacity import trainable_parameter_names
 from auxdpo.train.trainer import AuxDPOTrainer
 from tolerance import assert_close
@@ -169,7 +169,7 @@ def test_tail_reference_falls_back_without_a_frozen_prefix(tmp_path):
 
 def test_tail_reference_is_off_under_a_sharding_engine(tmp_path, monkeypatch):
     """FSDP / ZeRO-3 shard the tensors the tail's products read: TRL's reference pass then."""
-    import auxdpo.distributed as dist
+    import auxdpo.offsets.collectives as dist
 
     monkeypatch.setattr(dist, "sharding_engine", lambda model=None: "FSDP")
     trainer = AuxDPOTrainer(H.model("gpt2", num_layers=3),

@@ -17,7 +17,7 @@ other parameters stay at their base values. Presets:
 The frozen prefix runs once per input. Every preset but ``full`` leaves the embeddings and the
 blocks before the first trainable one at their base values, so their output does not depend on
 θ: :meth:`FlatCapacity.logits` records the first trainable block's input once per input tensor
-(the trainer's :class:`auxdpo.tail.TailPlan`) and runs only ``blocks[k:] → norm → head`` at each
+(the trainer's :class:`auxdpo.offsets.tail.TailPlan`) and runs only ``blocks[k:] → norm → head`` at each
 θ, and the head only at the positions asked for. The first call compares that with the whole
 model at θ₀; a mismatch (or a model the plan does not recognise) falls back to the whole model.
 """
@@ -28,7 +28,7 @@ import copy
 
 import torch
 
-from auxdpo.tail import CapturedInputs, find_tail, same_values
+from auxdpo.offsets.tail import CapturedInputs, find_tail, same_values
 from auxdpo.train.capacity import apply_capacity, find_blocks
 
 __all__ = ["FlatCapacity"]

@@ -36,7 +36,7 @@ _MMLU_FLAGS = (("questions", int, "questions drawn per seed, split 80/20 (100)")
 _MMLU_FIELDS = (("questions", "num_questions"), ("mmlu_reward", "reward"),
                 ("mmlu_data", "data"), ("max_length", "max_length"),
                 ("logit_spread", "logit_spread"), ("encode_cache", "cache"))
-# Finite-sample regime (auxdpo.oracle.finite.FiniteConfig): flag, type, help; dest = field.
+# Finite-sample regime (auxdpo.oracle.sampling.FiniteConfig): flag, type, help; dest = field.
 _FINITE_FLAGS = (("sampler", str, "design: pairs from the design's counts (with "
                                   "--responses-per-prompt: responses from the design's "
                                   "marginal); policy: s ~ ρ, a ≠ a' ~ π₀ (design)"),
@@ -145,7 +145,7 @@ def build_config(args: argparse.Namespace):
             if getattr(args, flag, None) is not None}
     mmlu = {field: getattr(args, dest) for dest, field in _MMLU_FIELDS
             if getattr(args, dest, None) is not None}
-    from auxdpo.oracle.finite import FiniteConfig
+    from auxdpo.oracle.sampling import FiniteConfig
 
     names = [flag.replace("-", "_") for flag, _, _ in _FINITE_FLAGS]
     names += ["solver", "aux_offsets", "null_weights"]

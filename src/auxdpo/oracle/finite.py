@@ -5,8 +5,8 @@ Per (seed, capacity): n pairs (s, a, a') are drawn i.i.d. from the design's pair
 uses the on-policy counts ρ(s)π₀(a|s)π₀(a'|s), a ≠ a', i.e. prompts from ρ and two distinct
 responses from π₀), and each pair gets a hard label from BTL(r*): a ≻ a' with probability
 σ(r*(s, a) − r*(s, a')) (β-independent). The expectation of the finite-sample mean loss over
-this sampling is the population loss of the same design (tests/test_oracle_finite.py checks
-it by enumeration).
+this sampling is the population loss of the same design (tests/oracle/test_oracle_finite.py
+checks it by enumeration). The pairs and these options: :mod:`auxdpo.oracle.sampling`.
 
 Every method is then trained by :class:`auxdpo.train.AuxDPOTrainer` on the task's float64
 tiny GPT-2, fed pre-tokenised rows (``prompt_ids`` = the prompt's P tokens, ``chosen_ids`` /
@@ -25,127 +25,20 @@ from __future__ import annotations
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
 
 import torch
 
 from auxdpo.losses import get_loss
+from auxdpo.oracle.capacity import FlatCapacity
+from auxdpo.oracle.cells import cell_setup, exact_rlhf, method_variants
+from auxdpo.oracle.designs import design_counts
+from auxdpo.oracle.metrics import policy_metrics
+from auxdpo.oracle.reward_model import fit_reward_table
+from auxdpo.oracle.sampling import DTYPE, FiniteConfig, PairSample, sample_pairs
+from auxdpo.oracle.tasks import all_responses
 
-__all__ = ["FINITE_AUX_MODES", "FINITE_SOLVERS", "SAMPLERS", "FiniteConfig", "PairSample", "build_trainer",
-           "enumerate_draws", "finite_cell", "finite_loss", "fit_reward_table", "sample_pairs",
-           "train_method", "trainer_capacity", "trainer_pair_logps"]
-
-DTYPE = torch.float64
-SAMPLERS = ("design", "policy")
-FINITE_AUX_MODES = ("projection", "global", "batch")
-FINITE_SOLVERS = ("trainer", "full-batch")
-
-
-@dataclass
-class FiniteConfig:
-    """Options of the finite-sample regime (``OracleConfig.finite``)."""
-
-    pairs: int | list[int] = field(default=1000, metadata={
-        "help": "n, sampled preference pairs per seed (full-batch: a list is an n-sweep)"})
-    solver: str = field(default="trainer", metadata={
-        "help": "trainer: each method trained by AuxDPOTrainer; full-batch: the exact "
-                "minimiser of each empirical loss (auxdpo.oracle.fullbatch)"})
-    aux_offsets: list[str] = field(default_factory=lambda: ["response"], metadata={
-        "help": "AuxDPO's offset keys: response (one δ per prompt-response) and/or row "
-                "(one per pair side)"})
-    null_weights: list[str] = field(default_factory=lambda: ["multiplicity"], metadata={
-        "help": "weights ω of AuxDPO's empirical constraint: multiplicity, reference, prompt"})
-    responses_per_prompt: int = field(default=0, metadata={
-        "help": "k > 0: prompts s ~ ρ with k responses each from the behaviour policy, "
-                "every pair labelled; 0: i.i.d. pairs"})
-    sampler: str = field(default="design", metadata={
-        "help": "design: pairs from the design's counts; policy: s ~ ρ, a ≠ a' ~ π₀(·|s)"})
-    epochs: float = field(default=20.0, metadata={
-        "help": "trainer epochs (row-keyed δ acts from the second epoch on)"})
-    lr: float = field(default=1e-2, metadata={"help": "trainer learning rate (AdamW)"})
-    batch_size: int = field(default=100, metadata={"help": "trainer per-device batch size"})
-    scheduler: str = field(default="linear", metadata={
-        "help": "trainer learning-rate schedule (transformers' lr_scheduler_type)"})
-    delta_lr: float = field(default=0.1, metadata={"help": "AuxDPO's δ learning rate"})
-    lambda_amp: float = field(default=0.0, metadata={
-        "help": "AuxDPO batch mode's amplitude term λ_amp‖δ_B‖² (paper Sec. 7.2; 0: off)"})
-    rm_steps: int = field(default=200, metadata={
-        "help": "reward model: full-batch Adam steps (0: no rlhf_2stage row)"})
-    rm_lr: float = field(default=3e-3, metadata={"help": "reward model: Adam learning rate"})
-    rm_val_fraction: float = field(default=0.1, metadata={
-        "help": "reward model: share of pairs held out for early stopping"})
-
-    def __post_init__(self):
-        from auxdpo.oracle.fullbatch import NULL_WEIGHTS, OFFSET_KEYS
-
-        counts = self.pair_counts
-        if (not counts or any(not isinstance(n, int) or n < 2 for n in counts)
-                or self.batch_size < 1 or self.rm_steps < 0):
-            raise ValueError("finite: need pairs >= 2, batch_size >= 1 and rm_steps >= 0")
-        if self.solver not in FINITE_SOLVERS:
-            raise ValueError(f"finite: solver must be one of {FINITE_SOLVERS}, "
-                             f"got {self.solver!r}")
-        if self.solver == "trainer" and len(counts) > 1:
-            raise ValueError("finite: several pair counts need solver full-batch (the "
-                             "trainer runs one n at a time)")
-        for name, allowed in (("aux_offsets", OFFSET_KEYS), ("null_weights", NULL_WEIGHTS)):
-            values = getattr(self, name)
-            if not values or any(v not in allowed for v in values) or len(set(values)) < len(
-                    values):
-                raise ValueError(f"finite: {name} must be distinct values of {allowed}, "
-                                 f"got {values!r}")
-        if self.responses_per_prompt < 0 or self.responses_per_prompt == 1:
-            raise ValueError("finite: responses_per_prompt must be 0 (i.i.d. pairs) or >= 2, "
-                             f"got {self.responses_per_prompt!r}")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"finite: sampler must be one of {SAMPLERS}, got {self.sampler!r}")
-        if self.lambda_amp < 0:
-            raise ValueError(f"finite: lambda_amp must be >= 0, got {self.lambda_amp!r}")
-        for name in ("epochs", "lr", "delta_lr", "rm_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"finite: {name} must be > 0, got {getattr(self, name)!r}")
-        if not 0 <= self.rm_val_fraction < 1:
-            raise ValueError(f"finite: rm_val_fraction must lie in [0, 1), "
-                             f"got {self.rm_val_fraction!r}")
-
-    @property
-    def pair_counts(self) -> list[int]:
-        """The n of each sweep point (one for the trainer)."""
-        return [self.pairs] if isinstance(self.pairs, int) else list(self.pairs)
-
-
-@dataclass
-class PairSample:
-    """n labelled pairs: prompt index, winner and loser response indices, each ``(n,)`` long."""
-
-    state: torch.Tensor
-    chosen: torch.Tensor
-    rejected: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.state.numel())
-
-
-def sample_pairs(counts: torch.Tensor, reward: torch.Tensor, n: int,
-                 generator: torch.Generator) -> PairSample:
-    """n i.i.d. pairs (s, a, a') ∝ ``counts`` ``(S, A, A)``, labels from BTL(``reward``)."""
-    S, A, _ = counts.shape
-    flat = torch.multinomial(counts.reshape(-1), n, replacement=True, generator=generator)
-    state, first, second = flat // (A * A), (flat // A) % A, flat % A
-    p_first = torch.sigmoid(reward[state, first] - reward[state, second])  # BTL(r*)
-    first_wins = torch.rand(n, generator=generator, dtype=DTYPE) < p_first
-    return PairSample(state, torch.where(first_wins, first, second),
-                      torch.where(first_wins, second, first))
-
-
-def enumerate_draws(counts: torch.Tensor, reward: torch.Tensor
-                    ) -> tuple[torch.Tensor, PairSample]:
-    """Every outcome (s, winner, loser) of one draw of :func:`sample_pairs`, each once, and
-    its probability ``(K,)``: (n(s, w, l) + n(s, l, w))·σ(r*(s, w) − r*(s, l)) / Σn."""
-    either = counts + counts.transpose(1, 2)                 # the unordered pair is drawn
-    s, w, l = torch.nonzero(either > 0, as_tuple=True)
-    prob = either[s, w, l] * torch.sigmoid(reward[s, w] - reward[s, l])   # BTL(r*)
-    return prob / counts.sum(), PairSample(s, w, l)
+__all__ = ["build_trainer", "finite_cell", "finite_loss", "train_method", "trainer_capacity",
+           "trainer_pair_logps"]
 
 
 def finite_loss(method: str, log_probs: torch.Tensor, ref_log_probs: torch.Tensor,
@@ -229,7 +122,6 @@ def build_trainer(task, capacity, sample: PairSample, *, method: str, beta: floa
 
     from datasets import Dataset
 
-    from auxdpo.oracle.tasks import all_responses
     from auxdpo.train import AuxDPOConfig
 
     cfg = task.config
@@ -283,32 +175,8 @@ def train_method(task, capacity, sample: PairSample, **kwargs) -> tuple[torch.Te
                              "steps": int(result.global_step)}
 
 
-def fit_reward_table(config, task, sample: PairSample, seed: int) -> tuple[torch.Tensor, dict]:
-    """Two-stage RLHF's first stage: r̂ ``(S + H, A)`` from a Bradley–Terry reward model
-    fitted on ``sample`` (training prompts only), and the fit's statistics."""
-    from auxdpo.oracle.metrics import pair_agreement
-    from auxdpo.oracle.reward_model import RewardModel, fit_reward_model, scored_inputs
-    from auxdpo.oracle.tasks import all_responses
-
-    finite, cfg, S = config.finite, task.config, task.num_prompts
-    responses = all_responses(cfg.vocab_size, cfg.response_length)
-    inputs = scored_inputs(task.prompts, responses)
-    model = RewardModel(task.model)
-    fit = fit_reward_model(model, inputs[:S * responses.shape[0]], S, sample.state,
-                           sample.chosen, sample.rejected, steps=finite.rm_steps, lr=finite.rm_lr,
-                           val_fraction=finite.rm_val_fraction, seed=seed)
-    with torch.no_grad():
-        r_hat = model.table(inputs, task.prompts.shape[0]).to(DTYPE)
-    return r_hat, {"rm_val_loss": fit.val_loss, "rm_best_step": fit.best_step,
-                   "rm_agreement": pair_agreement(task.reward, r_hat)}
-
-
 def _setup(config, task, capacity_spec: str, seed: int) -> dict:
     """Capacity, log-prob functions, θ₀, A_θ₀, the design's counts and the pair sample."""
-    from auxdpo.oracle.capacity import FlatCapacity
-    from auxdpo.oracle.designs import design_counts
-    from auxdpo.oracle.runner import cell_setup
-
     S, finite, reward = task.num_prompts, config.finite, task.reward
     capacity = FlatCapacity(task.model, capacity_spec, seed=seed)
     trainer_capacity(capacity)                                   # fail early on LoRA
@@ -320,26 +188,8 @@ def _setup(config, task, capacity_spec: str, seed: int) -> dict:
     return dict(cell, capacity=capacity, sample=sample)
 
 
-def _exact_rlhf(config, cell: dict, reward: torch.Tensor, beta: float):
-    """argmax_θ J(θ; reward) over the cell's trainable set (from θ₀ and the local step)."""
-    from auxdpo.lab.problems import PreferenceProblem
-    from auxdpo.oracle.solvers import fit_rlhf, local_rlhf_theta
-
-    S = cell["rho"].numel()
-    problem = PreferenceProblem(cell["rho"], reward[:S], cell["counts"], beta)
-    local = local_rlhf_theta(cell["A"], cell["rho"], cell["logp0"][:S], reward[:S], beta,
-                             cell["theta0"])
-    fit = fit_rlhf(cell["fn_train"], problem, cell["theta0"], A=cell["A"],
-                   starts=[cell["theta0"], local], max_iter=config.max_iter,
-                   floor=config.precondition_floor)
-    return fit, local
-
-
 def finite_cell(config, task, capacity_spec: str, seed: int, log) -> list[dict]:
     """All β and methods for one (seed, capacity) in the finite-sample regime."""
-    from auxdpo.oracle.fullbatch import method_variants
-    from auxdpo.oracle.metrics import policy_metrics
-
     finite, reward = config.finite, task.reward
     cell = _setup(config, task, capacity_spec, seed)
     capacity, sample, theta0, logp0 = (cell[k] for k in ("capacity", "sample", "theta0",
@@ -354,7 +204,7 @@ def finite_cell(config, task, capacity_spec: str, seed: int, log) -> list[dict]:
             f"{rm_stats['seconds']:.1f}s")
     rows = []
     for beta in config.betas:
-        rlhf, local = _exact_rlhf(config, cell, reward, beta)
+        rlhf, local = exact_rlhf(config, cell, reward, beta)
         solved = {"iterations": rlhf.iterations, "capped": rlhf.capped}
         thetas = {"base": (theta0, {}), "rlhf": (rlhf.theta, solved), "rlhf_local": (local, {})}
         for name, loss_name, kwargs in method_variants(config, importance=False):
@@ -370,7 +220,7 @@ def finite_cell(config, task, capacity_spec: str, seed: int, log) -> list[dict]:
                 f"{stats['steps']} steps, train loss {stats['train_loss']:.4f}, "
                 f"{time.time() - start:.1f}s")
         if r_hat is not None:                                     # two-stage RLHF against r̂
-            thetas["rlhf_2stage"] = (_exact_rlhf(config, cell, r_hat, beta)[0].theta, rm_stats)
+            thetas["rlhf_2stage"] = (exact_rlhf(config, cell, r_hat, beta)[0].theta, rm_stats)
         with torch.no_grad():
             j_base = float(policy_metrics(logp0, logp0, reward, cell["rho"], beta, j_base=0.0,
                                           j_rlhf=1.0)["J"])

@@ -26,27 +26,24 @@ effective sample size is reported as ``ess``).
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
 from auxdpo.geometry import unit_rows
 from auxdpo.lab.problems import PairTable, PreferenceProblem
 from auxdpo.losses import get_loss
-from auxdpo.oracle.finite import PairSample
-from auxdpo.oracle.solvers import (
-    DTYPE,
-    Fit,
-    _lbfgs,
-    reward_metric,
-    theta_root,
-)
+from auxdpo.oracle.capacity import FlatCapacity
+from auxdpo.oracle.cells import cell_setup, exact_rlhf, method_variants
+from auxdpo.oracle.designs import design_counts
+from auxdpo.oracle.lbfgs import DTYPE, Fit, lbfgs, reward_metric, theta_root
+from auxdpo.oracle.metrics import policy_metrics
+from auxdpo.oracle.reward_model import fit_reward_table
+from auxdpo.oracle.sampling import NULL_WEIGHTS, PairSample, sample_groups, sample_pairs
+from auxdpo.oracle.solvers import fit_method
 
-__all__ = ["NULL_WEIGHTS", "OFFSET_KEYS", "EmpiricalProblem", "empirical_problem",
-           "fit_auxdpo_rows", "importance_weights", "occurrences", "response_weights",
-           "sample_groups"]
-
-OFFSET_KEYS = ("response", "row")
-NULL_WEIGHTS = ("multiplicity", "reference", "prompt")
+__all__ = ["EmpiricalProblem", "empirical_problem", "fit_auxdpo_rows", "fullbatch_cell",
+           "importance_weights", "occurrences", "response_weights"]
 
 
 class EmpiricalProblem(PreferenceProblem):
@@ -127,32 +124,6 @@ def importance_weights(sample: PairSample, target: torch.Tensor, behaviour: torc
     return weight, float(weight.sum() ** 2 / weight.pow(2).sum())
 
 
-def sample_groups(rho: torch.Tensor, behaviour: torch.Tensor, reward: torch.Tensor, n: int,
-                  k: int, generator: torch.Generator) -> PairSample:
-    """The shape of multi-completion data: prompts s ~ ρ, k responses i.i.d. from
-    ``behaviour`` ``(S, A)`` (probabilities), every pair of distinct responses labelled by
-    BTL(``reward``); groups are drawn until n pairs exist, and the first n are kept."""
-    if k < 2:
-        raise ValueError(f"responses per prompt must be >= 2, got {k}")
-    first, second = torch.triu_indices(k, k, offset=1)
-    states, chosen, rejected, total = [], [], [], 0
-    while total < n:
-        groups = max(1, math.ceil((n - total) / first.numel() * 1.2))
-        s = torch.multinomial(rho, groups, replacement=True, generator=generator)
-        a = torch.multinomial(behaviour[s], k, replacement=True, generator=generator)
-        x, y = a[:, first].reshape(-1), a[:, second].reshape(-1)
-        s = s[:, None].expand(-1, first.numel()).reshape(-1)
-        keep = x != y                                            # a response is not a pair
-        s, x, y = s[keep], x[keep], y[keep]
-        p_x = torch.sigmoid(reward[s, x] - reward[s, y])         # BTL(r*)
-        x_wins = torch.rand(s.numel(), generator=generator, dtype=DTYPE) < p_x
-        states.append(s)
-        chosen.append(torch.where(x_wins, x, y))
-        rejected.append(torch.where(x_wins, y, x))
-        total += s.numel()
-    return PairSample(torch.cat(states)[:n], torch.cat(chosen)[:n], torch.cat(rejected)[:n])
-
-
 def fit_auxdpo_rows(log_probs, problem: EmpiricalProblem, sample: PairSample,
                     theta0: torch.Tensor, *, A: torch.Tensor, omega: torch.Tensor,
                     mode: str = "projection", lambda_null: float = 1e4, max_iter: int = 300,
@@ -203,50 +174,15 @@ def fit_auxdpo_rows(log_probs, problem: EmpiricalProblem, sample: PairSample,
             value = value + lambda_null * (M @ delta).pow(2).sum()
         return value
 
-    x, value, its, gnorm, capped = _lbfgs(objective, torch.zeros(d + 2 * n, dtype=DTYPE),
+    x, value, its, gnorm, capped = lbfgs(objective, torch.zeros(d + 2 * n, dtype=DTYPE),
                                           max_iter)
     theta, delta = unpack(x)
     return Fit(f"auxdpo-row-{mode}", theta.detach(), value, its, gnorm, delta=delta.detach(),
                capped=capped)
 
 
-def method_variants(config, importance: bool = True) -> list[tuple[str, str, dict]]:
-    """(row name, loss, options) of the finite regime's methods: the base methods, then
-    AuxDPO per offset key × null weighting × constraint mode (× λ for ``global``), then
-    (``importance``, full-batch only) IW-DPO."""
-    finite, out = config.finite, []
-    for method in config.methods:
-        if method != "auxdpo":
-            out.append((method, method, {}))
-            continue
-        modes = [(m, lam) for m in config.aux_modes
-                 for lam in (config.lambdas if m == "global" else [None])]
-        for key in finite.aux_offsets:
-            for weights in finite.null_weights:
-                for mode, lam in modes:
-                    name = "auxdpo"
-                    if len(finite.aux_offsets) > 1:
-                        name += f"-{key}"
-                    if len(finite.null_weights) > 1:
-                        name += f"-{weights}"
-                    if len(config.aux_modes) > 1:
-                        name += f"-{mode}"
-                    if lam is not None and len(config.lambdas) > 1:
-                        name += f"-lam{lam:g}"
-                    options = {"key": key, "weights": weights, "mode": mode}
-                    if lam is not None:
-                        options["lambda_null"] = lam
-                    out.append((name, "auxdpo", options))
-    if importance and "dpo" in config.methods:
-        out.append(("iw-dpo", "dpo", {"importance": True}))
-    return out
-
-
 def _draw(config, cell: dict, reward: torch.Tensor):
     """(draw(n, generator) → PairSample, behaviour pair distribution ``(S, A, A)``)."""
-    from auxdpo.oracle.designs import design_counts
-    from auxdpo.oracle.finite import sample_pairs
-
     finite, rho = config.finite, cell["rho"]
     S = rho.numel()
     probs0 = cell["logp0"][:S].exp()
@@ -272,8 +208,6 @@ def _draw(config, cell: dict, reward: torch.Tensor):
 
 def _solve(loss_name, options, config, cell, problem, sample, iw, L):
     """One method's exact empirical minimiser on ``sample`` (``iw``: IW-DPO's row weights)."""
-    from auxdpo.oracle.solvers import fit_method
-
     solver = dict(max_iter=config.max_iter, floor=config.precondition_floor)
     S = cell["rho"].numel()
     theta0, A, fn_train = cell["theta0"], cell["A"], cell["fn_train"]
@@ -298,13 +232,6 @@ def fullbatch_cell(config, task, capacity_spec: str, seed: int, log) -> list[dic
     """Every n, β and method of one (seed, capacity), each fit the exact minimiser of its
     empirical loss on the same sample; rows as the population cells' plus the sample's size,
     its coverage and, for ``iw-dpo``, the effective sample size."""
-    import time
-
-    from auxdpo.oracle.capacity import FlatCapacity
-    from auxdpo.oracle.finite import _exact_rlhf, fit_reward_table
-    from auxdpo.oracle.metrics import policy_metrics
-    from auxdpo.oracle.runner import cell_setup
-
     finite, reward, S = config.finite, task.reward, task.num_prompts
     mmlu = config.family == "mmlu-choice"
     capacity = (task.capacity(capacity_spec) if mmlu
@@ -315,7 +242,7 @@ def fullbatch_cell(config, task, capacity_spec: str, seed: int, log) -> list[dic
     draw, behaviour, on_policy = _draw(config, cell, reward)
     solved = {}
     for beta in config.betas:                        # the exact solutions do not depend on n
-        rlhf, local = _exact_rlhf(config, cell, reward, beta)
+        rlhf, local = exact_rlhf(config, cell, reward, beta)
         with torch.no_grad():
             j_base = float(policy_metrics(logp0, logp0, reward, rho, beta, j_base=0.0,
                                           j_rlhf=1.0)["J"])
@@ -351,7 +278,7 @@ def fullbatch_cell(config, task, capacity_spec: str, seed: int, log) -> list[dic
                     f"{fit.iterations} it, |grad| {fit.grad_norm:.2e}, "
                     f"{stats['seconds']:.1f}s")
             if r_hat is not None:
-                thetas["rlhf_2stage"] = (_exact_rlhf(config, cell, r_hat, beta)[0].theta,
+                thetas["rlhf_2stage"] = (exact_rlhf(config, cell, r_hat, beta)[0].theta,
                                          rm_stats)
             with torch.no_grad():
                 for name, (theta, stats) in thetas.items():

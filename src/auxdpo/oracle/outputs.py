@@ -6,7 +6,7 @@ import json
 import math
 import os
 
-from auxdpo.report import atomic_write_text, method_style, save_figure
+from auxdpo.evaluation.report import atomic_write_text, method_style, save_figure
 
 __all__ = ["headline", "markdown_table", "write_outputs"]
 

@@ -21,7 +21,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RewardFit", "RewardModel", "fit_reward_model", "scored_inputs"]
+from auxdpo.oracle.metrics import pair_agreement
+from auxdpo.oracle.sampling import DTYPE, PairSample
+from auxdpo.oracle.tasks import all_responses
+
+__all__ = ["RewardFit", "RewardModel", "fit_reward_model", "fit_reward_table", "scored_inputs"]
 
 
 def scored_inputs(prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
@@ -128,3 +132,19 @@ def fit_reward_model(model: RewardModel, inputs: torch.Tensor, num_prompts: int,
         return RewardFit(model, float("nan"), steps, steps)
     model.load_state_dict(best[2])
     return RewardFit(model, best[0], best[1], steps)
+
+
+def fit_reward_table(config, task, sample: PairSample, seed: int) -> tuple[torch.Tensor, dict]:
+    """Two-stage RLHF's first stage: r̂ ``(S + H, A)`` from a Bradley–Terry reward model
+    fitted on ``sample`` (training prompts only), and the fit's statistics."""
+    finite, cfg, S = config.finite, task.config, task.num_prompts
+    responses = all_responses(cfg.vocab_size, cfg.response_length)
+    inputs = scored_inputs(task.prompts, responses)
+    model = RewardModel(task.model)
+    fit = fit_reward_model(model, inputs[:S * responses.shape[0]], S, sample.state,
+                           sample.chosen, sample.rejected, steps=finite.rm_steps, lr=finite.rm_lr,
+                           val_fraction=finite.rm_val_fraction, seed=seed)
+    with torch.no_grad():
+        r_hat = model.table(inputs, task.prompts.shape[0]).to(DTYPE)
+    return r_hat, {"rm_val_loss": fit.val_loss, "rm_best_step": fit.best_step,
+                   "rm_agreement": pair_agreement(task.reward, r_hat)}

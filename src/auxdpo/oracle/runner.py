@@ -1,9 +1,10 @@
-"""The oracle run: seeds × capacities × β × methods on an enumerable task, population regime.
+"""The oracle run: seeds × capacities × β × methods on an enumerable task.
 
-For every seed a task is built (model, warm-up, prompts, r*); for every capacity the score
-matrix A_θ₀ and the design's counts n(s, a, a'); for every β the exact RLHF optimum over the
-same trainable parameters, the local RLHF solution (Eq. 5), and each method's population
-minimiser. Rows (one per seed × capacity × β × method) are aggregated as mean ± std over seeds.
+For every seed a task is built (model, warm-up, prompts, r*); every capacity is one cell,
+run by its regime's module: :mod:`auxdpo.oracle.population` (exact population minimisers),
+:mod:`auxdpo.oracle.finite` (n sampled pairs, the trainer) or :mod:`auxdpo.oracle.fullbatch`
+(n sampled pairs, exact empirical minimisers), all built on :mod:`auxdpo.oracle.cells`. Rows
+(one per seed × capacity × β × method) are aggregated as mean ± std over seeds.
 """
 
 from __future__ import annotations
@@ -14,26 +15,19 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from auxdpo.lab.problems import PreferenceProblem
-from auxdpo.oracle.capacity import FlatCapacity
-from auxdpo.oracle.designs import DESIGNS, design_counts
-from auxdpo.oracle.finite import FINITE_AUX_MODES, FiniteConfig
-from auxdpo.oracle.metrics import METRICS, policy_metrics
+from auxdpo.oracle.designs import DESIGNS
+from auxdpo.oracle.finite import finite_cell
+from auxdpo.oracle.fullbatch import fullbatch_cell
+from auxdpo.oracle.metrics import METRICS
 from auxdpo.oracle.mmlu import CAPACITIES as MMLU_CAPACITIES
 from auxdpo.oracle.mmlu import MmluTaskConfig, build_mmlu_task
-from auxdpo.oracle.solvers import (
-    AUX_MODES,
-    fit_auxdpo_relinearised,
-    fit_method,
-    fit_rlhf,
-    forward_score_matrix,
-    local_rlhf_theta,
-)
+from auxdpo.oracle.population import population_cell
+from auxdpo.oracle.sampling import FINITE_AUX_MODES, FiniteConfig
+from auxdpo.oracle.solvers import AUX_MODES
 from auxdpo.oracle.tasks import TokenTaskConfig, build_token_task
 from auxdpo.train.config import parse_capacity
 
-__all__ = ["BASE_METHODS", "OracleConfig", "aggregate", "cell_setup", "method_names",
-           "run_oracle"]
+__all__ = ["BASE_METHODS", "OracleConfig", "aggregate", "run_oracle"]
 
 BASE_METHODS = ("dpo", "ipo", "dpop", "auxdpo")
 FAMILIES = ("tokens", "mmlu-choice")
@@ -127,102 +121,6 @@ class OracleConfig:
             raise ValueError(f"lambdas must be positive, got {self.lambdas}")
 
 
-def method_names(config: OracleConfig) -> list[tuple[str, str, dict]]:
-    """(row name, loss name, solver kwargs) for every method variant of a run."""
-    out = []
-    for method in config.methods:
-        if method != "auxdpo":
-            out.append((method, method, {}))
-            continue
-        variants = []
-        for mode in config.aux_modes:
-            if mode == "global":
-                variants += [(mode, {"mode": mode, "lambda_null": lam}, lam)
-                             for lam in config.lambdas]
-            else:
-                variants.append((mode, {"mode": mode}, None))
-        for mode, kwargs, lam in variants:
-            name = "auxdpo" if len(variants) == 1 else f"auxdpo-{mode}"
-            if lam is not None and len(config.lambdas) > 1:
-                name += f"-lam{lam:g}"
-            out.append((name, "auxdpo", kwargs))
-        if config.relinearise:
-            out.append(("auxdpo-relin", "auxdpo", {"relinearise": config.relinearise}))
-    return out
-
-
-def cell_setup(config, task, capacity, seed: int) -> dict:
-    """What both regimes need for one (seed, capacity): the log-prob functions ``fn`` (all
-    prompts) and ``fn_train``, θ₀, log π₀ ``(S + H, A)``, ρ, A_θ₀ ``(d, S·A)`` and the
-    design's counts (the anti-aligned design scores pairs by the local RLHF direction)."""
-    S, reward = task.num_prompts, task.reward
-    fn = task.log_probs_fn(capacity)
-    fn_train = task.log_probs_fn(capacity, train_only=True)
-    theta0 = capacity.theta0
-    with torch.no_grad():
-        logp0 = fn(theta0)
-    rho = task.rho()
-    A = forward_score_matrix(fn_train, theta0)           # (d, S·A)
-    direction = local_rlhf_theta(A, rho, logp0[:S], reward[:S], 1.0, theta0) - theta0
-    counts = design_counts(
-        config.design, rho=rho, probs0=logp0[:S].exp(), reward=reward[:S],
-        direction_scores=(A.T @ direction).reshape(S, -1), factor=config.anti_factor,
-        skew=config.skew, generator=torch.Generator().manual_seed(10_000 + seed))
-    return dict(fn=fn, fn_train=fn_train, theta0=theta0, logp0=logp0, rho=rho, A=A,
-                counts=counts)
-
-
-def _cell(config, task, capacity_spec, seed, log) -> list[dict]:
-    """All β and methods for one (seed, capacity)."""
-    S, L = task.num_prompts, task.config.response_length
-    capacity = (task.capacity(capacity_spec) if config.family == "mmlu-choice"
-                else FlatCapacity(task.model, capacity_spec, seed=seed))
-    cell = cell_setup(config, task, capacity, seed)
-    fn, fn_train, theta0, logp0, rho, A, counts = (cell[k] for k in (
-        "fn", "fn_train", "theta0", "logp0", "rho", "A", "counts"))
-    reward = task.reward
-    rows = []
-    for beta in config.betas:
-        problem = PreferenceProblem(rho, reward[:S], counts, beta)
-        local = local_rlhf_theta(A, rho, logp0[:S], reward[:S], beta, theta0)
-        solver = dict(max_iter=config.max_iter, floor=config.precondition_floor,
-                      restarts=config.restarts, restart_floor=config.restart_floor)
-        rlhf = fit_rlhf(fn_train, problem, theta0, A=A, starts=[theta0, local], **solver)
-        with torch.no_grad():
-            j_base = float(policy_metrics(logp0, logp0, reward, rho, beta, j_base=0.0,
-                                          j_rlhf=1.0)["J"])
-        thetas = {"base": (theta0, 0, 0.0, False),
-                  "rlhf": (rlhf.theta, rlhf.iterations, rlhf.grad_norm, rlhf.capped),
-                  "rlhf_local": (local, 0, 0.0, False)}
-        paths = {}
-        for name, loss_name, kwargs in method_names(config):
-            start = time.time()
-            if "relinearise" in kwargs:
-                fit = fit_auxdpo_relinearised(fn_train, problem, theta0, A=A,
-                                              rounds=kwargs["relinearise"], **solver)
-                paths[name] = fit.path
-            else:
-                fit = fit_method(loss_name, fn_train, problem, theta0, A=A,
-                                 dpop_lambda=config.dpop_lambda, ipo_length=L, **solver,
-                                 **kwargs)
-            thetas[name] = (fit.theta, fit.iterations, fit.grad_norm, fit.capped)
-            log(f"seed {seed} {capacity_spec} β={beta:g} {name}: {fit.iterations} it, "
-                f"|grad| {fit.grad_norm:.2e}, {time.time() - start:.1f}s")
-        for name, (theta, its, gnorm, capped) in thetas.items():
-            with torch.no_grad():
-                m = policy_metrics(fn(theta), logp0, reward, rho, beta, j_base=j_base,
-                                   j_rlhf=rlhf.objective)
-            rows.append({"seed": seed, "capacity": capacity_spec, "dim": capacity.dim,
-                         "responses": int(A.shape[1]), "beta": beta, "method": name,
-                         "iterations": its, "grad_norm": gnorm, "capped": capped, **m})
-            if name in paths:               # the gap closed after each relinearised round
-                with torch.no_grad():
-                    rows[-1]["round_gaps"] = [float(policy_metrics(
-                        fn(t), logp0, reward, rho, beta, j_base=j_base,
-                        j_rlhf=rlhf.objective)["gap_closed"]) for t in paths[name]]
-    return rows
-
-
 def aggregate(rows: list[dict]) -> list[dict]:
     """Mean and std (over seeds, ddof 0) of every metric per (capacity, β, method), and per n
     when the rows carry several pair counts (an n-sweep)."""
@@ -264,13 +162,11 @@ def run_oracle(config: OracleConfig, log=lambda message: None, on_partial=None) 
                     else build_token_task(config.task, seed))
             for capacity_spec in config.capacities:
                 if config.regime == "finite" and config.finite.solver == "full-batch":
-                    from auxdpo.oracle.fullbatch import fullbatch_cell
                     rows += fullbatch_cell(config, task, capacity_spec, seed, log)
                 elif config.regime == "finite":
-                    from auxdpo.oracle.finite import finite_cell
                     rows += finite_cell(config, task, capacity_spec, seed, log)
                 else:
-                    rows += _cell(config, task, capacity_spec, seed, log)
+                    rows += population_cell(config, task, capacity_spec, seed, log)
                 if on_partial is not None:
                     on_partial(_result(config, rows, start))
     finally:

@@ -17,12 +17,11 @@ lab's basis Γ, without its S·A × S·A matrix) and h the loss's diagonal δ-cu
 preconditioner: it does not change the set of reachable δ); θ = θ₀ + φ/β, so that φ is O(1) at
 every β (it does not change the minimiser). The ``global`` mode replaces the projection by
 the population penalty λ‖A_ρ δ‖² (the trainer's global penalty with every response counted
-with its weight ρ·π₀).
+with its weight ρ·π₀). The L-BFGS driver and its preconditioners: :mod:`auxdpo.oracle.lbfgs`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -30,6 +29,15 @@ import torch
 from auxdpo.geometry import base_weights, fisher_matrix, local_rlhf_step, unit_rows
 from auxdpo.lab.problems import PreferenceProblem
 from auxdpo.losses import get_loss
+from auxdpo.oracle.lbfgs import (
+    DTYPE,
+    Fit,
+    inverse_root,
+    lbfgs,
+    lbfgs_rounds,
+    reward_metric,
+    theta_root,
+)
 
 __all__ = [
     "AUX_MODES",
@@ -45,25 +53,8 @@ __all__ = [
     "theta_root",
 ]
 
-DTYPE = torch.float64
 AUX_MODES = ("projection", "global")
-GRAD_TOLERANCE = 1e-8          # L-BFGS stops once every gradient entry is this small
 LogProbs = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass
-class Fit:
-    """A solver's answer: θ ``(d,)``, the objective reached, iterations, final gradient norm;
-    ``capped``: its last L-BFGS round stopped at the iteration cap (not converged)."""
-
-    method: str
-    theta: torch.Tensor
-    objective: float
-    iterations: int
-    grad_norm: float
-    delta: torch.Tensor | None = None
-    path: list[torch.Tensor] | None = None        # relinearised AuxDPO: θ after each round
-    capped: bool = False
 
 
 def forward_score_matrix(log_probs: LogProbs, theta0: torch.Tensor,
@@ -168,76 +159,6 @@ def pair_loss_closure(method: str, log_probs: LogProbs, problem: PreferenceProbl
     return loss
 
 
-def _lbfgs(objective: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor,
-           max_iter: int) -> tuple[torch.Tensor, float, int, float, bool]:
-    """L-BFGS from ``x0``: (x, objective, iterations, ‖grad‖, capped); ``capped``: it used all
-    ``max_iter`` iterations (or its evaluations) without reaching its gradient tolerance."""
-    x = x0.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter,
-                            history_size=50, tolerance_grad=GRAD_TOLERANCE,
-                            tolerance_change=1e-13,
-                            line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        value = objective(x)
-        value.backward()
-        return value
-
-    opt.step(closure)
-    x = x.detach().requires_grad_(True)
-    value = objective(x)
-    (grad,) = torch.autograd.grad(value, x)
-    state = opt.state[opt._params[0]]
-    iterations = int(state.get("n_iter", 0))
-    budget = iterations >= max_iter or int(state.get("func_evals", 0)) >= 2 * max_iter
-    capped = budget and float(grad.abs().max()) > GRAD_TOLERANCE
-    return x.detach(), float(value.detach()), iterations, float(grad.norm()), capped
-
-
-def reward_metric(problem: PreferenceProblem) -> torch.Tensor:
-    """Per-state Laplacians ``(S, A, A)`` of the pair graph with weights n·σ'(r*(a) − r*(a')).
-
-    The DPO-family loss's Hessian with respect to the reward vector at r = r* (up to per-state
-    constants, its null space); used only to precondition the solvers.
-    """
-    gap = problem.reward[:, :, None] - problem.reward[:, None, :]
-    folded = problem.counts + problem.counts.transpose(1, 2)
-    edge = folded * torch.sigmoid(gap) * torch.sigmoid(-gap)
-    edge = edge * (1 - torch.eye(problem.num_actions, dtype=DTYPE))
-    return torch.diag_embed(edge.sum(-1)) - edge
-
-
-def _inverse_root(matrix: torch.Tensor, floor: float = 1e-9) -> torch.Tensor:
-    """(M + ε)^{-1/2} for symmetric PSD ``matrix`` (batched), ε = floor·λ_max: full rank."""
-    evals, evecs = torch.linalg.eigh(0.5 * (matrix + matrix.transpose(-1, -2)))
-    top = evals.amax(dim=-1, keepdim=True).clamp_min(1e-300)
-    scale = evals.clamp_min(0).add(floor * top).rsqrt()
-    return (evecs * scale[..., None, :]) @ evecs.transpose(-1, -2)
-
-
-def theta_root(score: torch.Tensor, laplacian: torch.Tensor, floor: float) -> torch.Tensor:
-    """G^{-1/2} ``(d, d)``, G = Σ_s A_s·L_s·A_sᵀ: the DPO-family loss's curvature in θ (up to
-    β²) from the score matrix ``(d, S·A)`` and :func:`reward_metric`'s ``(S, A, A)``."""
-    S, nA = laplacian.shape[0], laplacian.shape[1]
-    blocks = score.reshape(-1, S, nA).transpose(0, 1)                       # (S, d, A)
-    return _inverse_root((blocks @ laplacian @ blocks.transpose(1, 2)).sum(0), floor)
-
-
-def _rounds(objective: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor,
-            max_iter: int, restarts: int, recentre: Callable[[torch.Tensor], torch.Tensor]
-            ) -> tuple[torch.Tensor, float, int, float, bool]:
-    """``restarts`` L-BFGS rounds of ``max_iter`` iterations; between rounds ``recentre(x)``
-    moves the parametrisation's centre to the point x stands for, re-preconditions there, and
-    returns the same point's new coordinates. Iterations are summed over rounds; the flag
-    says whether the last round stopped at the cap."""
-    x, value, its, gnorm, capped = _lbfgs(objective, x0, max_iter)
-    for _ in range(restarts - 1):
-        x, value, more, gnorm, capped = _lbfgs(objective, recentre(x), max_iter)
-        its += more
-    return x, value, its, gnorm, capped
-
-
 def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
                theta0: torch.Tensor, *, A: torch.Tensor, mode: str = "projection",
                lambda_null: float = 1e4, dpop_lambda: float = 50.0, ipo_length: int = 1,
@@ -282,7 +203,7 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
         return torch.cat([torch.zeros(d, dtype=DTYPE), x[d:]])
 
     if method != "auxdpo":
-        x, value, its, gnorm, capped = _rounds(lambda x: loss(theta_of(x)),
+        x, value, its, gnorm, capped = lbfgs_rounds(lambda x: loss(theta_of(x)),
                                                torch.zeros(d, dtype=DTYPE), max_iter,
                                                restarts, recentre)
         return Fit(method, theta_of(x), value, its, gnorm, capped=capped)
@@ -295,7 +216,7 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
             weights = base_weights(problem.rho, log_probs(at)[:S])
     else:
         weights = null_weights.to(DTYPE)
-    delta_root = _inverse_root(laplacian, floor)                                 # (S, A, A)
+    delta_root = inverse_root(laplacian, floor)                                 # (S, A, A)
     project = NullProjector(A_at, weights, S, support) if mode == "projection" else None
     A_rho = A_at * weights[None, :]
     mask = None if support is None else support.to(DTYPE)
@@ -314,7 +235,7 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
         return value
 
     x0 = torch.zeros(d + S * nA, dtype=DTYPE)
-    x, value, its, gnorm, capped = _rounds(objective, x0, max_iter, restarts, recentre)
+    x, value, its, gnorm, capped = lbfgs_rounds(objective, x0, max_iter, restarts, recentre)
     return Fit(f"auxdpo-{mode}", theta_of(x[:d]), value, its, gnorm,
                delta=delta_of(x[d:]).detach(), capped=capped)
 
@@ -370,7 +291,7 @@ def fit_rlhf(log_probs: LogProbs, problem: PreferenceProblem, theta0: torch.Tens
         logp0 = log_probs(theta0)[:S]
     base = rlhf_objective(logp0, logp0, problem.reward, problem.rho, beta)
     frame = {"centre": theta0,
-             "root": _inverse_root(fisher_matrix(A, base_weights(problem.rho, logp0)), floor)}
+             "root": inverse_root(fisher_matrix(A, base_weights(problem.rho, logp0)), floor)}
 
     def theta_of(psi):
         return frame["centre"] + (frame["root"] @ psi) / beta
@@ -384,7 +305,7 @@ def fit_rlhf(log_probs: LogProbs, problem: PreferenceProblem, theta0: torch.Tens
         # gelsd (SVD): the default gelsy driver is not bit-reproducible from call to call.
         psi0 = torch.linalg.lstsq(frame["root"], beta * (start - theta0)[:, None],
                                  driver="gelsd").solution[:, 0]
-        fit = _lbfgs(objective, psi0, max_iter)
+        fit = lbfgs(objective, psi0, max_iter)
         if best is None or fit[1] < best[1]:
             best = fit
     psi, value, its, gnorm, capped = best
@@ -395,12 +316,12 @@ def fit_rlhf(log_probs: LogProbs, problem: PreferenceProblem, theta0: torch.Tens
             logp = log_probs(centre)[:S]
         score = forward_score_matrix(log_probs, centre)
         frame["centre"] = centre
-        frame["root"] = _inverse_root(fisher_matrix(score, base_weights(problem.rho, logp)),
+        frame["root"] = inverse_root(fisher_matrix(score, base_weights(problem.rho, logp)),
                                       floor if restart_floor is None else restart_floor)
         return torch.zeros_like(psi)
 
     if restarts > 1:
-        psi, value, more, gnorm, capped = _rounds(objective, recentre(psi), max_iter,
+        psi, value, more, gnorm, capped = lbfgs_rounds(objective, recentre(psi), max_iter,
                                                   restarts - 1, recentre)
         its += more
     return Fit("rlhf", theta_of(psi), float(base) - value / beta, its, gnorm, capped=capped)

@@ -60,7 +60,8 @@ def _recipe(args):
 def _handle_run(args) -> int:
     from auxdpo.progress import is_main_process
     from auxdpo.protocol.recipe import expand_grid
-    from auxdpo.protocol.runner import read_result, result_path, run_protocol
+    from auxdpo.protocol.runner import run_protocol
+    from auxdpo.protocol.store import read_result, result_path
 
     recipe = _recipe(args)
     if os.path.exists(args.out) and not os.path.isdir(args.out):

@@ -2,8 +2,8 @@
 
 * Table 1: rows data set × setting, one column per method: mean held-out pairwise log-prob
   accuracy over seeds at the table capacity, with the base model's accuracy and the
-  percentage change vs base, best and second best marked (:mod:`auxdpo.report`). Written
-  also for the implicit-reward accuracy and, for RewardBench 2, the official best-of-N mean.
+  percentage change vs base, best and second best marked (:mod:`auxdpo.evaluation.report`).
+  Written also for the implicit-reward accuracy and, for RewardBench 2, the official best-of-N mean.
 * Table 2: MMLU-Pro accuracy per subject (and overall), columns method × setting, by option
   log-likelihood, or by generated letter when the recipe has ``eval.generate``.
 * Figure: accuracy vs trainable capacity per data set × setting panel, one curve per method
@@ -24,9 +24,7 @@ import os
 from collections import defaultdict
 from typing import Any
 
-from auxdpo.protocol.recipe import Recipe
-from auxdpo.report import (
-    atomic_write_text,
+from auxdpo.evaluation.report import (
     comparison_table,
     plot_accuracy_curves,
     save_figure,
@@ -34,6 +32,9 @@ from auxdpo.report import (
     to_markdown,
     write_table,
 )
+from auxdpo.files import atomic_write_text
+from auxdpo.protocol.recipe import Recipe
+from auxdpo.protocol.store import read_result
 
 __all__ = ["DATASET_LABELS", "METRICS", "collect_results", "metric_value", "table1", "table2",
            "accuracy_figure", "write_report"]
@@ -52,8 +53,6 @@ METRICS = {
 
 def collect_results(out_dir: str) -> tuple[list[dict], dict[str, dict]]:
     """(finished run records, base records by data set) read from ``out_dir``."""
-    from auxdpo.protocol.runner import read_result
-
     runs, bases = [], {}
     for sub, target in (("runs", runs), ("base", None)):
         folder = os.path.join(out_dir, sub)
@@ -94,7 +93,8 @@ def _grouped(runs: list[dict], metric: str) -> dict[tuple, list[float]]:
 
 def table1(recipe: Recipe, runs: list[dict], bases: dict[str, dict],
            metric: str = "logp_accuracy"):
-    """Table 1 as a :class:`~auxdpo.report.ComparisonTable` (accuracy in %), or None if empty.
+    """Table 1 as a :class:`~auxdpo.evaluation.report.ComparisonTable` (accuracy in %), or None
+    if empty.
 
     The base of a row is the base model's value of ``metric``; for the implicit-reward
     accuracy (undefined for the base, whose implicit reward is 0) it is its log-prob accuracy.

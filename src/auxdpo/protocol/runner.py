@@ -24,12 +24,13 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+from auxdpo.files import atomic_write_text
 from auxdpo.progress import is_main_process, on_terminal
 from auxdpo.protocol.recipe import Recipe, RunSpec, expand_grid, recipe_fingerprint
-from auxdpo.report import atomic_write_text
+from auxdpo.protocol.results import write_report
+from auxdpo.protocol.store import base_path, read_result, result_path
 
-__all__ = ["RunFn", "BaseFn", "ProtocolProgress", "result_path", "base_path", "read_result",
-           "run_protocol", "ProtocolExecutor"]
+__all__ = ["RunFn", "BaseFn", "ProtocolProgress", "run_protocol", "ProtocolExecutor"]
 
 RunFn = Callable[[RunSpec], dict]
 BaseFn = Callable[[str], dict]
@@ -43,26 +44,6 @@ class ProtocolProgress:
     skipped: int
     ran: int
     seconds: float
-
-
-def result_path(out_dir: str, run: RunSpec) -> str:
-    """``OUT/runs/<run_id>.json``."""
-    return os.path.join(out_dir, "runs", f"{run.run_id}.json")
-
-
-def base_path(out_dir: str, dataset: str) -> str:
-    """``OUT/base/<dataset>.json``."""
-    return os.path.join(out_dir, "base", f"{dataset}.json")
-
-
-def read_result(path: str) -> dict | None:
-    """The parsed result file, or None when it is missing or unreadable (then: not finished)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) and "metrics" in data else None
 
 
 def _check_recipe(recipe: Recipe, out_dir: str) -> None:
@@ -156,8 +137,6 @@ def run_protocol(recipe: Recipe, out_dir: str, *, run_fn: RunFn | None = None,
     finally:
         bar.close()
     if report:
-        from auxdpo.protocol.results import write_report
-
         write_report(recipe, out_dir)
     return ProtocolProgress(len(runs), len(runs) - len(pending), len(pending),
                             time.perf_counter() - start)
@@ -177,7 +156,7 @@ class ProtocolExecutor:
         self._base_scores: dict[str, dict] = {}
 
     def _score(self, model, tokenizer, dataset: str) -> dict:
-        from auxdpo.protocol.scoring import score_model
+        from auxdpo.evaluation.scoring import score_model
 
         spec = self.recipe.eval
         return score_model(model, tokenizer, self.data.held_out[dataset],
@@ -187,8 +166,8 @@ class ProtocolExecutor:
 
     def base(self, dataset: str) -> dict:
         """The base model's scores and metrics on ``dataset``'s held-out rows."""
+        from auxdpo.evaluation.scoring import compute_metrics
         from auxdpo.protocol.models import load_base_model
-        from auxdpo.protocol.scoring import compute_metrics
 
         base = load_base_model(self.recipe.model)
         scores = self._score(base.model, base.tokenizer, dataset)
@@ -204,7 +183,7 @@ class ProtocolExecutor:
 
     def run(self, run: RunSpec) -> dict[str, Any]:
         """Train and score one run; returns ``{"metrics", "train"}``."""
-        from auxdpo.protocol.scoring import compute_metrics
+        from auxdpo.evaluation.scoring import compute_metrics
         from auxdpo.protocol.tasks import train_pairs_for
         from auxdpo.protocol.training import train_policy
 

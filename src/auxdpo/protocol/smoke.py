@@ -14,7 +14,7 @@ import json
 import os
 import random
 
-from auxdpo.report import atomic_write_text
+from auxdpo.files import atomic_write_text
 
 __all__ = ["SYNTHETIC_TAG", "synthetic_rewardbench2_rows", "write_synthetic_rewardbench2",
            "smoke_recipe_dict", "smoke_data_missing"]

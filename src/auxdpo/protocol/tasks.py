@@ -16,24 +16,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from auxdpo.evaluation.scoring import HeldOut
 from auxdpo.protocol.recipe import DataSpec
 
 __all__ = ["HeldOut", "ProtocolData", "load_protocol_data", "train_pairs_for", "row_chars"]
 
 PAIR_KEYS = ("prompt", "chosen", "rejected")
-
-
-@dataclass
-class HeldOut:
-    """One data set's held-out 20%: preference pairs and the rows they came from.
-
-    ``pairs``: dicts with prompt/chosen/rejected (+ ``category`` or ``subset``). ``rows``:
-    RewardBench 2 best-of-N rows or MMLU-Pro questions (for the official / per-subject scores).
-    """
-
-    dataset: str
-    pairs: list[dict]
-    rows: list[dict]
 
 
 @dataclass

@@ -41,7 +41,7 @@ class JsonlMetricsCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero or not self.path.exists():
             return control
-        from auxdpo.train.checkpoint import atomic_write_text
+        from auxdpo.files import atomic_write_text
 
         kept = []
         for line in self.path.read_text(encoding="utf-8").splitlines():

@@ -26,7 +26,10 @@ from typing import Any
 
 import torch
 
+from auxdpo.files import atomic_write_text, honour_umask, publish
+
 __all__ = ["COMPLETE_MARKER", "OFFSETS_STEM", "atomic_write_text", "complete_checkpoints",
+           "honour_umask",
            "load_state", "pickles_refused_by_name", "resolve_resume", "save_checkpoint_marked",
            "save_state"]
 
@@ -35,42 +38,8 @@ COMPLETE_MARKER = "auxdpo-checkpoint-complete.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def _umask_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _publish(tmp: str | Path, path: Path) -> None:
-    """Give a finished temporary file the umask's mode (mkstemp makes it 0600), then rename."""
-    os.chmod(tmp, _umask_mode())
-    os.replace(tmp, path)
-
-
-def honour_umask(folder: Path | str, pattern: str = "*.safetensors") -> None:
-    """Give ``folder``'s files matching ``pattern`` the umask's mode: the safetensors writer
-    creates its files 0600 whatever the umask."""
-    mode = _umask_mode()
-    for path in Path(folder).glob(pattern):
-        if path.is_file() and path.stat().st_mode & 0o777 != mode:
-            os.chmod(path, mode)
-
 OFFSETS_STEM = "aux_offsets"
 _SEP = "/"
-
-
-def atomic_write_text(path: Path | str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _split(state: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -115,7 +84,7 @@ def save_state(state: dict, folder: Path | str, stem: str = OFFSETS_STEM) -> lis
     os.close(fd)
     try:
         save_file(tensors, tmp)
-        _publish(tmp, tensor_path)
+        publish(tmp, tensor_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

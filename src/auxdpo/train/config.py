@@ -14,15 +14,16 @@ from dataclasses import dataclass, field
 from trl import DPOConfig
 
 from auxdpo.losses import LOSSES
+from auxdpo.offsets.constraints import MODES
 from auxdpo.train.config_check import check_finite_positive
 from auxdpo.train.defaults import apply_hardware_defaults
 from auxdpo.train.notebook import check_notebook_preset
 from auxdpo.train.reporting import check_report_to
-from auxdpo.train.trl_compat import resolve_loss_options
+from auxdpo.train.trl_losses import resolve_loss_options
 
 __all__ = ["AUX_CONSTRAINTS", "AuxDPOConfig", "parse_capacity"]
 
-AUX_CONSTRAINTS = ("global", "batch", "projection")
+AUX_CONSTRAINTS = MODES   # AuxOffsets' constraint modes (auxdpo.offsets.constraints)
 
 
 def parse_capacity(spec: str) -> tuple[str, object]:
@@ -174,7 +175,7 @@ class AuxDPOConfig(DPOConfig):
                              f"got {self.aux_constraint!r}")
         parse_capacity(self.capacity)
         check_notebook_preset(self)  # aux_preset: its checks, aux_constraint/aux_jvp switched
-        from auxdpo.offset_keys import KEYINGS, NULL_WEIGHTS
+        from auxdpo.offsets.keys import KEYINGS, NULL_WEIGHTS
 
         for name, allowed in (("aux_offsets", KEYINGS), ("aux_null_weights", NULL_WEIGHTS)):
             if getattr(self, name) not in allowed:
@@ -195,7 +196,7 @@ class AuxDPOConfig(DPOConfig):
             raise ValueError(f"amp_sign must be +1 or -1, got {self.amp_sign!r}")
         if self.delta_cap is not None and self.delta_cap <= 0:
             raise ValueError(f"delta_cap must be > 0 or None, got {self.delta_cap!r}")
-        from auxdpo.products import JVP_METHODS
+        from auxdpo.offsets.products import JVP_METHODS
 
         if self.aux_jvp not in JVP_METHODS:
             raise ValueError(f"aux_jvp must be one of {JVP_METHODS}, got {self.aux_jvp!r}")

@@ -66,7 +66,7 @@ def run_tiny_demo(out_dir: Path | str, *, steps: int = 8, data_path: Path | str 
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import torch
 
-    from auxdpo.train.checkpoint import atomic_write_text
+    from auxdpo.files import atomic_write_text
     from auxdpo.train.run import resolve_config, run_training
 
     out = Path(out_dir)

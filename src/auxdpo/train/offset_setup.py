@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from auxdpo.offset_keys import OffsetKeys, coverage, inactive_warning, keys_from_ids
+from auxdpo.offsets.keys import OffsetKeys, coverage, inactive_warning, keys_from_ids
 
 __all__ = ["COVERAGE_FILE", "DatasetBatches", "offset_keys_for", "planned_epochs", "report_coverage"]
 
@@ -76,7 +76,7 @@ def report_coverage(keys: OffsetKeys, response_stats: dict[str, float], args,
         record = {"aux_offsets": keys.keying, "aux_null_weights": args.aux_null_weights,
                   "pairs": keys.num_examples, "planned_epochs": epochs, **stats,
                   "response_keys": response_stats, "warning": message}
-        from auxdpo.train.checkpoint import atomic_write_text
+        from auxdpo.files import atomic_write_text
 
         atomic_write_text(folder / COVERAGE_FILE, json.dumps(record, indent=1) + "\n")
     return stats

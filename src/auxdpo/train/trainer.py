@@ -15,8 +15,14 @@ What this subclass changes, and nothing else:
 * AuxDPO's offsets (:class:`auxdpo.offsets.AuxOffsets`): read in the loss, accumulated after
   each micro-batch's backward, stepped after each model optimizer step by a callback (their
   own optimizer and learning rate; never clipped with the model), saved with every model save
-  (so with every checkpoint) and restored, with u recomputed, on resume. With
-  ``aux_preset: notebook`` δ′ trains in the model's optimizer instead (:mod:`.notebook`).
+  (so with every checkpoint) and restored, with u recomputed, on resume
+  (:mod:`auxdpo.train.offsets_hooks`). With ``aux_preset: notebook`` δ′ trains in the model's
+  optimizer instead (:mod:`.notebook`);
+* the reference pass: log π_ref from the offsets' fused pass, the tail-only reference, the
+  precomputed columns or the frozen copy (:mod:`auxdpo.train.reference_pass`).
+
+This module keeps the constructor, the data preparation, the training step, saving and the
+loss (:meth:`AuxDPOTrainer._compute_loss`).
 """
 
 from __future__ import annotations
@@ -28,19 +34,15 @@ import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset
 from trl import DPOTrainer
-from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import create_model_from_path, use_adapter
+from trl.trainer.utils import create_model_from_path
 
+from auxdpo.files import honour_umask
 from auxdpo.lengths import clamp_to_positions, drop_far_overlong_rows
 from auxdpo.logps import sequence_logps
-from auxdpo.tail import find_tail
 from auxdpo.train import trl_compat
 from auxdpo.train.callbacks import JsonlMetricsCallback, OffsetsStepCallback
-from auxdpo.train.capacity import CapacityPlan, apply_capacity, trainable_parameter_names
+from auxdpo.train.capacity import CapacityPlan, apply_capacity
 from auxdpo.train.checkpoint import (
-    OFFSETS_STEM,
-    honour_umask,
-    load_state,
     pickles_refused_by_name,
     resolve_resume,
     save_checkpoint_marked,
@@ -64,8 +66,11 @@ from auxdpo.train.guards import (
 )
 from auxdpo.train.model_card import base_model_id, record_adapter_base, write_model_card
 from auxdpo.train.notebook import NotebookPresetMixin
-from auxdpo.train.offset_setup import DatasetBatches, offset_keys_for, report_coverage
+from auxdpo.train.offset_setup import report_coverage
+from auxdpo.train.offsets_hooks import DELTAS_FILE, OffsetsHooksMixin
+from auxdpo.train.precision import stalled_weights_message
 from auxdpo.train.reference import frozen_copy
+from auxdpo.train.reference_pass import ReferencePassMixin
 from auxdpo.train.trl_objective import (
     TokenStats,
     ld_weighted_logps,
@@ -77,12 +82,11 @@ __all__ = ["AuxDPOTrainer", "DELTAS_FILE", "frozen_copy"]
 
 logger = logging.getLogger(__name__)
 
-DELTAS_FILE = "aux_deltas.safetensors"
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", AUX_INDEX,
                    PREF_PROB, WEIGHT}
 
 
-class AuxDPOTrainer(NotebookPresetMixin, DPOTrainer):
+class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, DPOTrainer):
     """DPO/IPO/DPOP/AuxDPO trainer; a drop-in for ``trl.DPOTrainer``.
 
     ``args``: an AuxDPOConfig, a plain DPOConfig (converted, method from its ``loss_type``)
@@ -127,6 +131,7 @@ class AuxDPOTrainer(NotebookPresetMixin, DPOTrainer):
                          callbacks=callbacks, optimizers=optimizers, peft_config=peft_config,
                          **kwargs)
         record_adapter_base(self.model, self.base_model_id)
+        self._warn_if_weights_cannot_move()
         self.data_collator = AuxPreferenceCollator(self.data_collator, args.pref_prob_column,
                                                    args.weight_column)
         self.loss_fn, self._objective = trl_compat.build_objective(args)
@@ -143,6 +148,15 @@ class AuxDPOTrainer(NotebookPresetMixin, DPOTrainer):
         self.add_callback(OffsetsStepCallback(self))
         if args.metrics_file:
             self.add_callback(JsonlMetricsCallback(Path(args.output_dir) / args.metrics_file))
+
+    def _warn_if_weights_cannot_move(self):
+        """16-bit trainable weights that a step of the learning rate rounds away (see
+        auxdpo.train.precision); DeepSpeed keeps float32 master weights, so not there."""
+        if getattr(self, "is_deepspeed_enabled", False):
+            return
+        message = stalled_weights_message(self.model.parameters(), self.args.learning_rate)
+        if message:
+            logger.warning(message)
 
     # ---- data ------------------------------------------------------------------------------
 
@@ -174,74 +188,7 @@ class AuxDPOTrainer(NotebookPresetMixin, DPOTrainer):
         extra = [AUX_INDEX, self.args.pref_prob_column, self.args.weight_column]
         self._signature_columns += [c for c in extra if c and c not in self._signature_columns]
 
-    # ---- offsets ---------------------------------------------------------------------------
-
-    def _reference_products(self, **options):
-        """ReferenceProducts at θ₀ over the policy's trainable tensors."""
-        from auxdpo.products import ReferenceProducts
-
-        policy = self.accelerator.unwrap_model(self.model)
-        names = trainable_parameter_names(policy)
-        options.setdefault("average", self.args.logp_average)
-        if self.ref_model is not None and not is_peft_model(policy):
-            # The frozen reference copy stays at θ₀: read it live instead of snapshotting θ₀.
-            reference = self.accelerator.unwrap_model(self.ref_model)
-            return ReferenceProducts(reference, names, snapshot=False, **options)
-        # LoRA: θ₀ = the adapters at initialisation (B = 0), snapshotted by ReferenceProducts.
-        return ReferenceProducts(policy, names, **options)
-
-    def _build_tail_reference(self):
-        """dpo/ipo/dpop with ``tail_reference``: products used only for their tail log-probs,
-        or None (with the reason logged) when the capacity has no frozen prefix to share."""
-        if not self.args.tail_reference or self.args.method == "auxdpo" \
-                or self.args.precompute_ref_log_probs:
-            return None
-        from auxdpo.distributed import sharding_engine
-
-        engine = sharding_engine(self.accelerator.unwrap_model(self.model))
-        if engine is not None:
-            logger.warning("tail_reference is off under %s (the tail's products need the "
-                           "full, unsharded tensors); using the whole-model reference pass",
-                           engine)
-            return None
-        products = self._reference_products(truncate=True)
-        if products.tail_plan is None or products.tail_plan.first == 0:
-            logger.info("tail_reference: no frozen prefix before the trainable tensors; using "
-                        "the whole-model reference pass")
-            return None
-        return products
-
-    def _build_offsets(self):
-        from auxdpo.offsets import AuxOffsets
-        from auxdpo.products import DIFFERENCE_METHODS
-
-        args = self.args
-        policy = self.accelerator.unwrap_model(self.model)
-        names = trainable_parameter_names(policy)
-        jvp = args.aux_jvp
-        dtype = dict(policy.named_parameters())[names[0]].dtype if names else torch.float32
-        if jvp in DIFFERENCE_METHODS and torch.finfo(dtype).bits < 32:
-            logger.info("AuxDPO: %s parameters, so A_Bᵀu by forward-mode AD instead of %s",
-                        dtype, jvp)
-            jvp = "forward"
-        # Exact methods run the VJP on math attention too, so that all products see one A_B;
-        # difference methods use the default kernels throughout.
-        products = self._reference_products(
-            truncate=args.aux_truncate_products, jvp_method=jvp,
-            math_attention_vjp=jvp in ("forward", "double-vjp"))
-        keys, self._response_coverage = offset_keys_for(self.train_dataset, args.aux_offsets)
-        return AuxOffsets(len(self.train_dataset), products, mode=args.aux_constraint,
-                          keys=keys, null_weights=args.aux_null_weights,
-                          lambda_null=args.lambda_null, lambda_amp=args.lambda_amp,
-                          amp_sign=args.amp_sign, delta_lr=args.delta_lr,
-                          delta_cap=args.notebook_delta_cap if args.aux_preset else
-                          args.delta_cap, recompute_every=args.recompute_u_every,
-                          dtype=products.dtype, optimizer=args.delta_optimizer,
-                          keep_reference_graph=args.aux_keep_reference_graph)
-
-    def dataset_batches(self) -> DatasetBatches:
-        """The training set in unshuffled collated batches (for δ's whole-dataset passes)."""
-        return DatasetBatches(self)
+    # ---- training --------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None,
               **kwargs):
@@ -264,15 +211,6 @@ class AuxDPOTrainer(NotebookPresetMixin, DPOTrainer):
             self._rows_since_step += int(inputs[AUX_INDEX].numel())
         return loss
 
-    def _step_offsets(self) -> None:
-        if self.offsets is None or self._rows_since_step == 0:
-            return
-        metrics = self.offsets.step(global_batch_size=self._rows_since_step)
-        self._rows_since_step = 0
-        for key, value in (metrics or {}).items():
-            name = key if key.startswith("aux/") else f"aux/{key}"
-            self._metrics["train"][name].append(float(value))
-
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         write_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
 
@@ -289,29 +227,6 @@ class AuxDPOTrainer(NotebookPresetMixin, DPOTrainer):
 
     def _save_checkpoint(self, model, trial):
         save_checkpoint_marked(self, super()._save_checkpoint, model, trial)
-
-    def _save_delta_table(self, folder: Path) -> None:
-        from safetensors.torch import save_file
-
-        index = torch.arange(len(self.train_dataset), device=self.args.device)
-        with torch.no_grad():
-            chosen, rejected = self._reward_deltas(index)
-        tmp = folder / f".{DELTAS_FILE}.tmp"
-        save_file({"delta_chosen": chosen.detach().cpu().contiguous(),
-                   "delta_rejected": rejected.detach().cpu().contiguous()}, str(tmp))
-        tmp.replace(folder / DELTAS_FILE)
-        honour_umask(folder, DELTAS_FILE)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        if self.offsets is None:
-            return
-        state = load_state(resume_from_checkpoint)
-        if state is None:
-            raise ValueError(f"checkpoint {resume_from_checkpoint} holds no AuxDPO offsets "
-                             f"({OFFSETS_STEM}.json); cannot resume method auxdpo exactly")
-        # u = A·δ is recomputed from scratch over the dataset (prepare() got its batches).
-        self.offsets.load_state_dict(state, recompute=True)
 
     # ---- loss ------------------------------------------------------------------------------
 
@@ -342,44 +257,6 @@ class AuxDPOTrainer(NotebookPresetMixin, DPOTrainer):
         if self.args.logp_average:
             logps = logps / completion_mask[:, 1:].sum(dim=1).clamp(min=1).to(logps.dtype)
         return logps, outputs
-
-    def _reference_logps(self, inputs, model_kwargs) -> torch.Tensor:
-        if getattr(self, "_fuse_reference", False) and self.model.training \
-                and AUX_INDEX in inputs and not self.precompute_ref_logps:
-            # One products pass: log π_θ₀ for the loss, A_Bᵀu and the prefix for the step.
-            return self.offsets.reference_logps(inputs)
-        if self.precompute_ref_logps:
-            total = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]])
-            if self.args.logp_average:
-                total = total / inputs["completion_mask"][:, 1:].sum(dim=1).clamp(min=1)
-            return total
-        with torch.no_grad(), disable_gradient_checkpointing(
-                self.model, self.args.gradient_checkpointing_kwargs):
-            if is_peft_model(self.model) and self.ref_model is None:
-                unwrapped = self.accelerator.unwrap_model(self.model)
-                adapter = "ref" if "ref" in unwrapped.peft_config else None
-                with use_adapter(unwrapped, adapter_name=adapter):
-                    return self._forward_logps(self.model, model_kwargs, inputs)[0]
-            return self._forward_logps(self.ref_model, model_kwargs, inputs)[0]
-
-    def _shared_prefix_plan(self, products):
-        """The policy's tail plan, whose forward hands ``products`` the tail's input, or None:
-        needs ``aux_share_prefix`` (AuxDPO) or ``tail_reference`` (the others), truncated
-        products, no mixed precision (the products run without autocast) and no failed
-        first-batch check (see ReferenceProducts)."""
-        wanted = self.args.aux_share_prefix if self.offsets is not None else True
-        if not (wanted and products.share_prefix
-                and products.tail_plan is not None
-                and self.accelerator.mixed_precision == "no"):
-            return None
-        if self._policy_tail is None:
-            # The products may run on the frozen reference copy: hook the policy's own block
-            # at the same depth (the prefixes before it are identical frozen copies).
-            policy = self.accelerator.unwrap_model(self.model)
-            plan, _ = find_tail(policy, trainable_parameter_names(policy))
-            same = plan is not None and plan.first == products.tail_plan.first
-            self._policy_tail = plan if same else False
-        return self._policy_tail or None
 
     def _loss_kwargs(self, inputs, mode: str, dtype: torch.dtype) -> dict:
         kwargs = {"beta": self.beta}
