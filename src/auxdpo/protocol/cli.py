@@ -3,6 +3,7 @@
     auxdpo protocol run --recipe FILE.yaml --out DIR     # or --preset smoke
     auxdpo protocol run --preset smoke --out DIR --dry-run   # list the grid, run nothing
     auxdpo protocol report --out DIR                     # rebuild tables/figures from results
+    auxdpo protocol check --recipe FILE.yaml             # validate it, load nothing, run nothing
 
 Heavy imports happen inside the handlers.
 """
@@ -36,6 +37,14 @@ def register(subparsers) -> None:
     run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; the "
                      "smoke preset uses 1, which avoids OpenMP spinning on busy machines)")
     run.set_defaults(func=_handle_run)
+    check = actions.add_parser(
+        "check", help="validate a recipe against the installed TRL/transformers: every "
+                      "method and capacity's trainer config is built; no model or data is "
+                      "loaded; one line, exit 0 (OK) or 2 (the error)")
+    source = check.add_mutually_exclusive_group(required=True)
+    source.add_argument("--recipe", help="YAML recipe file (examples/protocol/*.yaml)")
+    source.add_argument("--preset", choices=PRESETS, help="built-in recipe")
+    check.set_defaults(func=_handle_check)
     report = actions.add_parser("report", help="rebuild tables and figures of an output folder")
     report.add_argument("--out", required=True, help="output folder of `protocol run`")
     report.set_defaults(func=_handle_report)
@@ -88,6 +97,36 @@ def _handle_run(args) -> int:
     print(f"recipe: {recipe.name}  runs: {progress.total} (ran {progress.ran}, skipped "
           f"{progress.skipped}) in {progress.seconds:.1f} s")
     _print_outputs(args.out)
+    return 0
+
+
+def _handle_check(args) -> int:
+    from importlib.metadata import version
+
+    from auxdpo.protocol.recipe import expand_grid
+    from auxdpo.protocol.tasks import is_missing_local
+    from auxdpo.protocol.training import check_training_configs
+
+    recipe = _recipe(args)
+    runs = expand_grid(recipe)
+    where = args.recipe or f"preset {args.preset}"
+    try:
+        check_training_configs(recipe, runs, "work")  # output_dir names only: none is made
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    data = recipe.data
+    sources = {"mmlu-pro": ("mmlu_pro", data.mmlu_pro),
+               "rewardbench2": ("rewardbench2", data.rewardbench2)}
+    used = [sources[name] for name in recipe.grid.datasets]
+    if "ood" in recipe.grid.settings:
+        used.append(("ultrafeedback", data.ultrafeedback))
+    missing = [f"data.{key} {source}" for key, source in used if is_missing_local(source)]
+    grid = recipe.grid
+    print(f"{where}: OK: recipe {recipe.name}, {len(runs)} runs, methods {'/'.join(grid.methods)}, "
+          f"capacities {'/'.join(grid.capacities)}, model {recipe.model.name_or_path}, data "
+          + ", ".join(f"{key} {source}" for key, source in used)
+          + f"; transformers {version('transformers')}, trl {version('trl')}"
+          + (f"; not found here: {', '.join(missing)}" if missing else ""))
     return 0
 
 

@@ -144,7 +144,7 @@ class TrainSpec:
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Save activations."})
     extra: dict = field(default_factory=dict, metadata={
         "help": "Any other AuxDPOConfig fields (aux_constraint, lambda_null, delta_lr, "
-                "dpop_lambda, warmup_ratio, ...), passed through unchanged."})
+                "dpop_lambda, warmup_steps, ...), passed through unchanged."})
 
     def __post_init__(self):
         for name in ("beta", "learning_rate"):

@@ -29,6 +29,7 @@ from auxdpo.progress import is_main_process, on_terminal
 from auxdpo.protocol.recipe import Recipe, RunSpec, expand_grid, recipe_fingerprint
 from auxdpo.protocol.results import write_report
 from auxdpo.protocol.store import base_path, read_result, result_path
+from auxdpo.protocol.training import check_training_configs
 
 __all__ = ["RunFn", "BaseFn", "ProtocolProgress", "run_protocol", "ProtocolExecutor"]
 
@@ -68,22 +69,6 @@ def _pin_recipe(recipe: Recipe, out_dir: str) -> None:
                                   "recipe": recipe.to_dict()}, indent=2, default=str) + "\n")
 
 
-def _check_training_configs(recipe: Recipe, runs: list[RunSpec], out_dir: str) -> None:
-    """Build every run's trainer config now, so that a bad ``train.extra`` value fails
-    before the base model is scored rather than at the first run."""
-    import torch
-
-    from auxdpo.protocol.training import training_config
-
-    use_cpu = not torch.cuda.is_available()  # as train_policy decides
-    for run in runs:
-        try:
-            training_config(recipe, run, os.path.join(out_dir, "work", run.run_id),
-                            use_cpu=use_cpu)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"recipe train settings, run {run.run_id}: {exc}") from None
-
-
 def _progress_bar(total: int, initial: int, enabled: bool):
     """A bar on a terminal; elsewhere (logs, pipes) the loop prints one line per run."""
     from tqdm import tqdm
@@ -108,8 +93,8 @@ def run_protocol(recipe: Recipe, out_dir: str, *, run_fn: RunFn | None = None,
     runs = expand_grid(recipe)
     pending = [run for run in runs if read_result(result_path(out_dir, run)) is None]
     missing_bases = [d for d in recipe.grid.datasets if read_result(base_path(out_dir, d)) is None]
-    if run_fn is None:
-        _check_training_configs(recipe, pending, out_dir)
+    if run_fn is None:  # a bad train.extra fails before the base model is scored
+        check_training_configs(recipe, pending, os.path.join(out_dir, "work"))
     if (pending or missing_bases) and (run_fn is None or base_fn is None):
         executor = ProtocolExecutor(recipe, out_dir)
         run_fn, base_fn = run_fn or executor.run, base_fn or executor.base

@@ -19,7 +19,8 @@ from typing import Any
 from auxdpo.evaluation.scoring import HeldOut
 from auxdpo.protocol.recipe import DataSpec
 
-__all__ = ["HeldOut", "ProtocolData", "load_protocol_data", "train_pairs_for", "row_chars"]
+__all__ = ["HeldOut", "ProtocolData", "is_missing_local", "load_protocol_data", "train_pairs_for",
+           "row_chars"]
 
 PAIR_KEYS = ("prompt", "chosen", "rejected")
 
@@ -71,10 +72,16 @@ def _limit(rows: list[dict], dataset: str, max_chars: int | None, limit: int | N
     return rows
 
 
-def _check_source(source: str, name: str) -> str:
+def is_missing_local(source: str) -> bool:
+    """True for a local path (a .json/.jsonl/.parquet name, or one starting with / or .) that
+    does not exist; anything else is a hub name or an existing path."""
     looks_local = os.path.splitext(source)[1].lower() in (".json", ".jsonl", ".parquet") \
         or source.startswith(("/", "."))
-    if looks_local and not os.path.exists(source):
+    return looks_local and not os.path.exists(source)
+
+
+def _check_source(source: str, name: str) -> str:
+    if is_missing_local(source):
         raise FileNotFoundError(f"data.{name}: {source} does not exist (real rows live in "
                                 f"../shared/data/; see docs/protocol.md)")
     return source

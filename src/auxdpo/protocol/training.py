@@ -13,7 +13,7 @@ import os
 
 from auxdpo.protocol.recipe import Recipe, RunSpec
 
-__all__ = ["run_log_path", "training_config", "train_policy"]
+__all__ = ["check_training_configs", "run_log_path", "training_config", "train_policy"]
 
 
 def run_log_path(out_dir: str, run: RunSpec) -> str:
@@ -24,9 +24,21 @@ def run_log_path(out_dir: str, run: RunSpec) -> str:
 def training_config(recipe: Recipe, run: RunSpec, output_dir: str, *, use_cpu: bool,
                     log_file: str | None = None):
     """The run's :class:`~auxdpo.train.config.AuxDPOConfig` (no checkpoints, no reports);
-    the trainer's log lines go to ``log_file`` (JSONL) when given."""
-    from auxdpo.train.config import AuxDPOConfig
+    the trainer's log lines go to ``log_file`` (JSONL) when given. ``train.extra``'s keys are
+    checked against the installed TRL/transformers' fields and their types first."""
+    from dataclasses import fields
 
+    from auxdpo.train.config import AuxDPOConfig
+    from auxdpo.train.config_check import check_config_values, unknown_keys_message
+
+    known = {f.name for f in fields(AuxDPOConfig) if f.init}
+    unknown = set(recipe.train.extra) - known
+    if unknown:
+        raise ValueError(unknown_keys_message(unknown, known, "train.extra: unknown key(s)"))
+    try:
+        check_config_values(recipe.train.extra, AuxDPOConfig)
+    except ValueError as exc:
+        raise ValueError(f"train.extra: {exc}") from None
     train = recipe.train
     values = dict(output_dir=output_dir, method=run.method, capacity=run.preset, seed=run.seed,
                   data_seed=run.seed, beta=train.beta, learning_rate=train.learning_rate,
@@ -41,6 +53,24 @@ def training_config(recipe: Recipe, run: RunSpec, output_dir: str, *, use_cpu: b
         values["gradient_checkpointing"] = True
     values.update(train.extra)
     return AuxDPOConfig(**values)
+
+
+def check_training_configs(recipe: Recipe, runs: list[RunSpec], work_dir: str) -> None:
+    """Build the trainer config of each method and capacity of ``runs`` now (the other grid
+    axes do not change it), on the device :func:`train_policy` would pick, so that a bad
+    ``train.extra`` fails before anything runs; ValueError names a run."""
+    import torch
+
+    use_cpu = not torch.cuda.is_available()  # as train_policy decides
+    checked = set()
+    for run in runs:
+        if (run.method, run.preset) in checked:
+            continue
+        checked.add((run.method, run.preset))
+        try:
+            training_config(recipe, run, os.path.join(work_dir, run.run_id), use_cpu=use_cpu)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"recipe train settings, run {run.run_id}: {exc}") from None
 
 
 def train_policy(recipe: Recipe, run: RunSpec, pairs: list[dict], work_dir: str):

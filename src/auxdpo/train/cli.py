@@ -3,7 +3,10 @@
 The YAML file is flat and TRL-style: keys of ``RunArguments`` (model_name_or_path,
 dataset_name, ...) and of ``AuxDPOConfig`` (method, capacity, beta, learning_rate, ...).
 ``--key value`` pairs after it override single keys (values read as YAML scalars).
-Heavy imports (torch, transformers, trl) happen inside the handler.
+``--check`` validates the recipe against the installed TRL/transformers and exits (0 and a
+one-line summary, or 2 and the error) without loading the model or the data
+(:mod:`auxdpo.train.recipe_check`). Heavy imports (torch, transformers, trl) happen inside the
+handler.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ def register(subparsers) -> None:
                     "examples/tiny_auxdpo.yaml --method dpo --max_steps 4")
     parser.__class__ = _OverridesParser
     parser.add_argument("--config", help="flat YAML file of run and training keys")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the config (keys, values, the installed TRL and "
+                             "transformers) without loading the model or the data, print one "
+                             "line and exit (0: OK, 2: the error)")
     parser.set_defaults(func=_handle, overrides=[])
 
 
@@ -46,20 +53,14 @@ def _handle(args) -> int:
     import os
 
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from auxdpo.train.run import parse_overrides, resolve_config, run_training
-    from auxdpo.yamlio import load_yaml
+    from auxdpo.train.recipe_check import check_recipe, resolve_recipe
 
-    values = {}
-    if args.config:
-        try:
-            with open(args.config, encoding="utf-8") as handle:
-                values = load_yaml(handle) or {}
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{args.config}: not valid UTF-8 (byte {exc.start + 1})") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"{args.config}: expected a mapping of keys to values")
-    values.update(parse_overrides(args.overrides))
-    run_args, config = resolve_config(values)
+    if args.check:
+        print(check_recipe(args.config, args.overrides))
+        return 0
+    run_args, config = resolve_recipe(args.config, args.overrides)
+    from auxdpo.train.run import run_training
+
     result = run_training(run_args, config)
     final = result["final"]
     print(f"run: {result['output_dir']}")

@@ -1,20 +1,29 @@
-"""Type checks of a flat config before it reaches the dataclasses.
+"""Name and type checks of a flat config before it reaches the dataclasses.
 
 HF's ``TrainingArguments`` trusts its inputs: ``max_steps: "ten"`` fails deep inside its
 ``__post_init__`` with a TypeError, and ``learning_rate: [1e-3]`` only when the optimizer is
 built, minutes later. Here every value is checked against its field's annotation (scalars,
 unions, lists and dicts; anything else passes through) and NaN is refused for every number,
-so the error names the key.
+so the error names the key. An unknown key is named with what to write instead: the current
+name of a key transformers renamed (``warmup_ratio``), or the closest known key (a typo).
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import types
 import typing
 from typing import Any
 
-__all__ = ["check_config_values", "check_finite_positive"]
+__all__ = ["RENAMED_KEYS", "check_config_values", "check_finite_positive",
+           "unknown_keys_message"]
+
+# Keys that recipes written for older transformers/TRL carry, and what the installed ones take.
+RENAMED_KEYS = {
+    "warmup_ratio": "use warmup_steps: transformers >= 5 reads a value below 1 as a fraction "
+                    "of the total steps, e.g. warmup_steps: 0.1",
+}
 
 # Fields HF documents as str but that also take a bool (``resume_from_checkpoint: true``).
 _ALSO_BOOL = {"resume_from_checkpoint"}
@@ -79,6 +88,21 @@ def check_config_values(values: dict[str, Any], *classes) -> None:
             continue
         if _matches(value, expected) is False:
             raise ValueError(f"{key}: expected {_expected_name(expected)}, got {value!r}")
+
+
+def unknown_keys_message(unknown, known, what: str = "unknown config key(s)") -> str:
+    """``"unknown config key(s): lerning_rate (did you mean learning_rate?)"``: each unknown
+    key with what to write instead (:data:`RENAMED_KEYS`, else the closest known key), when
+    there is something; with several unknown keys each hint starts with its key."""
+    unknown = sorted(unknown)
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
+        hint = RENAMED_KEYS.get(key) or (f"did you mean {close[0]}?" if close else None)
+        if hint:
+            hints.append(f"{key}: {hint}" if len(unknown) > 1 else hint)
+    message = f"{what}: {', '.join(unknown)}"
+    return f"{message} ({'; '.join(hints)})" if hints else message
 
 
 def check_finite_positive(name: str, value: Any) -> None:

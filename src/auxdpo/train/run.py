@@ -19,13 +19,13 @@ from typing import Any
 import yaml
 
 from auxdpo.train.checkpoint import atomic_write_text
-from auxdpo.train.config_check import check_config_values
+from auxdpo.train.config_check import check_config_values, unknown_keys_message
 from auxdpo.train.data import SOURCE_ROW, RowTable, validate_preference_rows
 from auxdpo.train.tiny import build_char_tokenizer, build_tiny_model, is_tiny_name
 from auxdpo.yamlio import load_yaml
 
-__all__ = ["RESOLVED_CONFIG", "RunArguments", "load_dataset_rows", "parse_overrides",
-           "resolve_config", "run_training"]
+__all__ = ["RESOLVED_CONFIG", "RunArguments", "config_key_names", "data_source",
+           "load_dataset_rows", "parse_overrides", "resolve_config", "run_training"]
 
 logger = logging.getLogger(__name__)
 RESOLVED_CONFIG = "auxdpo_config.yaml"
@@ -107,15 +107,24 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
     return out
 
 
+def config_key_names() -> set[str]:
+    """Every key a flat config may hold: the fields of RunArguments and of the installed
+    TRL/transformers' AuxDPOConfig."""
+    from auxdpo.train.config import AuxDPOConfig
+
+    return {f.name for f in fields(RunArguments)} | \
+        {f.name for f in fields(AuxDPOConfig) if f.init}
+
+
 def resolve_config(values: dict[str, Any]):
     """Split a flat mapping into ``(RunArguments, AuxDPOConfig)``; unknown keys are an error."""
     from auxdpo.train.config import AuxDPOConfig
 
     run_names = {f.name for f in fields(RunArguments)}
-    config_names = {f.name for f in fields(AuxDPOConfig) if f.init}
+    config_names = config_key_names() - run_names
     unknown = sorted(set(values) - run_names - config_names)
     if unknown:
-        raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
+        raise ValueError(unknown_keys_message(unknown, run_names | config_names))
     check_config_values(values, RunArguments, AuxDPOConfig)
     run_args = RunArguments(**{k: v for k, v in values.items() if k in run_names})
     config_values = {k: v for k, v in values.items() if k in config_names}
@@ -161,16 +170,33 @@ def _read_json_rows(path: Path) -> tuple[list[dict], list[int]]:
     return rows, list(range(1, len(rows) + 1))
 
 
+def data_source(run_args: RunArguments) -> str:
+    """Where the rows come from, without reading them: ``"file NAME"``, ``"folder NAME"`` or
+    ``"hub NAME"``. A missing ``dataset_name``, or a file name (.jsonl/.json; .parquet with
+    ``dataset_format``) that does not exist, raises the error loading would raise."""
+    name = run_args.dataset_name
+    if not name:
+        raise ValueError("dataset_name is required (a .jsonl/.json file, folder or hub name)")
+    if os.path.isfile(name):
+        return f"file {name}"
+    if run_args.dataset_format is None:
+        looks_like_file = name.endswith((".jsonl", ".json"))
+    else:
+        looks_like_file = os.path.splitext(name)[1].lower() in (".json", ".jsonl", ".parquet")
+    if looks_like_file:
+        raise FileNotFoundError(f"dataset file {name} does not exist")
+    return f"folder {name}" if os.path.isdir(name) else f"hub {name}"
+
+
 def load_dataset_rows(run_args: RunArguments, split: str | None = None, *,
                       pref_prob_column: str | None = None, weight_column: str | None = None):
     """The preference data as a ``datasets.Dataset`` (local JSON rows are validated first)."""
     import datasets
 
-    name = run_args.dataset_name
-    if not name:
-        raise ValueError("dataset_name is required (a .jsonl/.json file, folder or hub name)")
+    data_source(run_args)  # a missing name or file fails here, before any reading
     if run_args.dataset_format is not None:
         return _load_formatted(run_args, split, pref_prob_column)
+    name = run_args.dataset_name
     path = Path(name)
     if path.is_file():
         rows, numbers = _read_json_rows(path)
@@ -186,8 +212,6 @@ def load_dataset_rows(run_args: RunArguments, split: str | None = None, *,
         # Row numbers travel with the rows so that later errors name the file's lines.
         return datasets.Dataset.from_list([{**row, SOURCE_ROW: number}
                                            for row, number in zip(rows, numbers)])
-    if name.endswith((".jsonl", ".json")):
-        raise FileNotFoundError(f"dataset file {name} does not exist")
     data = datasets.load_dataset(name, run_args.dataset_config,
                                  split=split or run_args.dataset_split)
     if run_args.max_train_rows is not None:
@@ -199,9 +223,6 @@ def _load_formatted(run_args: RunArguments, split: str | None, pref_prob_column:
     """``dataset_format`` set: pairs from :func:`auxdpo.data.formats.load_training_pairs`."""
     from auxdpo.data.formats import load_training_pairs
 
-    if os.path.splitext(run_args.dataset_name)[1].lower() in (".json", ".jsonl", ".parquet") \
-            and not os.path.isfile(run_args.dataset_name):
-        raise FileNotFoundError(f"dataset file {run_args.dataset_name} does not exist")
     data = load_training_pairs(run_args.dataset_name, run_args.dataset_format,
                                split=split or run_args.dataset_split,
                                config=run_args.dataset_config,
