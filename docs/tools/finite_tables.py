@@ -2,6 +2,7 @@
 full-batch`` n-sweep run folders.
 
     .venv/bin/python docs/tools/finite_tables.py RUN_DIR [RUN_DIR ...] [--figure PATH]
+        [--methods PATTERN ...]
 
 A RUN_DIR may be ``DIR_A+DIR_B``: one cell run in parts (``--first-seed``), rows pooled.
 
@@ -15,6 +16,7 @@ docs/results.md).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 from pathlib import Path
 
@@ -36,7 +38,21 @@ def load(run_dir: str) -> dict:
 def title(result: dict) -> str:
     config = result["config"]
     capacity, beta = config["capacities"][0], config["betas"][0]
-    return f"{config['family']} {capacity}, {config['design']}, β = {beta:g}"
+    finite = config.get("finite", {})
+    k, labels = finite.get("responses_per_prompt", 0), finite.get("labels", "hard")
+    if k:
+        sampler = {"policy": "on-policy", "design": f"{config['design']} marginal",
+                   "disagreeing": "disagreeing"}[finite.get("sampler", "design")]
+        data = f"groups of {k} ({sampler}), {labels} labels"
+    else:
+        data = config["design"] + ("" if labels == "hard" else f", {labels} labels")
+    return f"{config['family']} {capacity}, {data}, β = {beta:g}"
+
+
+def keep(method: str, patterns: list[str] | None) -> bool:
+    """Methods to show: every one, or those matching a shell pattern of ``--methods``."""
+    return patterns is None or method in ("rlhf_local",) or any(
+        fnmatch.fnmatchcase(method, p) for p in patterns)
 
 
 def _methods(rows: list[dict]) -> list[str]:
@@ -45,8 +61,8 @@ def _methods(rows: list[dict]) -> list[str]:
     return sorted(names, key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
 
 
-def table(result: dict, max_iter: int) -> str:
-    rows = result["rows"]
+def table(result: dict, max_iter: int, patterns: list[str] | None = None) -> str:
+    rows = [r for r in result["rows"] if keep(r["method"], patterns)]
     ns = sorted({r["pairs"] for r in rows})
     seeds = len({r["seed"] for r in rows})
     lines = [f"**{title(result)}** ({seeds} seeds; gap closed, mean ± std; "
@@ -71,7 +87,9 @@ def table(result: dict, max_iter: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(results: list[dict], path: str) -> None:
+def figure(results: list[dict], path: str, patterns: list[str] | None = None) -> None:
+    """Gap closed against n, a panel per cell; means outside [−2.5, 1.5] are drawn at the edge
+    with an arrow and their value, points with a solve stopped at its cap ringed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,30 +98,50 @@ def figure(results: list[dict], path: str) -> None:
     from auxdpo.evaluation.report import save_figure
     from auxdpo.oracle.runner import aggregate
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
+    cols = min(len(results), 4)
+    rows_ = -(-len(results) // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(5.5 * cols, 4.2 * rows_), squeeze=False)
+    for ax in axes.flat[len(results):]:
+        ax.set_visible(False)
     markers = "osD^vP*Xh<>"
+    low, high = -2.5, 1.5
     # one colour and marker per method across panels (the large-n run names AuxDPO without
     # its key: it runs response keys only)
-    every = list(dict.fromkeys(m for r in results for m in _methods(r["rows"])))
-    for ax, result in zip(axes[0], results):
+    every = list(dict.fromkeys(m for r in results for m in _methods(r["rows"])
+                               if keep(m, patterns)))
+    for ax, result in zip(axes.flat, results):
         summary = aggregate(result["rows"])
-        methods = [m for m in _methods(result["rows"]) if m != "rlhf_local"]
+        methods = [m for m in _methods(result["rows"]) if m != "rlhf_local"
+                   and keep(m, patterns)]
         for i, method in enumerate(methods):
-            pts = sorted((e["pairs"], e["gap_closed"]) for e in summary
+            pts = sorted((e["pairs"], e["gap_closed"], e.get("capped", 0)) for e in summary
                          if e["method"] == method)
             shift = 1.0 + 0.03 * (i - (len(methods) - 1) / 2)
             k = every.index(method)
-            ax.errorbar([n * shift for n, _ in pts], [g["mean"] for _, g in pts],
-                        [g["std"] for _, g in pts], marker=markers[k % len(markers)],
-                        color=f"C{k % 10}", ms=4, capsize=2, lw=1, label=method)
+            xs = [n * shift for n, _, _ in pts]
+            means = [g["mean"] for _, g, _ in pts]
+            colour, marker = f"C{k % 10}", markers[k % len(markers)]
+            ax.errorbar(xs, [min(max(m, low), high) for m in means],
+                        [g["std"] if low <= g["mean"] <= high else 0 for _, g, _ in pts],
+                        marker=marker, color=colour, ms=4, capsize=2, lw=1, label=method)
+            for x, m, (_, _, capped) in zip(xs, means, pts):
+                if capped:           # a solve of this point stopped at its cap: hollow ring
+                    ax.plot(x, min(max(m, low), high), marker="o", ms=9, mfc="none",
+                            color=colour, lw=0)
+                if not low <= m <= high:     # off the axis: an arrow and its value
+                    edge = low if m < low else high
+                    ax.annotate(f"{m:.0f}", (x, edge), xytext=(0, 8 if m < low else -12),
+                                textcoords="offset points", fontsize="x-small",
+                                color=colour, ha="center",
+                                arrowprops={"arrowstyle": "->", "color": colour})
         local = [r["gap_closed"] for r in result["rows"] if r["method"] == "rlhf_local"]
         ax.axhline(sum(local) / len(local), color="black", lw=1, ls="--", label="local RLHF")
         ax.axhline(1.0, color="gray", lw=0.8, ls=":")
         ax.axhline(0.0, color="gray", lw=0.8)
         ax.set_xscale("log")
-        ax.set_ylim(-2.5, 1.5)
+        ax.set_ylim(low - 0.2, high)
         ax.set_xlabel("n, sampled pairs")
-        ax.set_ylabel("fraction of RLHF gain closed (clipped to [−2.5, 1.5])")
+        ax.set_ylabel("fraction of RLHF gain closed")
         ax.set_title(title(result) + " (synthetic r*)", fontsize="medium")
         ax.legend(fontsize="x-small", loc="lower right")
     save_figure(fig, path)
@@ -114,12 +152,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--figure")
+    parser.add_argument("--methods", nargs="+", metavar="PATTERN",
+                        help="only these methods (shell patterns, e.g. 'auxdpo*')")
     args = parser.parse_args()
     results = [load(r) for r in args.runs]
     for result in results:
-        print(table(result, result["config"]["max_iter"]))
+        print(table(result, result["config"]["max_iter"], args.methods))
     if args.figure:
-        figure(results, args.figure)
+        figure(results, args.figure, args.methods)
         print(f"wrote {args.figure}")
 
 

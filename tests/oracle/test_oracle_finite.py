@@ -167,7 +167,7 @@ def test_tiny_finite_run_reports_every_method():
                           task=TokenTaskConfig(**TINY),
                           finite=FiniteConfig(pairs=24, epochs=2, batch_size=8, rm_steps=10))
     result = run_oracle(config)
-    methods = {"rlhf_local", "dpo", "ipo", "dpop", "auxdpo-projection", "auxdpo-global",
+    methods = {"rlhf_local", "dpo", "ipo", "dpop", "auxdpo", "auxdpo-global",
                "auxdpo-batch", "rlhf_2stage"}
     assert set(result["gap_closed"]) == methods
     assert all(math.isfinite(v["mean"]) for v in result["gap_closed"].values())

@@ -209,7 +209,7 @@ def test_cli_pairs_sweep_prints_one_answer_per_n(tmp_path):
     answers = json.loads(out.stdout)
     assert [a["pairs"] for a in answers] == [200, 400]
     for answer in answers:
-        assert {"dpo", "iw-dpo", "auxdpo-row", "auxdpo-response", "rlhf_local"} <= set(
+        assert {"dpo", "iw-dpo", "auxdpo-row", "auxdpo", "rlhf_local"} <= set(
             answer["gap_closed"])
         assert set(answer["gap_closed"]["dpo"]) == {"mean", "std"}
     assert (tmp_path / "run" / "gap_vs_pairs.png").exists()

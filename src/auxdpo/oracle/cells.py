@@ -14,6 +14,7 @@ import torch
 
 from auxdpo.lab.problems import PreferenceProblem
 from auxdpo.oracle.designs import design_counts
+from auxdpo.oracle.sampling import DEFAULT_DELTA_SCALE, DEFAULT_NULL_WEIGHTS
 from auxdpo.oracle.solvers import fit_rlhf, forward_score_matrix, local_rlhf_theta
 
 __all__ = ["cell_setup", "exact_rlhf", "method_names", "method_variants"]
@@ -32,12 +33,13 @@ def cell_setup(config, task, capacity, seed: int) -> dict:
     rho = task.rho()
     A = forward_score_matrix(fn_train, theta0)           # (d, S·A)
     direction = local_rlhf_theta(A, rho, logp0[:S], reward[:S], 1.0, theta0) - theta0
+    scores = (A.T @ direction).reshape(S, -1)            # g(a) = ∇log π₀(a|s)ᵀΔ*
     counts = design_counts(
         config.design, rho=rho, probs0=logp0[:S].exp(), reward=reward[:S],
-        direction_scores=(A.T @ direction).reshape(S, -1), factor=config.anti_factor,
+        direction_scores=scores, factor=config.anti_factor,
         skew=config.skew, generator=torch.Generator().manual_seed(10_000 + seed))
     return dict(fn=fn, fn_train=fn_train, theta0=theta0, logp0=logp0, rho=rho, A=A,
-                counts=counts)
+                counts=counts, scores=scores)
 
 
 def exact_rlhf(config, cell: dict, reward: torch.Tensor, beta: float):
@@ -79,8 +81,10 @@ def method_names(config) -> list[tuple[str, str, dict]]:
 
 def method_variants(config, importance: bool = True) -> list[tuple[str, str, dict]]:
     """(row name, loss, options) of the finite regime's methods: the base methods, then
-    AuxDPO per offset key × null weighting × constraint mode (× λ for ``global``), then
-    (``importance``, full-batch only) IW-DPO."""
+    AuxDPO per offset key × null weighting × prior scale σ × constraint mode (× λ for
+    ``global``), then (``importance``, full-batch only) IW-DPO. A variant's name lists what
+    varies (``auxdpo-response-prompt-sigma1``, ``-noprior``); the one with every default
+    (response keys, the trainer's weights and σ, the first mode and λ) is ``auxdpo``."""
     finite, out = config.finite, []
     for method in config.methods:
         if method != "auxdpo":
@@ -90,20 +94,41 @@ def method_variants(config, importance: bool = True) -> list[tuple[str, str, dic
                  for lam in (config.lambdas if m == "global" else [None])]
         for key in finite.aux_offsets:
             for weights in finite.null_weights:
-                for mode, lam in modes:
-                    name = "auxdpo"
-                    if len(finite.aux_offsets) > 1:
-                        name += f"-{key}"
-                    if len(finite.null_weights) > 1:
-                        name += f"-{weights}"
-                    if len(config.aux_modes) > 1:
-                        name += f"-{mode}"
-                    if lam is not None and len(config.lambdas) > 1:
-                        name += f"-lam{lam:g}"
-                    options = {"key": key, "weights": weights, "mode": mode}
-                    if lam is not None:
-                        options["lambda_null"] = lam
-                    out.append((name, "auxdpo", options))
+                for scale, half in [(s, h) for s in finite.delta_scales
+                                    for h in finite.delta_half_counts]:
+                    for mode, lam in modes:
+                        options = {"key": key, "weights": weights, "mode": mode,
+                                   "delta_scale": scale, "half_count": half}
+                        if lam is not None:
+                            options["lambda_null"] = lam
+                        out.append((_variant_name(config, options), "auxdpo", options))
     if importance and "dpo" in config.methods:
         out.append(("iw-dpo", "dpo", {"importance": True}))
     return out
+
+
+def _variant_name(config, options: dict) -> str:
+    finite = config.finite
+    default = (options["key"] == "response" and options["weights"] == DEFAULT_NULL_WEIGHTS
+               and options["delta_scale"] == DEFAULT_DELTA_SCALE
+               and options["half_count"] is None
+               and options["mode"] == config.aux_modes[0]
+               and options.get("lambda_null", config.lambdas[0]) == config.lambdas[0])
+    if default:
+        return "auxdpo"
+    name = "auxdpo"
+    if len(finite.aux_offsets) > 1:
+        name += f"-{options['key']}"
+    if len(finite.null_weights) > 1:
+        name += f"-{options['weights']}"
+    if len(finite.delta_scales) > 1:
+        scale = options["delta_scale"]
+        name += ("-noprior" if scale is None else "-sigmaEM" if scale == "em"
+                 else f"-sigma{scale:g}")
+    if len(finite.delta_half_counts) > 1 and options["half_count"] is not None:
+        name += f"-half{options['half_count']:g}"
+    if len(config.aux_modes) > 1:
+        name += f"-{options['mode']}"
+    if "lambda_null" in options and len(config.lambdas) > 1:
+        name += f"-lam{options['lambda_null']:g}"
+    return name

@@ -39,7 +39,14 @@ _MMLU_FIELDS = (("questions", "num_questions"), ("mmlu_reward", "reward"),
 # Finite-sample regime (auxdpo.oracle.sampling.FiniteConfig): flag, type, help; dest = field.
 _FINITE_FLAGS = (("sampler", str, "design: pairs from the design's counts (with "
                                   "--responses-per-prompt: responses from the design's "
-                                  "marginal); policy: s ~ ρ, a ≠ a' ~ π₀ (design)"),
+                                  "marginal); policy: s ~ ρ, a ≠ a' ~ π₀; disagreeing "
+                                  "(groups): π₀ groups kept with probability K^(m−M), m of "
+                                  "their M pairs against the local RLHF direction (design)"),
+                 ("group-factor", float, "disagreeing groups: K per disagreeing pair (10)"),
+                 ("labels", str, "hard: BTL(r*) draws; soft: ratings r* + noise, chosen the "
+                                 "higher, p = σ(Δrating/T) (hard)"),
+                 ("label-noise", float, "soft labels: rating noise std (0.5)"),
+                 ("label-temperature", float, "soft labels: T (1)"),
                  ("responses-per-prompt", int, "k: prompts with k responses each from the "
                                                "behaviour policy, every pair labelled (0: "
                                                "i.i.d. pairs)"),
@@ -49,6 +56,20 @@ _FINITE_FLAGS = (("sampler", str, "design: pairs from the design's counts (with 
                  ("delta-lr", float, "AuxDPO's δ learning rate (0.1)"),
                  ("lambda-amp", float, "AuxDPO batch mode's amplitude weight λ_amp (0)"),
                  ("rm-steps", int, "reward model: full-batch Adam steps (200; 0: no rlhf_2stage)"))
+
+
+def _half_count(text: str) -> float | None:
+    """``--aux-delta-half-count``: a positive number or ``none``."""
+    return None if text.lower() in ("none", "null") else finite_positive_float(text)
+
+
+def _scale(text: str) -> float | str | None:
+    """``--aux-delta-scale``: a positive number, ``none`` or ``em``."""
+    if text.lower() in ("none", "null"):
+        return None
+    if text.lower() == "em":
+        return "em"
+    return finite_positive_float(text)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -113,11 +134,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "solve at any n)")
     p.add_argument("--aux-offsets", nargs="+", choices=["response", "row"],
                    help="finite: AuxDPO's offset keys (response: one δ per prompt-response, "
-                        "the default; row: one per pair side); both: rows auxdpo-response, "
+                        "the default; row: one per pair side); both: rows auxdpo (the defaults) and "
                         "auxdpo-row")
     p.add_argument("--aux-null-weights", nargs="+", dest="null_weights",
                    choices=["multiplicity", "reference", "prompt"],
                    help="finite: weights of AuxDPO's empirical constraint (multiplicity)")
+    p.add_argument("--aux-delta-scale", nargs="+", dest="delta_scales", metavar="S",
+                   type=_scale,
+                   help="finite: σ of AuxDPO's Gaussian prior on each offset, the trainer's "
+                        "aux_delta_scale (its default); none: no prior; em: estimated from "
+                        "the data (full-batch, a research item); several: one row each")
+    p.add_argument("--aux-delta-half-count", nargs="+", dest="delta_half_counts",
+                   metavar="C", type=_half_count,
+                   help="finite: c½ of a count-dependent prior, the trainer's "
+                        "aux_delta_half_count: a response in c comparisons gets variance "
+                        "σ²·c/(c + c½) (its default); none: σ² for every response")
     p.add_argument("--out", help="run directory (default runs/oracle-<time>)")
     p.add_argument("--json", action="store_true",
                    help='print {"gap_closed": {method: {"mean", "std"}}, "reward", "kl", '
@@ -148,7 +179,7 @@ def build_config(args: argparse.Namespace):
     from auxdpo.oracle.sampling import FiniteConfig
 
     names = [flag.replace("-", "_") for flag, _, _ in _FINITE_FLAGS]
-    names += ["solver", "aux_offsets", "null_weights"]
+    names += ["solver", "aux_offsets", "null_weights", "delta_scales", "delta_half_counts"]
     finite = {name: getattr(args, name) for name in names
               if getattr(args, name, None) is not None}
     if getattr(args, "pairs", None) is not None:

@@ -35,7 +35,7 @@ from auxdpo.lab.problems import PairTable, PreferenceProblem
 from auxdpo.losses import get_loss
 from auxdpo.oracle.capacity import FlatCapacity
 from auxdpo.oracle.cells import cell_setup, exact_rlhf, method_variants
-from auxdpo.oracle.designs import design_counts
+from auxdpo.oracle.designs import design_counts, disagreeing_pairs
 from auxdpo.oracle.lbfgs import DTYPE, Fit, lbfgs, reward_metric, theta_root
 from auxdpo.oracle.metrics import policy_metrics
 from auxdpo.oracle.reward_model import fit_reward_table
@@ -68,8 +68,15 @@ def empirical_problem(sample: PairSample, rho: torch.Tensor, num_actions: int, b
     """The sample's folded empirical loss as a problem (``row_weight`` ``(n,)``: IW-DPO)."""
     S = rho.numel()
     weight = torch.ones(len(sample), dtype=DTYPE) if row_weight is None else row_weight
-    flat = (sample.state * num_actions + sample.chosen) * num_actions + sample.rejected
-    wins = torch.zeros(S * num_actions * num_actions, dtype=DTYPE).index_add_(0, flat, weight)
+    base = sample.state * num_actions
+    flat = (base + sample.chosen) * num_actions + sample.rejected
+    wins = torch.zeros(S * num_actions * num_actions, dtype=DTYPE)
+    if sample.pref is None:
+        wins.index_add_(0, flat, weight)
+    else:                                   # soft labels: the loser wins a share 1 − p
+        back = (base + sample.rejected) * num_actions + sample.chosen
+        wins.index_add_(0, flat, weight * sample.pref)
+        wins.index_add_(0, back, weight * (1 - sample.pref))
     wins = wins.view(S, num_actions, num_actions) / weight.sum()
     return EmpiricalProblem(rho, torch.zeros(S, num_actions, dtype=DTYPE), wins, beta)
 
@@ -127,10 +134,11 @@ def importance_weights(sample: PairSample, target: torch.Tensor, behaviour: torc
 def fit_auxdpo_rows(log_probs, problem: EmpiricalProblem, sample: PairSample,
                     theta0: torch.Tensor, *, A: torch.Tensor, omega: torch.Tensor,
                     mode: str = "projection", lambda_null: float = 1e4, max_iter: int = 300,
-                    floor: float = 1e-9) -> Fit:
+                    floor: float = 1e-9, delta_prior: float = 0.0) -> Fit:
     """Row-keyed AuxDPO on the sample: δ ∈ R^{2n}, one offset per pair side, under the
     constraint Σ_occurrences f·δ·∇log π₀ = 0 with f = ω/c (so the occurrences of a response
-    weigh ω in all), exact (``projection``) or as the penalty λ‖Mδ‖² (``global``).
+    weigh ω in all), exact (``projection``) or as the penalty λ‖Mδ‖² (``global``);
+    ``delta_prior`` λ adds (λ/2)‖δ‖² (a Gaussian prior on every offset).
 
     Preconditioned like :func:`auxdpo.oracle.solvers.fit_method`: θ = θ₀ + G^{-1/2}ψ/β, and
     δ = 2√n·c (each offset's curvature in the mean loss is σ'/n ≈ 1/(4n)).
@@ -172,6 +180,8 @@ def fit_auxdpo_rows(log_probs, problem: EmpiricalProblem, sample: PairSample,
         value = out.losses.mean()                                # (1/n)Σ_i ℓ_i
         if mode == "global":
             value = value + lambda_null * (M @ delta).pow(2).sum()
+        if delta_prior:
+            value = value + 0.5 * delta_prior * delta.pow(2).sum()   # (τ/2n)Σ δ², 2n offsets
         return value
 
     x, value, its, gnorm, capped = lbfgs(objective, torch.zeros(d + 2 * n, dtype=DTYPE),
@@ -182,27 +192,35 @@ def fit_auxdpo_rows(log_probs, problem: EmpiricalProblem, sample: PairSample,
 
 
 def _draw(config, cell: dict, reward: torch.Tensor):
-    """(draw(n, generator) → PairSample, behaviour pair distribution ``(S, A, A)``)."""
+    """(draw(n, generator) → PairSample, behaviour pair distribution ``(S, A, A)``, on-policy
+    pair distribution). The behaviour of ``disagreeing`` groups is their π₀ draw before the
+    acceptance step (IW-DPO's weights are then approximate)."""
     finite, rho = config.finite, cell["rho"]
     S = rho.numel()
     probs0 = cell["logp0"][:S].exp()
     on_policy = design_counts("on-policy", rho=rho, probs0=probs0)
+    soft = ((finite.label_noise, finite.label_temperature) if finite.labels == "soft"
+            else None)
     k = finite.responses_per_prompt
     if k:
-        if finite.sampler == "policy":
+        disagree = None
+        if finite.sampler in ("policy", "disagreeing"):
             mu = probs0
         else:                                     # the design's response marginal
             mu = cell["counts"].sum(-1)
             mu = mu / mu.sum(1, keepdim=True)
+        if finite.sampler == "disagreeing":
+            disagree = disagreeing_pairs(reward[:S], cell["scores"])
         behaviour = design_counts("on-policy", rho=rho, probs0=mu)
 
         def draw(n, generator):
-            return sample_groups(rho, mu, reward[:S], n, k, generator)
+            return sample_groups(rho, mu, reward[:S], n, k, generator, disagree=disagree,
+                                 factor=finite.group_factor, soft=soft)
         return draw, behaviour, on_policy
     source = cell["counts"] if finite.sampler == "design" else on_policy
 
     def draw(n, generator):
-        return sample_pairs(source, reward[:S], n, generator)
+        return sample_pairs(source, reward[:S], n, generator, soft=soft)
     return draw, source, on_policy
 
 
@@ -220,12 +238,51 @@ def _solve(loss_name, options, config, cell, problem, sample, iw, L):
                           restart_floor=config.restart_floor, **solver)
     omega, support = response_weights(sample, cell["logp0"][:S], options["weights"])
     lam = options.get("lambda_null", config.lambdas[0])
+    scale, half = options.get("delta_scale"), options.get("half_count")
+    count = occurrences(sample, S, problem.num_actions).clamp_min(1)
+    if scale == "em":
+        return _solve_em(config, cell, problem, sample, omega, support, count, half, lam)
+    prior = 0.0 if scale is None else 1.0 / (scale * scale * len(sample))    # τ/n, τ = 1/σ²
+    if half is not None and options["key"] == "response":   # σ_k² = σ²·c_k/(c_k + c½)
+        prior = prior * (1 + half / count)
     if options["key"] == "row":
         return fit_auxdpo_rows(fn_train, problem, sample, theta0, A=A, omega=omega,
-                               mode=options["mode"], lambda_null=lam, **solver)
+                               mode=options["mode"], lambda_null=lam, delta_prior=prior,
+                               **solver)
     return fit_method("auxdpo", fn_train, problem, theta0, A=A, mode=options["mode"],
                       lambda_null=lam, null_weights=omega, support=support,
-                      restarts=config.restarts, restart_floor=config.restart_floor, **solver)
+                      delta_prior=prior, restarts=config.restarts,
+                      restart_floor=config.restart_floor, **solver)
+
+
+def _solve_em(config, cell, problem, sample, omega, support, count, half, lam,
+              rounds: int = 8) -> Fit:
+    """AuxDPO with the prior's σ estimated from the data (``--aux-delta-scale em``; a research
+    item, docs/results.md): EM for the variance of a Gaussian prior, each response weighted
+    by its constraint weight ω (π_ref under ``prompt`` weights), so the estimate refers to the
+    π_ref-weighted offsets, not to the pairs' own distribution. E-step: the MAP solve, with
+    each offset's posterior variance 1/(c_k/4 + τ_k) (the loss's curvature at margin 0);
+    M-step: σ² = Σ ω_k (δ_k² + v_k)·m_k / Σ ω_k, m_k = (c_k + c½)/c_k with a count-dependent
+    prior (1 without). From σ = 1; stops when σ² moves by < 1 %."""
+    n, sigma2 = len(sample), 1.0
+    factor = torch.ones_like(count) if half is None else 1 + half / count
+    w, c, m = omega[support], count[support], factor[support]
+    for _ in range(rounds):
+        tau = factor / sigma2
+        fit = fit_method("auxdpo", cell["fn_train"], problem, cell["theta0"], A=cell["A"],
+                         mode="projection", lambda_null=lam, null_weights=omega,
+                         support=support, delta_prior=tau / n, restarts=config.restarts,
+                         restart_floor=config.restart_floor, max_iter=config.max_iter,
+                         floor=config.precondition_floor)
+        delta = fit.delta[support]
+        var = 1.0 / (c / 4 + tau[support])
+        new = float((w * (delta ** 2 + var) * m).sum() / w.sum())
+        done = abs(new / sigma2 - 1) < 0.01
+        sigma2 = new
+        if done:
+            break
+    fit.delta_scale = sigma2 ** 0.5
+    return fit
 
 
 def fullbatch_cell(config, task, capacity_spec: str, seed: int, log) -> list[dict]:
@@ -254,7 +311,9 @@ def fullbatch_cell(config, task, capacity_spec: str, seed: int, log) -> list[dic
         seen = int((occurrences(sample, S, nA) > 0).sum())
         common = {"seed": seed, "capacity": capacity_spec, "dim": capacity.dim,
                   "responses": int(cell["A"].shape[1]), "pairs": n, "seen": seen,
-                  "pairs_per_response": 2 * n / seen}
+                  "pairs_per_response": 2 * n / seen,
+                  "disagree_share": float(disagreeing_pairs(reward[:S], cell["scores"])[
+                      sample.state, sample.chosen, sample.rejected].double().mean())}
         r_hat = None
         if finite.rm_steps > 0 and not mmlu:
             start = time.time()
@@ -266,11 +325,16 @@ def fullbatch_cell(config, task, capacity_spec: str, seed: int, log) -> list[dic
             exact = {"iterations": rlhf.iterations, "capped": rlhf.capped}
             thetas = {"base": (theta0, {}), "rlhf": (rlhf.theta, exact),
                       "rlhf_local": (local, {})}
-            for name, loss_name, options in method_variants(config):
+            # IW-DPO needs the pairs' sampling distribution, which the disagreeing groups'
+            # acceptance step leaves unknown: no such row there.
+            for name, loss_name, options in method_variants(
+                    config, importance=finite.sampler != "disagreeing"):
                 start = time.time()
                 fit = _solve(loss_name, options, config, cell, problem, sample, iw, L)
                 stats = {"iterations": fit.iterations, "grad_norm": fit.grad_norm,
                          "capped": fit.capped, "seconds": time.time() - start}
+                if hasattr(fit, "delta_scale"):                  # σ estimated by EM
+                    stats["delta_scale"] = fit.delta_scale
                 if options.get("importance"):
                     stats["ess"] = ess
                 thetas[name] = (fit.theta, stats)

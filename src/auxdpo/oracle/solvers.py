@@ -166,7 +166,8 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
                restart_floor: float | None = None,
                constraint_at: torch.Tensor | None = None,
                null_weights: torch.Tensor | None = None,
-               support: torch.Tensor | None = None) -> Fit:
+               support: torch.Tensor | None = None,
+               delta_prior: float | torch.Tensor = 0.0) -> Fit:
     """Minimiser of ``method``'s population loss (AuxDPO: jointly with δ), from θ₀ (δ = 0).
 
     ``A`` ``(d, S·A)`` is the score matrix at θ₀ (the constraint of AuxDPO; for every method
@@ -180,6 +181,10 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
     :func:`fit_auxdpo_relinearised`). ``null_weights`` ``(S·A,)`` replace ρ·π as the
     constraint's column weights and ``support`` ``(S·A,)`` bool restricts δ to those entries
     (the finite-sample, response-keyed AuxDPO of :mod:`auxdpo.oracle.fullbatch`).
+    ``delta_prior`` λ adds the Gaussian prior (λ/2)‖δ‖² on the offsets (finite samples:
+    λ = τ/n, τ = 1/σ², the trainer's ``aux_delta_scale`` σ; docs/finite_sample.md), or
+    Σ_k (λ_k/2)δ_k² for a tensor ``(S·A,)``; it also enters δ's preconditioner, without
+    which the per-prompt constants make L-BFGS stall.
     """
     beta, d, S = problem.beta, theta0.numel(), problem.num_states
     loss = pair_loss_closure(method, log_probs, problem, theta0, dpop_lambda=dpop_lambda,
@@ -216,7 +221,11 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
             weights = base_weights(problem.rho, log_probs(at)[:S])
     else:
         weights = null_weights.to(DTYPE)
-    delta_root = inverse_root(laplacian, floor)                                 # (S, A, A)
+    curvature, has_prior = laplacian, bool(torch.any(torch.as_tensor(delta_prior) != 0))
+    if has_prior:
+        on = torch.ones(S * nA, dtype=DTYPE) if support is None else support.to(DTYPE)
+        curvature = laplacian + torch.diag_embed((delta_prior * on).view(S, nA))
+    delta_root = inverse_root(curvature, floor)                                 # (S, A, A)
     project = NullProjector(A_at, weights, S, support) if mode == "projection" else None
     A_rho = A_at * weights[None, :]
     mask = None if support is None else support.to(DTYPE)
@@ -232,6 +241,8 @@ def fit_method(method: str, log_probs: LogProbs, problem: PreferenceProblem,
         value = loss(theta_of(x[:d]), delta)
         if project is None:
             value = value + lambda_null * (A_rho @ delta).pow(2).sum()   # λ‖A_ρδ‖²
+        if has_prior:
+            value = value + 0.5 * (delta_prior * delta.pow(2)).sum()   # (τ/2n)Σ_k δ_k²
         return value
 
     x0 = torch.zeros(d + S * nA, dtype=DTYPE)
