@@ -46,8 +46,10 @@ CAPACITIES = ("last-block", "lora:4", "full")
 # and truncation (separate reference forward, whole-model forward-mode JVP and VJP),
 # "auxdpo-keep" keeps the reference tail's graph until the step, "auxdpo-noshare" runs the
 # frozen prefix again for the reference tail instead of taking the policy forward's input.
-# "auxdpo-row" keys δ per pair and side (the default keys δ per unique response; both with
-# multiplicity weights); "auxdpo-prompt" keys per response with per-prompt π_ref weights. On
+# "auxdpo-row" keys δ per pair and side with multiplicity weights (the default keys δ per
+# unique response; its weights are auxdpo.train.aux_defaults', per-prompt π_ref weights since
+# the prior on δ came in, earlier multiplicity); "auxdpo-prompt" keys per response with
+# per-prompt π_ref weights. On
 # the default unique rows the slots coincide; --data multi repeats every response in 3 pairs.
 # DPO baselines (--baseline): "dpo" scores the reference through the whole model as TRL does;
 # "dpo-tail" through the trainable tail from the policy forward's input (tail_reference).

@@ -257,13 +257,17 @@ def projection_checks(trainer, delta) -> list[dict]:
     stored = offsets.jacobian_t                      # Aᵀ, (K, d), float32 from bf16 rows
     norm_a, norm_d = float(stored.norm()), float(delta.norm())
     rel_stored = float((stored.T @ delta).norm()) / (norm_a * norm_d)
-    # A·δ afresh: Σ over every row's two responses of δ·∇log π_θ₀ (multiplicity weights ω = c,
-    # so the sum over occurrences equals Σ_k ω_k δ_k ∇log π_θ₀(k)).
+    # A·δ afresh: Σ over every row's two responses of f·δ·∇log π_θ₀, f = ω/c per occurrence
+    # (the c_k occurrences of slot k add up to ω_k δ_k ∇log π_θ₀(k), whatever the weighting).
+    from auxdpo.offsets.micro_batch import occurrence_slots
+
+    factors = offsets.weights / offsets.keys.counts().to(offsets.weights)
     fresh = torch.zeros(offsets.products.dim, dtype=torch.float32, device=delta.device)
     for batch in trainer.dataset_batches():
         chosen, rejected = offsets.deltas(batch["aux_index"])
-        cotangent = torch.cat([chosen, rejected]).detach().to(offsets.products.dtype)
-        fresh += offsets.products.vjp(batch, cotangent).float()
+        slots = occurrence_slots(offsets.slots, batch["aux_index"])
+        cotangent = (torch.cat([chosen, rejected]).detach() * factors[slots])
+        fresh += offsets.products.vjp(batch, cotangent.to(offsets.products.dtype)).float()
     rel_fresh = float(fresh.norm()) / (norm_a * norm_d)
     generator = torch.Generator(device="cpu").manual_seed(0)
     random = torch.randn(delta.shape, generator=generator).to(stored)

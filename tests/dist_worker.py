@@ -53,6 +53,11 @@ CONFIGS = {
                      "null_weights": "prompt"},
     "batch_keyed": {"mode": "batch", "lambda_null": 50.0, "lambda_amp": 0.1,
                     "delta_lr": 0.05},
+    # the Gaussian prior on δ (σ = 0.5): shared slots (c_k = 2 or 3, a slot's occurrences on
+    # both ranks in a step) and projection's Γᵀ of the prior's gradient, summed over processes
+    "global_prior_keyed": {"mode": "global", "lambda_null": 50.0, "delta_lr": 0.05,
+                           "null_weights": "prompt", "delta_scale": 0.5},
+    "projection_prior": {"mode": "projection", "delta_lr": 0.05, "delta_scale": 0.5},
 }
 KEYED_IDS = comparison_rows(num_prompts=5, responses=3, seed=3)        # 20 rows, K = 15
 
@@ -71,7 +76,7 @@ def margins() -> torch.Tensor:
 
 def build(name: str) -> AuxOffsets:
     model = tiny_gpt2("sdpa", layers=1)
-    names = PROJECTION_PARAMS if name == "projection" else None
+    names = PROJECTION_PARAMS if name.startswith("projection") else None
     keyed = name.endswith("_keyed")
     keys = keys_from_ids(*KEYED_IDS) if keyed else None
     offsets = AuxOffsets(N_EXAMPLES, ReferenceProducts(model, names), dtype=F64, keys=keys,

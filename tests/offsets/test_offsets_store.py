@@ -91,8 +91,11 @@ def test_global_penalty_gradient_and_u_match_brute_force(world):
     assert torch.any(offsets.table() != 0)
     u_true = matrix @ flat(offsets.table())
     assert_close(offsets.u, u_true, ops=1e3)
+    # ‖Aδ‖/(ā‖δ‖), ā² = ‖A‖_F²/2n: the probe's 16 pairs cover all 12 rows (ω = 1)
+    scale = float(matrix.pow(2).sum(0).mean()) ** 0.5
+    assert offsets.column_scale == pytest.approx(scale, rel=1e-12)
     assert metrics["aux/null_residual"] == pytest.approx(
-        float(u_true.norm() / offsets.table().norm()), rel=1e-8)
+        float(u_true.norm() / offsets.table().norm()) / scale, rel=1e-8)
     drifted = offsets.u.clone()
     offsets.recompute_u(dataset)
     assert_close(offsets.u, u_true, ops=1e3)

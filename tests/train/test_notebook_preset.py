@@ -1,7 +1,9 @@
 """``aux_preset: notebook`` against an independent plain-PyTorch implementation of the
 notebook's objective (docs/notebook.md): per micro-batch B,
 
-    mean_i −log σ(β·(h_i + δ′_w,i − δ′_l,i)) + λ_nb·‖A_B δ′_B‖² − λ_amp·‖δ′_B‖²,
+    mean_i −log σ(β·(h_i + δ′_w,i − δ′_l,i)) + λ_nb·‖A_B δ′_B‖² − λ_amp·‖δ′_B‖²
+      [+ mean_i (τβ²/2)·(δ′_w,i² + δ′_l,i²) with aux_delta_scale σ = τ^(-1/2), every response
+       once in these rows],
 
 A_B the explicit Jacobian of the batch's response log-probs at θ₀, δ′ = cap·tanh(raw) with
 raw in the model's AdamW (same learning rate, linear schedule, weight decay, clipping over the
@@ -22,13 +24,14 @@ from tolerance import assert_close
 
 BETA, LR, WEIGHT_DECAY, CLIP = 0.5, 5e-2, 0.1, 0.3
 LAMBDA_NULL, LAMBDA_AMP, CAP = 0.2, 0.05, 1.5
+SCALE = 0.1                                          # the prior's σ (reward units), when on
 ROWS, BATCH, ACCUMULATION, STEPS = 4, 2, 2, 3     # one optimizer step per epoch
 REL = 1e-12                                          # relative agreement asked for
 OPS = REL / torch.finfo(torch.float64).eps           # tests/tolerance.py's unit
 
 
 def _config(out_dir, **overrides):
-    values = dict(aux_preset="notebook", aux_offsets="row", beta=BETA,
+    values = dict(aux_preset="notebook", aux_offsets="row", beta=BETA, aux_delta_scale=None,
                   notebook_lambda_null=LAMBDA_NULL, notebook_lambda_amp=LAMBDA_AMP,
                   notebook_delta_cap=CAP, per_device_train_batch_size=BATCH,
                   gradient_accumulation_steps=ACCUMULATION, max_steps=STEPS, learning_rate=LR,
@@ -63,9 +66,11 @@ def _jacobian(model, responses) -> torch.Tensor:
     return torch.stack(columns, dim=1)
 
 
-def _objective(policy, reference_logps, jacobian, raw, responses, rows, variant="notebook"):
+def _objective(policy, reference_logps, jacobian, raw, responses, rows, variant="notebook",
+               scale=None):
     """The notebook's micro-batch loss on dataset rows ``rows`` (``variant`` mutates it, to
-    show that the comparison would catch the mutation)."""
+    show that the comparison would catch the mutation); the prior of σ = ``scale`` on β·δ′
+    (each response in one pair: c = 1) is part of the penalty."""
     delta = CAP * torch.tanh(raw)
     terms = []
     for i in rows:
@@ -78,10 +83,12 @@ def _objective(policy, reference_logps, jacobian, raw, responses, rows, variant=
     batch_delta = delta[columns]
     penalty = (LAMBDA_NULL * (jacobian[:, columns] @ batch_delta).pow(2).sum()
                - LAMBDA_AMP * batch_delta.pow(2).sum())
+    if scale is not None:                  # (1/|B|) Σ_i (τ/2)((βδ′_w,i)² + (βδ′_l,i)²)
+        penalty = penalty + (BETA * batch_delta).pow(2).sum() / (2 * scale**2 * len(rows))
     return torch.stack(terms).mean(), penalty
 
 
-def _reference_run(initial, responses, variant="notebook"):
+def _reference_run(initial, responses, variant="notebook", scale=None):
     """Plain PyTorch: AdamW over [model, raw], linear schedule, clipping, accumulation."""
     reference, policy = copy.deepcopy(initial), copy.deepcopy(initial)
     with torch.no_grad():
@@ -101,7 +108,7 @@ def _reference_run(initial, responses, variant="notebook"):
         step_rows = []
         for rows in micro_batches:          # the whole data set is one optimizer step
             loss, penalty = _objective(policy, reference_logps, jacobian, raw, responses,
-                                       rows, variant)
+                                       rows, variant, scale)
             if variant != "global_batch":
                 loss = loss + penalty
             (loss / ACCUMULATION).backward()
@@ -119,18 +126,20 @@ def _reference_run(initial, responses, variant="notebook"):
 
 # ---- the tests -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("keying", ["row", "response"])
-def test_notebook_preset_matches_independent_implementation(tmp_path, keying):
+@pytest.mark.parametrize("keying, sigma", [("row", None), ("response", None), ("row", SCALE)])
+def test_notebook_preset_matches_independent_implementation(tmp_path, keying, sigma):
     """Row keys are the notebook's one δ′ per pair side; response keys give the same δ′ on
-    data where no response repeats (these rows)."""
+    data where no response repeats (these rows). ``sigma``: the prior on β·δ′ added."""
     initial = H.model()
     trainer = AuxDPOTrainer(copy.deepcopy(initial),
-                            args=_config(tmp_path / "run", aux_offsets=keying),
+                            args=_config(tmp_path / "run", aux_offsets=keying,
+                                         aux_delta_scale=sigma),
                             train_dataset=H.dataset(ROWS), processing_class=H.tokenizer())
     responses = _responses(trainer.train_dataset)
     trainer.train()
 
-    expected, raw, (reference_logps, jacobian) = _reference_run(initial, responses)
+    expected, raw, (reference_logps, jacobian) = _reference_run(initial, responses,
+                                                                scale=sigma)
     delta = CAP * torch.tanh(raw)
     assert float(delta.abs().min()) > 1e-3              # every δ′ moved, all sides in play
     scale = max(float(p.detach().abs().max()) for p in expected.parameters())
@@ -143,12 +152,25 @@ def test_notebook_preset_matches_independent_implementation(tmp_path, keying):
     trainer.model.train()
     with torch.no_grad():
         ours = trainer.compute_loss(trainer.model, batch)
-        loss, penalty = _objective(expected, reference_logps, jacobian, raw, responses, [0, 1])
+        loss, penalty = _objective(expected, reference_logps, jacobian, raw, responses, [0, 1],
+                                   scale=sigma)
     assert abs(float(penalty)) > 1e-3 * float(loss)     # the penalty counts in the objective
     assert_close(ours, loss + penalty, ops=OPS)
+    if sigma is not None:
+        # Over all rows the shares' mean is the full value (τ/2n)Σ(βδ′)², logged as aux/prior;
+        # and the prior really moved the run.
+        assert all("aux/prior" in e for e in trainer.state.log_history[:STEPS])
+        full = float((BETA * delta).pow(2).sum()) / (2 * sigma**2 * ROWS)
+        index = torch.arange(ROWS)
+        with torch.no_grad():
+            shares = trainer.notebook.prior(index, *trainer.offsets.deltas(index))
+        assert float(shares) == pytest.approx(full, rel=1e-13)
+        assert trainer._metrics["train"]["aux/prior"][-1] == pytest.approx(full, rel=1e-13)
+        without, raw_without, _ = _reference_run(initial, responses)
+        assert float((raw_without - raw).abs().max()) > 1e4 * REL
 
     # The comparison catches a penalty on the global batch and offsets outside β.
-    for variant in ("global_batch", "outside_beta") if keying == "row" else ():
+    for variant in ("global_batch", "outside_beta") if keying == "row" and sigma is None else ():
         mutated, mutated_raw, _ = _reference_run(initial, responses, variant)
         gap = max(float((a - b).abs().max())
                   for a, b in zip(mutated.parameters(), expected.parameters()))
@@ -176,7 +198,7 @@ def test_notebook_preset_switches_constraint_and_exact_jvp(tmp_path):
     ({"delta_lr": 0.5}, "delta_lr"),
     ({"delta_optimizer": "sgd"}, "delta_optimizer"),
     ({"delta_cap": 1.0}, "delta_cap"),
-    ({"aux_null_weights": "prompt"}, "aux_null_weights"),
+    ({"aux_null_weights": "reference"}, "aux_null_weights"),
     ({"method": "dpo"}, "method"),
     ({"notebook_lambda_null": -1.0}, "notebook_lambda_null"),
     ({"notebook_delta_cap": 0.0}, "notebook_delta_cap"),

@@ -13,6 +13,7 @@ import torch
 import train_helpers as H
 from test_train_resume import StopAt
 
+from auxdpo.train.aux_defaults import DEFAULT_NULL_WEIGHTS
 from auxdpo.train.offset_setup import COVERAGE_FILE
 from auxdpo.train.trainer import AuxDPOTrainer
 
@@ -45,7 +46,7 @@ def test_response_keys_share_offsets_and_act_in_one_epoch(tmp_path):
     trainer = _trainer(tmp_path, comparison_dataset(), max_steps=4, num_train_epochs=1)
     keys = trainer.offsets.keys
     assert keys.keying == "response" and keys.num_slots == 12 and keys.num_examples == 16
-    assert trainer.offsets.null_weights == "multiplicity"
+    assert trainer.offsets.null_weights == DEFAULT_NULL_WEIGHTS
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)      # shared responses: no warning
         trainer.train()
@@ -98,8 +99,10 @@ def test_one_epoch_without_shared_responses_warns_what_to_change(tmp_path):
 
 
 def test_kill_and_resume_with_shared_offsets_equals_uninterrupted_run(tmp_path):
-    """16 rows, 12 responses, batch 4, prompt weights: stop after step 2, resume."""
-    extra = dict(max_steps=5, save_strategy="steps", save_steps=2)
+    """16 rows, 12 responses (in 2 or 3 pairs each), batch 4, prompt weights, the prior on δ:
+    stop after step 2, resume."""
+    extra = dict(max_steps=5, save_strategy="steps", save_steps=2, aux_null_weights="prompt",
+                 aux_delta_scale=0.5)
     full = _trainer(tmp_path / "full", comparison_dataset(), **extra)
     full.train()
     params_full, delta_full, u_full = _state(full)
@@ -116,6 +119,11 @@ def test_kill_and_resume_with_shared_offsets_equals_uninterrupted_run(tmp_path):
     other = _trainer(tmp_path / "other", comparison_dataset(), aux_offsets="row", **extra)
     with pytest.raises(ValueError, match="keying"):
         other.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
+    # Another prior σ on resume is allowed (the config decides) but said.
+    extra.update(aux_delta_scale=2.0, max_steps=3)
+    changed = _trainer(tmp_path / "changed", comparison_dataset(), **extra)
+    with pytest.warns(RuntimeWarning, match="prior σ = 0.5"):
+        changed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
 
 
 def test_bad_key_settings_are_named(tmp_path):

@@ -101,13 +101,14 @@ def test_hub_base_is_linked_and_tagged():
                            num_train_epochs=2, max_steps=-1, per_device_train_batch_size=4,
                            gradient_accumulation_steps=8, aux_constraint="batch",
                            lambda_null=1.0, lambda_amp=0.1, amp_sign=-1, delta_lr=1e-2,
-                           delta_cap=None, dpop_lambda=50.0)
+                           delta_cap=None, aux_delta_scale=0.5, dpop_lambda=50.0)
     card = render_model_card(args, base_model="Qwen/Qwen3-0.6B", model_name="run",
                              is_adapter=True, dataset_name="HuggingFaceH4/ultrafeedback_binarized")
     assert "[Qwen/Qwen3-0.6B](https://huggingface.co/Qwen/Qwen3-0.6B)" in card
     assert "base_model: Qwen/Qwen3-0.6B" in card and "base_model:adapter:Qwen/Qwen3-0.6B" in card
     assert "datasets/HuggingFaceH4/ultrafeedback_binarized" in card
     assert "| `amp_sign` | `-1` |" in card and "max_steps" not in card
+    assert "| `aux_delta_scale` | `0.5` |" in card
     tiny = render_model_card(args, base_model="tiny-llama", model_name="run", is_adapter=False)
     assert "`tiny-llama`, a random-weight model" in tiny and "huggingface.co/tiny" not in tiny
 

@@ -26,10 +26,11 @@ class StopAt(TrainerCallback):
 
 def _trainer(out, n=12, callbacks=None, **overrides):
     # Row keys with multiplicity weights: the layout and numbers of per-pair offsets
-    # (response keys are tested in test_train_keys.py).
+    # (response keys are tested in test_train_keys.py); the prior on δ on, strong enough to
+    # matter (σ = 0.3: τ/n ≈ 1 against a DPO gradient of ≈ 0.5/n per row).
     values = dict(method="auxdpo", aux_constraint="global", lambda_null=5.0, delta_lr=0.05,
                   max_steps=5, save_strategy="steps", save_steps=2, learning_rate=5e-3,
-                  aux_offsets="row", aux_null_weights="multiplicity")
+                  aux_offsets="row", aux_null_weights="multiplicity", aux_delta_scale=0.3)
     values.update(overrides)
     return AuxDPOTrainer(H.model(), args=H.config(out, **values), train_dataset=H.dataset(n),
                          processing_class=H.tokenizer(), callbacks=callbacks)
@@ -42,10 +43,12 @@ def _state(trainer):
 
 
 @pytest.mark.parametrize("mode,capacity", [("global", "full"), ("batch", "full"),
-                                           ("global", "last-block")])
+                                           ("global", "last-block"),
+                                           ("projection", r"regex:ln_f\.weight$")])
 def test_kill_and_resume_equals_uninterrupted_run(tmp_path, mode, capacity):
-    """12 rows, batch 4 (3 steps an epoch, shuffled): stop after step 2 (mid-epoch), resume.
-    ``last-block`` runs the fused reference pass with truncated products."""
+    """12 rows, batch 4 (3 steps an epoch, shuffled): stop after step 2 (mid-epoch), resume,
+    with the prior on δ. ``last-block`` runs the fused reference pass with truncated
+    products; projection trains the final norm's weight (d = 16 < 2n = 24: a null space)."""
     extra = {"lambda_amp": 0.1} if mode == "batch" else {}
     extra["capacity"] = capacity
     full = _trainer(tmp_path / "full", aux_constraint=mode, **extra)
@@ -59,6 +62,9 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, mode, capacity):
     resumed = _trainer(tmp_path / "run", aux_constraint=mode, **extra)
     resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
     params_res, delta_res, u_res = _state(resumed)
+    assert load_state(tmp_path / "run" / "checkpoint-2")["delta_scale"] == 0.3
+    assert resumed.offsets.prior_precision == full.offsets.prior_precision == 1 / 0.3**2
+    assert "aux/prior" in resumed.state.log_history[-2]
 
     # Round-off of three float64 optimizer steps at each tensor's own scale, not bit-exact:
     # the resumed run rebuilds its reference products and u, which may round differently.

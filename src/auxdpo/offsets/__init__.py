@@ -8,9 +8,11 @@ modules, from the trainer's side down:
 ``global_mode``  the paper's global penalty, kept exact with u = A·δ.
 ``batch_mode``   the batchwise relaxation's penalty.
 ``projection``   δ = Γc over an orthonormal basis Γ of N(A).
+``prior``        the Gaussian prior (τ/2n)Σδ² on the offsets, as exact per-row shares.
+``health``       ``aux/null_residual`` without A's units (A's columns' root mean square).
 ``state``        checkpoint state (and reading states saved before slot keying).
 ``keys``         which slot each row and side uses; the constraint's slot weights ω.
-``micro_batch``  one micro-batch's products and the slots of its responses.
+``micro_batch``  one micro-batch's products, the fused reference pass, its responses' slots.
 ``constraints``  lazy row-wise optimizers, the null-space basis, memory and config checks.
 ``products``     products with the reference Jacobian A_B (VJP, JVP, fused linearization).
 ``reference``    the function the products differentiate: log π at θ₀, through the tail.

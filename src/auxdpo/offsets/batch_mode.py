@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from auxdpo.offsets.collectives import all_reduce_, is_distributed
-from auxdpo.offsets.micro_batch import ratio
+from auxdpo.offsets.health import scaled_residual
 
 __all__ = ["BatchModeMixin"]
 
@@ -38,5 +38,6 @@ class BatchModeMixin:
                 grad = grad + self._per_occurrence(
                     null_scale * batch.jvp(null_image).to(self.dtype), slots)
             penalty_grad.index_add_(0, slots, grad)
-        return {"aux/penalty": penalty,
-                "aux/null_residual": ratio(null_image.norm(), squares ** 0.5)}
+        return {"aux/penalty": penalty,        # ‖A_Bδ_B‖/(ā_B‖δ_B‖), auxdpo.offsets.health
+                "aux/null_residual": scaled_residual(null_image.norm(), squares ** 0.5,
+                                                     self.occurrence_scale)}

@@ -1,5 +1,6 @@
 """Per-micro-batch helpers of :class:`auxdpo.offsets.AuxOffsets` (kept apart so that the
-offsets' module stays readable): the micro-batch's products, and the slots of its responses."""
+offsets' module stays readable): the micro-batch's products, the fused reference pass that
+files them for the step (:class:`FusedPassMixin`), and the slots of its responses."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from auxdpo.offsets.products import Linearization, ReferenceProducts
 
-__all__ = ["BatchProducts", "occurrence_slots", "ratio"]
+__all__ = ["BatchProducts", "FusedPassMixin", "occurrence_slots"]
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -51,7 +52,35 @@ class BatchProducts:
             self.linear.release()
 
 
-def ratio(numerator: torch.Tensor | float, denominator: torch.Tensor | float) -> float:
-    denominator = float(denominator)
-    return float(numerator) / denominator if denominator > 0 else 0.0
+class FusedPassMixin:
+    """The fused reference pass of :class:`auxdpo.offsets.AuxOffsets`: each micro-batch's
+    :class:`Linearization`, filed under its rows until :meth:`AuxOffsets.step` takes it."""
 
+    def reference_logps(self, batch: Batch, captured=None) -> torch.Tensor:
+        """``(2B,)`` reference log-probs log π_θ₀ of a training micro-batch, from the products.
+
+        Fused path for a trainer whose loss needs the reference log-probs anyway: in global
+        mode the same pass carries the tangent u and gives A_Bᵀu (u is fixed until
+        :meth:`step`); the batch's prefix pass (truncated products) or graph
+        (``keep_reference_graph``) is kept, so :meth:`step` uses them for this micro-batch
+        instead of new passes. Call it before :meth:`accumulate` for the same batch.
+        ``captured``: the tail's inputs recorded from the policy's forward on this batch
+        (:meth:`auxdpo.offsets.tail.TailPlan.recording`); the frozen prefix then does not run again.
+        """
+        index = self._batch_index(batch)
+        tangent = None
+        if self.mode == "global" and torch.any(self.u != 0):
+            tangent = self.u.to(self.products.dtype)
+        keep = self.keep_reference_graph and self.mode != "projection"
+        linear = self.products.linearize(batch, tangent, keep_graph=keep, captured=captured)
+        if self.mode != "projection":
+            key = tuple(index.tolist())
+            self._linearized.setdefault(key, []).append((self._u_version, linear))
+        return linear.logps
+
+    def _take_linearization(self, index: torch.Tensor) -> Linearization | None:
+        queue = self._linearized.get(tuple(index.tolist()))
+        if not queue:
+            return None
+        version, linear = queue.pop(0)
+        return linear if version == self._u_version else None

@@ -10,7 +10,8 @@ import torch
 
 from auxdpo.offsets.collectives import all_reduce_, broadcast_
 from auxdpo.offsets.constraints import first_occurrences, null_space_basis
-from auxdpo.offsets.micro_batch import Batch, occurrence_slots, ratio
+from auxdpo.offsets.health import exact_column_scale, scaled_residual
+from auxdpo.offsets.micro_batch import Batch, occurrence_slots
 
 __all__ = ["ProjectionMixin"]
 
@@ -46,6 +47,7 @@ class ProjectionMixin:
                 "is forced to 0 and AuxDPO reduces to DPO. Use more data, fewer trainable "
                 "parameters, or mode='global'.", RuntimeWarning, stacklevel=3)
         self.jacobian_t, self.basis, self.rank = jacobian_t, basis, rank
+        self.column_scale = exact_column_scale(jacobian_t)
         self._reset_coef(basis.shape[1])
 
     def _reset_coef(self, size: int) -> None:
@@ -53,16 +55,26 @@ class ProjectionMixin:
                                 requires_grad=True)
         self.optimizer = self._optimizer_class((1, size), **self._optimizer_args)
 
-    def _step_projection(self, local_weight: float = 1.0) -> dict[str, float]:
+    def _step_projection(self, occurrences: list[torch.Tensor], global_batch_size: int,
+                         local_weight: float = 1.0) -> dict[str, float]:
+        """Steps c on the global batch's mean gradient: this process's DPO part weighted
+        G_r/G, plus Γᵀ of its occurrences' prior gradient (already scaled 1/G), summed over
+        processes."""
+        metrics = {"aux/penalty": 0.0, "aux/null_dim": float(self.basis.shape[1])}
         grad = self.coef.grad if self.coef.grad is not None else torch.zeros_like(self.coef)
-        grad = all_reduce_(grad * local_weight)              # the global batch's mean
+        grad = grad * local_weight
+        if self.prior_precision:                             # ∂/∂c = Γᵀ ∂/∂δ, δ = Γc
+            prior_grad = torch.zeros(self.num_slots, dtype=self.dtype, device=self.device)
+            metrics["aux/prior"] = self._add_prior_grad(self.values(), occurrences,
+                                                        global_batch_size, prior_grad)
+            grad = grad + (self.basis.T @ prior_grad).view(1, -1)
+        grad = all_reduce_(grad)                             # the global batch's mean
         if self.coef.numel():
             self.optimizer.update(self.coef, torch.zeros(1, dtype=torch.long,
                                                          device=self.device), grad)
         self.coef.grad = None
-        metrics = {"aux/penalty": 0.0, "aux/null_dim": float(self.basis.shape[1])}
-        if self.jacobian_t is not None:
+        if self.jacobian_t is not None:                      # ‖Aδ‖/(ā‖δ‖), ā exact
             delta = self.values()
-            metrics["aux/null_residual"] = ratio((self.jacobian_t.T @ delta).norm(),
-                                                 delta.norm())
+            metrics["aux/null_residual"] = scaled_residual(
+                (self.jacobian_t.T @ delta).norm(), delta.norm(), self.column_scale)
         return metrics

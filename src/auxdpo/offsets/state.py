@@ -9,6 +9,8 @@ for row keying is the old table read row by row.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 __all__ = ["OffsetsStateMixin", "upgrade_legacy_state"]
@@ -37,11 +39,12 @@ class OffsetsStateMixin:
 
     def state_dict(self) -> dict:
         """δ's parameters, optimizer state, u (global), Γ (projection), the step count, the
-        keys (keying, weighting, slot map, ω) and the difference JVP's step-size state."""
+        keys (keying, weighting, slot map, ω), the prior's σ and the difference JVP's
+        step-size state."""
         state = {"mode": self.mode, "num_examples": self.num_examples,
                  "num_steps": self.num_steps, "optimizer": self.optimizer.state_dict(),
                  "keying": self.keys.keying, "null_weights": self.null_weights,
-                 "slots": self.slots.clone()}
+                 "slots": self.slots.clone(), "delta_scale": self.delta_scale}
         if self.weights is not None:
             state["weights"] = self.weights.clone()
         if self.mode == "projection":
@@ -65,6 +68,10 @@ class OffsetsStateMixin:
                               ("null_weights", self.null_weights)):
             if state.get(key) != expected:
                 raise ValueError(f"state {key}={state.get(key)!r} does not match {expected!r}")
+        if "delta_scale" in state and state["delta_scale"] != self.delta_scale:
+            warnings.warn(f"resuming offsets trained with the prior σ = {state['delta_scale']} "
+                          f"(delta_scale) under σ = {self.delta_scale}: the objective changes "
+                          "at this step", RuntimeWarning, stacklevel=2)
         if not torch.equal(state["slots"].cpu(), self.slots.cpu()):
             raise ValueError("state's slot map differs from this data's: the checkpoint's "
                              "offsets key other rows or responses (different data, order or "

@@ -23,8 +23,9 @@ Modes (see docs/offsets.md for the derivations; each mode's penalty has its own 
 
 The DPO part's δ-gradients come from the trainer's backward pass (its loss is a mean over the
 global batch G); :meth:`AuxOffsets.step` adds the penalty's gradient with the matching scale
-and steps δ's own optimizer. δ is not a model parameter: it has its own learning rate and is
-outside the model's gradient clipping.
+(and, with ``delta_scale`` σ, the Gaussian prior's (τ/2n)Σδ², τ = 1/σ², as exact per-row
+shares: :mod:`.prior`) and steps δ's own optimizer. δ is not a model parameter: it has its
+own learning rate and is outside the model's gradient clipping.
 
 Multi-process (DDP, ZeRO-1/2; docs/scaling.md): every process keeps the whole δ, its optimizer
 state and u. ``step(global_batch_size=G_r)`` takes this process's example count; G = Σ_r G_r.
@@ -56,8 +57,10 @@ from auxdpo.offsets.constraints import (
     validate_offsets_config,
 )
 from auxdpo.offsets.global_mode import GlobalModeMixin
+from auxdpo.offsets.health import HealthMixin, scaled_residual, take_probe_batches
 from auxdpo.offsets.keys import NULL_WEIGHTS, OffsetKeys, row_keys, slot_weights
-from auxdpo.offsets.micro_batch import Batch, BatchProducts, occurrence_slots, ratio
+from auxdpo.offsets.micro_batch import Batch, BatchProducts, FusedPassMixin, occurrence_slots
+from auxdpo.offsets.prior import PriorMixin, prior_precision
 from auxdpo.offsets.products import Linearization, ReferenceProducts
 from auxdpo.offsets.projection import ProjectionMixin
 from auxdpo.offsets.state import OffsetsStateMixin
@@ -65,7 +68,8 @@ from auxdpo.offsets.state import OffsetsStateMixin
 __all__ = ["MODES", "AuxOffsets"]
 
 
-class AuxOffsets(GlobalModeMixin, BatchModeMixin, ProjectionMixin, OffsetsStateMixin):
+class AuxOffsets(FusedPassMixin, GlobalModeMixin, BatchModeMixin, ProjectionMixin, PriorMixin,
+                 HealthMixin, OffsetsStateMixin):
     """δ over slots (one per row and side, or per unique response), its constraint mode,
     slot weights and optimizer.
 
@@ -103,6 +107,8 @@ class AuxOffsets(GlobalModeMixin, BatchModeMixin, ProjectionMixin, OffsetsStateM
         null_weights: the constraint's slot weights ω: "multiplicity" (default), "reference"
             or "prompt" (these two need ``keys.prompts`` and take the reference log-prob of
             every slot in one extra no-grad pass in :meth:`prepare`).
+        delta_scale: σ of the Gaussian prior on δ (reward units): adds (τ/2n)Σ_k δ_k², τ = 1/σ²,
+            to the objective (:mod:`auxdpo.offsets.prior`); None (default): no prior.
     """
 
     def __init__(self, num_examples: int, products: ReferenceProducts, *, mode: str = "global",
@@ -112,7 +118,7 @@ class AuxOffsets(GlobalModeMixin, BatchModeMixin, ProjectionMixin, OffsetsStateM
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  memory_budget_bytes: int = 2 * 1024**3, optimizer: str = "adam",
                  keep_reference_graph: bool = False, keys: OffsetKeys | None = None,
-                 null_weights: str = "multiplicity") -> None:
+                 null_weights: str = "multiplicity", delta_scale: float | None = None) -> None:
         validate_offsets_config(num_examples, mode, lambda_null, lambda_amp, amp_sign,
                                 delta_cap, recompute_every)
         keys = row_keys(num_examples) if keys is None else keys
@@ -136,6 +142,7 @@ class AuxOffsets(GlobalModeMixin, BatchModeMixin, ProjectionMixin, OffsetsStateM
         self.lambda_null, self.lambda_amp, self.amp_sign = lambda_null, lambda_amp, amp_sign
         self.delta_cap, self.recompute_every, self.dtype = delta_cap, recompute_every, dtype
         self.memory_budget_bytes = memory_budget_bytes
+        self.delta_scale, self.prior_precision = delta_scale, prior_precision(delta_scale)
         self.device = products.device
         self.keys, self.null_weights, self.num_slots = keys, null_weights, keys.num_slots
         self.slots = keys.slots.to(self.device)
@@ -227,6 +234,8 @@ class AuxOffsets(GlobalModeMixin, BatchModeMixin, ProjectionMixin, OffsetsStateM
         for later recomputations if it is re-iterable (a DataLoader, a list).
         projection: builds A (per-example gradients) and the orthonormal basis Γ of N(A).
         null_weights reference/prompt: first one no-grad pass for every slot's log π_ref.
+        global/batch: the score norms of the first pairs, for ``aux/null_residual``'s scale
+        (:mod:`.health`).
         """
         if isinstance(batches, Iterator) and self.weights is None:
             batches = list(batches)                    # two passes: weights, then u or A
@@ -235,46 +244,22 @@ class AuxOffsets(GlobalModeMixin, BatchModeMixin, ProjectionMixin, OffsetsStateM
         elif self.recompute_every and self.mode == "global":
             raise ValueError("recompute_every > 0 needs re-iterable batches in prepare() "
                              "(a DataLoader or a list, not an iterator)")
+        probe: list[Batch] = []                        # the first batches (iterators: peeked)
+        if self.mode != "projection":
+            probe, batches = take_probe_batches(batches)
         if self.weights is None:
             self._reference_weights(batches)
         if self.mode == "global":
             self.recompute_u(batches)
         elif self.mode == "projection":
-            self._build_null_space(batches)
+            self._build_null_space(batches)            # and ā, exactly
+        if self.mode != "projection":
+            self._probe_column_scales(probe)
 
     def accumulate(self, batch: Batch) -> None:
         """Remember a micro-batch for this optimizer step's products (after its backward)."""
         self._batch_index(batch)
         self._pending.append(batch)
-
-    def reference_logps(self, batch: Batch, captured=None) -> torch.Tensor:
-        """``(2B,)`` reference log-probs log π_θ₀ of a training micro-batch, from the products.
-
-        Fused path for a trainer whose loss needs the reference log-probs anyway: in global
-        mode the same pass carries the tangent u and gives A_Bᵀu (u is fixed until
-        :meth:`step`); the batch's prefix pass (truncated products) or graph
-        (``keep_reference_graph``) is kept, so :meth:`step` uses them for this micro-batch
-        instead of new passes. Call it before :meth:`accumulate` for the same batch.
-        ``captured``: the tail's inputs recorded from the policy's forward on this batch
-        (:meth:`auxdpo.offsets.tail.TailPlan.recording`); the frozen prefix then does not run again.
-        """
-        index = self._batch_index(batch)
-        tangent = None
-        if self.mode == "global" and torch.any(self.u != 0):
-            tangent = self.u.to(self.products.dtype)
-        keep = self.keep_reference_graph and self.mode != "projection"
-        linear = self.products.linearize(batch, tangent, keep_graph=keep, captured=captured)
-        if self.mode != "projection":
-            key = tuple(index.tolist())
-            self._linearized.setdefault(key, []).append((self._u_version, linear))
-        return linear.logps
-
-    def _take_linearization(self, index: torch.Tensor) -> Linearization | None:
-        queue = self._linearized.get(tuple(index.tolist()))
-        if not queue:
-            return None
-        version, linear = queue.pop(0)
-        return linear if version == self._u_version else None
 
     def _reference_weights(self, batches: Iterable[Batch]) -> None:
         """ω of the reference/prompt weightings from log π_ref of every slot (one pass)."""
@@ -289,10 +274,13 @@ class AuxOffsets(GlobalModeMixin, BatchModeMixin, ProjectionMixin, OffsetsStateM
                              "batches given to prepare()")
         weights = slot_weights(self.keys, self.null_weights, logps).to(self.device)
         if bool((weights == 0).any()):
+            advice = ("use null_weights='prompt'" if self.null_weights == "reference" else
+                      "they are far less likely under π_ref than another response to their "
+                      "prompt")
             warnings.warn(f"null_weights={self.null_weights!r}: ω underflows to 0 for "
                           f"{int((weights == 0).sum())} of {weights.numel()} responses (π_ref "
-                          "of long sequences), which leaves their δ unconstrained; use "
-                          "null_weights='prompt'", RuntimeWarning, stacklevel=3)
+                          f"of long sequences), which leaves their δ unconstrained; {advice}",
+                          RuntimeWarning, stacklevel=3)
         self._set_weights(broadcast_(weights))     # every process: rank 0's ω, bit for bit
 
     def step(self, global_batch_size: int) -> dict[str, float]:
@@ -301,7 +289,8 @@ class AuxOffsets(GlobalModeMixin, BatchModeMixin, ProjectionMixin, OffsetsStateM
         the number of examples this process accumulated for the step (the global batch G on
         one process; under torch.distributed the processes' counts are summed into G).
         Returns the metrics ``aux/penalty``, ``aux/delta_norm``, ``aux/null_residual``,
-        ``aux/delta_margin`` (and ``aux/null_dim`` in projection mode)."""
+        ``aux/delta_margin`` (and ``aux/null_dim`` in projection mode, ``aux/prior`` with a
+        prior: its full value (τ/2n)Σδ² before the step)."""
         if global_batch_size <= 0:
             raise ValueError(f"global_batch_size must be positive, got {global_batch_size}")
         if not self._pending:
@@ -317,10 +306,13 @@ class AuxOffsets(GlobalModeMixin, BatchModeMixin, ProjectionMixin, OffsetsStateM
         global_batch_size = int(all_reduce_(torch.tensor([local_size], dtype=torch.long,
                                                          device=self.device)).item())
         local_weight = local_size / global_batch_size       # this process's share of the mean
+        occurrences = [occurrence_slots(self.slots, i) for i in indices]      # (2B,) each
+        if self.mode != "projection" and self.column_scale is None:
+            self._probe_column_scales(batches)                 # prepare() was not called
         if self.mode == "projection":
-            metrics = self._step_projection(local_weight)
+            metrics = self._step_projection(occurrences, global_batch_size, local_weight)
         else:
-            metrics = self._step_rows(batches, indices, global_batch_size, local_weight,
+            metrics = self._step_rows(batches, occurrences, global_batch_size, local_weight,
                                       linears)
         self.num_steps += 1
         if (self.mode == "global" and self.recompute_every
@@ -332,7 +324,8 @@ class AuxOffsets(GlobalModeMixin, BatchModeMixin, ProjectionMixin, OffsetsStateM
         metrics["aux/delta_norm"] = float(values.norm())
         metrics["aux/delta_margin"] = float(margins.mean())
         if self.mode == "global":
-            metrics["aux/null_residual"] = ratio(self.u.norm(), values.norm())
+            metrics["aux/null_residual"] = scaled_residual(self.u.norm(), values.norm(),
+                                                           self.column_scale)
         self._last_metrics = metrics
         return dict(metrics)
 
@@ -344,12 +337,11 @@ class AuxOffsets(GlobalModeMixin, BatchModeMixin, ProjectionMixin, OffsetsStateM
     # Their penalties live in global_mode.py and batch_mode.py. Gradients are accumulated per occurrence straight into slot space (index_add over the
     # batch's slots); an occurrence of slot k carries f_k = ω_k/c_k (skipped when f = 1).
 
-    def _step_rows(self, batches: list[Batch], indices: list[torch.Tensor],
+    def _step_rows(self, batches: list[Batch], occurrences: list[torch.Tensor],
                    global_batch_size: int, local_weight: float = 1.0,
                    linears: list[Linearization | None] | None = None) -> dict[str, float]:
         products = [BatchProducts(self.products, b, lin)
                     for b, lin in zip(batches, linears or [None] * len(batches))]
-        occurrences = [occurrence_slots(self.slots, i) for i in indices]      # (2B,) each
         with torch.no_grad():
             delta = self._from_raw(self.raw)
             penalty_grad = torch.zeros_like(delta)                   # ∂penalty/∂δ, (K,)
@@ -360,6 +352,9 @@ class AuxOffsets(GlobalModeMixin, BatchModeMixin, ProjectionMixin, OffsetsStateM
             else:
                 metrics = self._batch_penalty_grad(products, occurrences, global_batch_size,
                                                    delta, penalty_grad)
+            if self.prior_precision:                                 # + (1/G)·τ·δ_k/c_k
+                metrics["aux/prior"] = self._add_prior_grad(delta, occurrences,
+                                                            global_batch_size, penalty_grad)
             raw_grad = self.raw.grad if self.raw.grad is not None else torch.zeros_like(delta)
             grad = raw_grad * local_weight + penalty_grad * self._ddelta_draw()  # cap's chain rule
             grad, slots = combine_row_gradients(grad.view(-1, 1), occurrences, self.num_slots)

@@ -15,6 +15,7 @@ from trl import DPOConfig
 
 from auxdpo.losses import LOSSES
 from auxdpo.offsets.constraints import MODES
+from auxdpo.train.aux_defaults import DEFAULT_DELTA_SCALE, DEFAULT_NULL_WEIGHTS
 from auxdpo.train.config_check import check_finite_positive
 from auxdpo.train.defaults import apply_hardware_defaults
 from auxdpo.train.notebook import check_notebook_preset
@@ -91,13 +92,19 @@ class AuxDPOConfig(DPOConfig):
         "help": "What one AuxDPO offset δ belongs to: response (one per unique prompt and "
                 "response token ids, shared by every pair the response occurs in, as the "
                 "paper's δ(s, a)) or row (one per pair and side; acts only from epoch 2)."})
-    aux_null_weights: str = field(default="multiplicity", metadata={
-        "help": "Weights ω of the empirical constraint Σ ω δ ∇log π_ref = 0: multiplicity "
-                "(occurrence counts, the paper's Monte Carlo sum; the best measured up to 1e5 "
-                "pairs), prompt (π_ref normalised per prompt: consistent whatever the data's "
-                "design, best from 3e5 pairs) or reference (unnormalised π_ref; short "
-                "responses only). prompt and reference take one extra reference pass "
-                "(docs/finite_sample.md)."})
+    aux_null_weights: str = field(default=DEFAULT_NULL_WEIGHTS, metadata={
+        "help": "Weights ω of the empirical constraint Σ ω δ ∇log π_ref = 0: prompt (π_ref "
+                "normalised per prompt: consistent whatever the data's design), multiplicity "
+                "(occurrence counts, the paper's Monte Carlo sum) or reference (unnormalised "
+                "π_ref; short responses only). prompt and reference take one extra reference "
+                "pass. Which to use and what each tends to: docs/finite_sample.md."})
+    aux_delta_scale: float | None = field(default=DEFAULT_DELTA_SCALE, metadata={
+        "help": "σ of a Gaussian prior on each AuxDPO offset δ, in reward units: adds "
+                "(1/(2σ²n))·Σ_k δ_k² over the offsets to the objective, which keeps δ finite "
+                "where hard labels separate (responses seen in few pairs) and washes out as "
+                "the data grow. None (null in YAML): no prior (the paper's objective). With "
+                "aux_preset notebook it applies to δ = β·δ′. Choosing σ: "
+                "docs/finite_sample.md, \"The prior on the offsets\"."})
     lambda_null: float = field(default=1.0, metadata={
         "help": "Weight λ of the null-space penalty ‖A·δ‖² (global and batch modes)."})
     lambda_amp: float = field(default=0.0, metadata={
@@ -196,6 +203,8 @@ class AuxDPOConfig(DPOConfig):
             raise ValueError(f"amp_sign must be +1 or -1, got {self.amp_sign!r}")
         if self.delta_cap is not None and self.delta_cap <= 0:
             raise ValueError(f"delta_cap must be > 0 or None, got {self.delta_cap!r}")
+        if self.aux_delta_scale is not None:
+            check_finite_positive("aux_delta_scale", self.aux_delta_scale)
         from auxdpo.offsets.products import JVP_METHODS
 
         if self.aux_jvp not in JVP_METHODS:

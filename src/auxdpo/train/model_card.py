@@ -68,9 +68,12 @@ _TRL_BIBTEX = """@software{vonwerra2020trl,
 # The settings that define a run, in the order a reader looks for them.
 _SETTINGS = ("method", "capacity", "beta", "learning_rate", "num_train_epochs", "max_steps",
              "per_device_train_batch_size", "gradient_accumulation_steps", "aux_constraint",
-             "lambda_null", "lambda_amp", "amp_sign", "delta_lr", "delta_cap", "aux_preset",
-             "notebook_lambda_null", "notebook_lambda_amp", "notebook_delta_cap", "dpop_lambda")
-_AUX_ONLY = {"aux_constraint", "lambda_null", "lambda_amp", "amp_sign", "delta_lr", "delta_cap"}
+             "lambda_null", "lambda_amp", "amp_sign", "delta_lr", "delta_cap", "aux_delta_scale",
+             "aux_preset", "notebook_lambda_null", "notebook_lambda_amp", "notebook_delta_cap",
+             "dpop_lambda")
+_AUX_ONLY = {"aux_constraint", "lambda_null", "lambda_amp", "amp_sign", "delta_lr", "delta_cap",
+             "aux_delta_scale"}
+_KEPT_BY_PRESET = {"aux_constraint", "aux_delta_scale"}      # the notebook preset reads them
 _NOTEBOOK = {"aux_preset", "notebook_lambda_null", "notebook_lambda_amp", "notebook_delta_cap"}
 
 
@@ -128,7 +131,7 @@ def _settings_table(args) -> str:
         preset = getattr(args, "aux_preset", None)
         if key in _AUX_ONLY and args.method != "auxdpo" or key in _NOTEBOOK and not preset:
             continue
-        if preset and key in _AUX_ONLY - {"aux_constraint"}:
+        if preset and key in _AUX_ONLY - _KEPT_BY_PRESET:
             continue              # replaced by the notebook_* settings
         if key == "dpop_lambda" and args.method != "dpop":
             continue

@@ -13,6 +13,11 @@ the model's own optimizer (its learning rate, schedule and weight decay) and cli
 model's gradients; the penalty is part of each micro-batch's loss, which the Trainer divides
 by the accumulation steps like the rest of it.
 
+``aux_delta_scale`` σ (a Gaussian prior, :mod:`auxdpo.offsets.prior`) applies to δ = β·δ′ in
+reward units: each micro-batch adds mean_i (τβ²/2)·(δ′_w,i²/c_w,i + δ′_l,i²/c_l,i), τ = 1/σ²,
+an unbiased estimate of (τ/2n)Σ_k δ_k² like the mean loss is of the full loss. With
+``aux_delta_scale: null`` the objective above is the notebook's, exactly.
+
 What lives here: the config check (:func:`check_notebook_preset`, called by
 ``AuxDPOConfig.__post_init__``), the penalty (:class:`NotebookPreset`) and the trainer's
 hooks for the optimizer and the clipping (:class:`NotebookPresetMixin`). δ′'s storage, keys
@@ -28,6 +33,8 @@ from dataclasses import fields
 
 import torch
 from transformers import TrainerCallback
+
+from auxdpo.offsets.prior import prior_value
 
 __all__ = ["NOTEBOOK", "PRESETS", "NotebookPreset", "NotebookPresetMixin",
            "check_notebook_preset"]
@@ -126,7 +133,8 @@ class NotebookPreset:
 
     def penalty(self, inputs) -> torch.Tensor:
         """λ_nb·‖A_B δ′_B‖² − λ_amp,nb·‖δ′_B‖² of one micro-batch: its exact value, and its
-        exact gradient in δ′ (2λ_nb·A_Bᵀ A_B δ′_B − 2λ_amp,nb·δ′_B; A_B is θ₀'s, so none in θ)."""
+        exact gradient in δ′ (2λ_nb·A_Bᵀ A_B δ′_B − 2λ_amp,nb·δ′_B; A_B is θ₀'s, so none in θ);
+        plus the prior's share (:meth:`prior`) when ``aux_delta_scale`` is set."""
         chosen, rejected = self.offsets.deltas(inputs["aux_index"])
         delta = torch.cat([chosen, rejected])              # (2G,), the batch's row order
         penalty = -self.lambda_amp * delta.pow(2).sum()
@@ -140,8 +148,24 @@ class NotebookPreset:
             linear_term = (2 * self.lambda_null * back * delta).sum()
             null = self.lambda_null * image.pow(2).sum().to(delta)
             penalty = penalty + null + (linear_term - linear_term.detach())
-        self.trainer._metrics["train"]["aux/penalty"].append(float(penalty.detach()))
+        metrics = self.trainer._metrics["train"]
+        metrics["aux/penalty"].append(float(penalty.detach()))
+        if self.offsets.prior_precision:
+            penalty = penalty + self.prior(inputs["aux_index"], chosen, rejected)
         return penalty
+
+    def prior(self, index: torch.Tensor, chosen: torch.Tensor,
+              rejected: torch.Tensor) -> torch.Tensor:
+        """The Gaussian prior on δ = β·δ′ in reward units (``aux_delta_scale``): the mean of the
+        micro-batch rows' shares (τ/2)·(δ_w²/c_w + δ_l²/c_l), i.e. (τβ²/2)·(δ′_w²/c_w +
+        δ′_l²/c_l), normalised like the micro-batch's mean loss (:mod:`auxdpo.offsets.prior`);
+        logs the full value (τ/2n)Σ_k δ_k² as ``aux/prior``."""
+        beta = self.trainer.beta
+        shares = self.offsets.prior_shares(index, beta * chosen, beta * rejected)
+        value = prior_value(beta * self.offsets.values(), self.offsets.prior_precision,
+                            self.offsets.num_examples)
+        self.trainer._metrics["train"]["aux/prior"].append(value)
+        return shares.mean()
 
 
 class NotebookPresetMixin:

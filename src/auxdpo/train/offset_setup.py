@@ -57,14 +57,16 @@ def planned_epochs(args, num_examples: int, world_size: int = 1) -> float:
 
 
 def report_coverage(keys: OffsetKeys, response_stats: dict[str, float], args,
-                    world_size: int = 1) -> dict[str, float]:
+                    world_size: int = 1, null_weights: str | None = None) -> dict[str, float]:
     """Log the offsets' coverage, write it to ``output_dir/aux_coverage.json`` (main process)
-    and warn when no offset can act; returns the ``aux/*`` statistics."""
+    and warn when no offset can act; returns the ``aux/*`` statistics. ``null_weights``: the
+    offsets' weighting (default ``args.aux_null_weights``)."""
+    null_weights = null_weights or args.aux_null_weights
     stats = coverage(keys)
     epochs = planned_epochs(args, keys.num_examples, world_size)
     logger.info("AuxDPO offsets (aux_offsets=%s, aux_null_weights=%s): %d unique responses, "
                 "%.3f pairs per response, %.1f%% of responses in two or more pairs; "
-                "%.2f epoch(s) planned", keys.keying, args.aux_null_weights,
+                "%.2f epoch(s) planned", keys.keying, null_weights,
                 int(stats["aux/unique_responses"]), stats["aux/pairs_per_response"],
                 100 * stats["aux/shared_share"], epochs)
     message = inactive_warning(stats, keys.keying, epochs, response_stats)
@@ -73,7 +75,7 @@ def report_coverage(keys: OffsetKeys, response_stats: dict[str, float], args,
     if args.should_save:
         folder = Path(args.output_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        record = {"aux_offsets": keys.keying, "aux_null_weights": args.aux_null_weights,
+        record = {"aux_offsets": keys.keying, "aux_null_weights": null_weights,
                   "pairs": keys.num_examples, "planned_epochs": epochs, **stats,
                   "response_keys": response_stats, "warning": message}
         from auxdpo.files import atomic_write_text

@@ -48,8 +48,11 @@ class OffsetsHooksMixin:
             truncate=args.aux_truncate_products, jvp_method=jvp,
             math_attention_vjp=jvp in ("forward", "double-vjp"))
         keys, self._response_coverage = offset_keys_for(self.train_dataset, args.aux_offsets)
+        # The notebook preset weighs every response once (its own penalty, no ω): multiplicity
+        # spares prepare() the reference pass of the π_ref weightings.
+        weights = "multiplicity" if args.aux_preset else args.aux_null_weights
         return AuxOffsets(len(self.train_dataset), products, mode=args.aux_constraint,
-                          keys=keys, null_weights=args.aux_null_weights,
+                          keys=keys, null_weights=weights, delta_scale=args.aux_delta_scale,
                           lambda_null=args.lambda_null, lambda_amp=args.lambda_amp,
                           amp_sign=args.amp_sign, delta_lr=args.delta_lr,
                           delta_cap=args.notebook_delta_cap if args.aux_preset else

@@ -196,7 +196,7 @@ class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, 
         if self.offsets is not None:
             self.offsets.prepare(self.dataset_batches())
             stats = report_coverage(self.offsets.keys, self._response_coverage, self.args,
-                                    self.accelerator.num_processes)
+                                    self.accelerator.num_processes, self.offsets.null_weights)
             for name, value in stats.items():       # in the run's first logged metrics
                 self._metrics["train"][name].append(value)
         with pickles_refused_by_name(resume_from_checkpoint):

@@ -1,0 +1,80 @@
+"""A Gaussian prior on AuxDPO's offsets (docs/finite_sample.md, "The prior on the offsets").
+
+With the prior the offsets solve the MAP objective
+
+    L(θ, δ) = (1/n) Σ_i ℓ_i(θ, δ) + (τ/2n) Σ_k δ_k²,        τ = 1/σ²,
+
+k over the K slots (the offsets that occur in the data), σ (``delta_scale``) the prior
+standard deviation of an offset in reward units (δ enters the loss as
+−log σ(β·h + δ_w − δ_l)), under the mode's constraint as before. λ = τ/n: the prior washes out
+as the data grow. Without it, hard labels on responses seen in few pairs separate and δ runs
+off to infinity along them.
+
+**Exact per-row shares.** With c_k the occurrences of slot k in the data,
+
+    (τ/2n) Σ_k δ_k² = (1/n) Σ_i (τ/2)·(δ_w(i)²/c_w(i) + δ_l(i)²/c_l(i)),
+
+so each row carries its share, as it carries its loss ℓ_i. A step on G rows adds
+(1/G)·τ·δ_k/c_k to slot k for every occurrence of k among its rows: the scale (1/G) of the mean
+loss, i.e. (n/G) times the row's part of the full gradient. One pass over the data meets slot
+k c_k times and adds (1/G)·τ·δ_k = (n/G)·∂/∂δ_k (τ/2n)Σδ², and uniformly drawn batches
+estimate the full gradient without bias (tests/offsets/test_offsets_prior.py checks an
+epoch's sum against autograd of the full objective).
+
+:class:`PriorMixin` gives :class:`auxdpo.offsets.AuxOffsets` the gradient (added to δ's
+penalty gradient, so a ``delta_cap``'s chain rule, projection's Γᵀ and the processes' sum
+apply to it as to the penalty), the full value (``aux/prior``) and the shares of given rows
+(the notebook preset's δ = β·δ′ adds them to its loss, :mod:`auxdpo.train.notebook`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["PriorMixin", "prior_precision", "prior_value"]
+
+
+def prior_precision(delta_scale: float | None) -> float:
+    """τ = 1/σ² of ``delta_scale`` σ; 0.0 for None (no prior). ValueError unless σ is a finite
+    number > 0 or None."""
+    if delta_scale is None:
+        return 0.0
+    if isinstance(delta_scale, bool) or not isinstance(delta_scale, (int, float)) \
+            or not math.isfinite(delta_scale) or delta_scale <= 0:
+        raise ValueError(f"delta_scale (the prior's σ) must be a finite number > 0 or None, "
+                         f"got {delta_scale!r}")
+    return 1.0 / float(delta_scale) ** 2
+
+
+def prior_value(values: torch.Tensor, precision: float, num_examples: int) -> float:
+    """(τ/2n) Σ_k δ_k² of the K offsets ``values`` (reward units)."""
+    return precision * float(values.detach().double().pow(2).sum()) / (2 * num_examples)
+
+
+class PriorMixin:
+    """The prior's gradient, value and row shares, for :class:`auxdpo.offsets.AuxOffsets`
+    (which sets ``prior_precision``, ``_counts``, ``slots`` and ``num_examples``)."""
+
+    prior_precision: float = 0.0
+
+    def prior_shares(self, index: torch.Tensor, chosen: torch.Tensor,
+                     rejected: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` each row's share (τ/2)·(δ_w²/c_w + δ_l²/c_l) of the prior, for dataset rows
+        ``index`` and their offsets ``chosen``, ``rejected`` in reward units (differentiable
+        in them). The mean over a batch estimates the prior's value without bias."""
+        counts = self._counts[self.slots[self._check_index(index)]]              # (B, 2)
+        counts = counts.to(chosen.dtype)
+        return 0.5 * self.prior_precision * (chosen.pow(2) / counts[:, 0]
+                                             + rejected.pow(2) / counts[:, 1])
+
+    def _add_prior_grad(self, delta: torch.Tensor, occurrences: list[torch.Tensor],
+                        global_batch_size: int, grad: torch.Tensor) -> float:
+        """Adds (1/G)·τ·δ_k/c_k to ``grad`` (K,) for every occurrence of slot k in the step's
+        micro-batches (this process's; the caller sums processes); returns the full value
+        (τ/2n)Σδ² at ``delta``, before the step."""
+        scale = self.prior_precision / global_batch_size
+        for slots in occurrences:
+            grad.index_add_(0, slots, scale * delta[slots] / self._counts[slots])
+        return prior_value(delta, self.prior_precision, self.num_examples)
