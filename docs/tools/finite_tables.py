@@ -2,7 +2,7 @@
 full-batch`` n-sweep run folders.
 
     .venv/bin/python docs/tools/finite_tables.py RUN_DIR [RUN_DIR ...] [--figure PATH]
-        [--methods PATTERN ...]
+        [--methods PATTERN ...] [--default VARIANT]
 
 A RUN_DIR may be ``DIR_A+DIR_B``: one cell run in parts (``--first-seed``), rows pooled.
 
@@ -20,7 +20,7 @@ import fnmatch
 import json
 from pathlib import Path
 
-ORDER = ("rlhf_local", "dpo", "ipo", "iw-dpo", "rlhf_2stage")
+ORDER = ("rlhf_local", "dpo", "ipo", "iw-dpo", "rlhf_2stage", "auxdpo")
 
 
 def load(run_dir: str) -> dict:
@@ -100,7 +100,7 @@ def figure(results: list[dict], path: str, patterns: list[str] | None = None) ->
 
     cols = min(len(results), 4)
     rows_ = -(-len(results) // cols)
-    fig, axes = plt.subplots(rows_, cols, figsize=(5.5 * cols, 4.2 * rows_), squeeze=False)
+    fig, axes = plt.subplots(rows_, cols, figsize=(5.5 * cols, 4.8 * rows_), squeeze=False)
     for ax in axes.flat[len(results):]:
         ax.set_visible(False)
     markers = "osD^vP*Xh<>"
@@ -139,10 +139,12 @@ def figure(results: list[dict], path: str, patterns: list[str] | None = None) ->
         ax.axhline(1.0, color="gray", lw=0.8, ls=":")
         ax.axhline(0.0, color="gray", lw=0.8)
         ax.set_xscale("log")
-        ax.set_ylim(low - 0.2, high)
+        shown = [min(max(e["gap_closed"]["mean"] - e["gap_closed"]["std"], low), high)
+                 for e in summary if e["method"] in methods]
+        ax.set_ylim(min(shown + [0.0]) - 0.15, high)
         ax.set_xlabel("n, sampled pairs")
         ax.set_ylabel("fraction of RLHF gain closed")
-        ax.set_title(title(result) + " (synthetic r*)", fontsize="medium")
+        ax.set_title(title(result).replace(", ", "\n", 1), fontsize="medium")
         ax.legend(fontsize="x-small", loc="lower right")
     save_figure(fig, path)
     plt.close(fig)
@@ -154,8 +156,18 @@ def main() -> None:
     parser.add_argument("--figure")
     parser.add_argument("--methods", nargs="+", metavar="PATTERN",
                         help="only these methods (shell patterns, e.g. 'auxdpo*')")
+    parser.add_argument("--default", metavar="VARIANT",
+                        help="show this variant as `auxdpo` (a sweep run before the defaults "
+                             "were set names every variant by its settings)")
     args = parser.parse_args()
     results = [load(r) for r in args.runs]
+    if args.default:
+        for result in results:
+            for row in result["rows"]:
+                if row["method"] == args.default:
+                    row["method"] = "auxdpo"
+        if args.methods:
+            args.methods = ["auxdpo" if m == args.default else m for m in args.methods]
     for result in results:
         print(table(result, result["config"]["max_iter"], args.methods))
     if args.figure:

@@ -82,7 +82,7 @@ def _full_objective(world, delta, weights, mode, lam, lam_amp, steps, tau):
     n, keys = world["n"], world["keys"]
     slots = keys.slots
     losses = -F.logsigmoid(world["margins"] + delta[slots[:, 0]] - delta[slots[:, 1]])
-    full = losses.sum() / n + tau * delta.pow(2).sum() / (2 * n)
+    full = losses.sum() / n + (tau * delta.pow(2)).sum() / (2 * n)
     if mode == "global":
         full = full + lam * (world["columns"] @ (weights * delta) / (2 * n)).pow(2).sum()
     total = (n / G) * full
@@ -112,15 +112,20 @@ def _step_gradient(offsets, world, rows):
     return (before - getattr(offsets, name).detach()) / LR, metrics
 
 
-@pytest.mark.parametrize("mode, cap, weighting", [
-    ("global", None, "prompt"), ("global", 0.8, "multiplicity"), ("batch", None, "prompt"),
-    ("projection", None, "prompt")])
-def test_an_epoch_of_steps_estimates_the_full_gradient(small, wide, mode, cap, weighting):
+@pytest.mark.parametrize("mode, cap, weighting, half", [
+    ("global", None, "prompt", None), ("global", 0.8, "multiplicity", None),
+    ("batch", None, "prompt", None), ("projection", None, "prompt", None),
+    ("global", None, "prompt", 3.0), ("projection", None, "prompt", 3.0)])
+def test_an_epoch_of_steps_estimates_the_full_gradient(small, wide, mode, cap, weighting,
+                                                        half):
+    """``half`` c½: the count-dependent prior, τ_k = τ·(1 + c½/c_k) in place of τ."""
     world = wide if mode == "projection" else small
     n, tau = world["n"], 1 / SIGMA**2
+    if half is not None:
+        tau = tau * (1 + half / world["keys"].counts().to(F64))     # τ_k, (K,)
     lam, lam_amp = {"global": (3.0, 0.0), "batch": (3.0, 0.2), "projection": (0.0, 0.0)}[mode]
     offsets = _make(world, mode=mode, lambda_null=lam, lambda_amp=lam_amp, delta_cap=cap,
-                    null_weights=weighting, delta_scale=SIGMA)
+                    null_weights=weighting, delta_scale=SIGMA, delta_half_count=half)
     weights = slot_weights(world["keys"], weighting, world["logps"])
     assert_close(offsets.weights, weights, ops=1e3)
     gen = torch.Generator().manual_seed(4)
@@ -146,7 +151,7 @@ def test_an_epoch_of_steps_estimates_the_full_gradient(small, wide, mode, cap, w
         gradient, metrics = _step_gradient(offsets, world, rows)
         total += gradient
         assert metrics["aux/prior"] == pytest.approx(
-            tau * float(delta0.pow(2).sum()) / (2 * n), rel=1e-13)
+            float((tau * delta0.pow(2)).sum()) / (2 * n), rel=1e-13)
 
     def full_gradient(tau):
         variable = parameter.clone().requires_grad_(True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 import train_helpers as H
 from test_train_keys import comparison_dataset
 
@@ -30,15 +31,17 @@ def test_defaults_come_from_the_constants(tmp_path):
     config = H.config(tmp_path)
     assert config.aux_delta_scale == aux_defaults.DEFAULT_DELTA_SCALE
     assert config.aux_null_weights == aux_defaults.DEFAULT_NULL_WEIGHTS
+    assert config.aux_delta_half_count == aux_defaults.DEFAULT_DELTA_HALF_COUNT
     help_text = config_keys_help()
     assert f"aux_delta_scale (default {aux_defaults.DEFAULT_DELTA_SCALE!r})" in help_text
     assert f"aux_null_weights (default {aux_defaults.DEFAULT_NULL_WEIGHTS!r})" in help_text
 
 
 @pytest.mark.parametrize("value", [0, -1.0, math.inf, math.nan])
-def test_bad_scales_are_named(tmp_path, value):
-    with pytest.raises(ValueError, match="aux_delta_scale"):
-        H.config(tmp_path, aux_delta_scale=value)
+@pytest.mark.parametrize("key", ["aux_delta_scale", "aux_delta_half_count"])
+def test_bad_scales_are_named(tmp_path, value, key):
+    with pytest.raises(ValueError, match=key):
+        H.config(tmp_path, **{key: value})
 
 
 def test_config_values_are_type_checked():
@@ -49,7 +52,7 @@ def test_config_values_are_type_checked():
 
 
 def test_the_trainer_hands_sigma_to_the_offsets_and_logs_the_prior(tmp_path):
-    trainer = _trainer(tmp_path, aux_delta_scale=0.5)
+    trainer = _trainer(tmp_path, aux_delta_scale=0.5, aux_delta_half_count=None)
     assert trainer.offsets.delta_scale == 0.5 and trainer.offsets.prior_precision == 4.0
     trainer.train()
     logged = [e for e in trainer.state.log_history if "aux/prior" in e]
@@ -58,6 +61,13 @@ def test_the_trainer_hands_sigma_to_the_offsets_and_logs_the_prior(tmp_path):
     assert logged[1]["aux/prior"] == pytest.approx(4 / 16 * logged[0]["aux/delta_norm"] ** 2,
                                                    rel=1e-12)
     assert logged[1]["aux/prior"] > 0
+
+
+def test_the_trainer_hands_the_half_count_to_the_offsets(tmp_path):
+    trainer = _trainer(tmp_path, aux_delta_scale=0.5, aux_delta_half_count=3.0)
+    counts = trainer.offsets.keys.counts().double()
+    assert trainer.offsets.delta_half_count == 3.0
+    torch.testing.assert_close(trainer.offsets.slot_tau.double(), 4.0 * (1 + 3.0 / counts))
 
 
 def test_no_prior_runs_no_prior_code_in_the_trainer(tmp_path, monkeypatch):

@@ -14,7 +14,12 @@ off to infinity along them.
 
     (τ/2n) Σ_k δ_k² = (1/n) Σ_i (τ/2)·(δ_w(i)²/c_w(i) + δ_l(i)²/c_l(i)),
 
-so each row carries its share, as it carries its loss ℓ_i. A step on G rows adds
+so each row carries its share, as it carries its loss ℓ_i.
+
+**Count-dependent variance** (``delta_half_count`` c½): slot k's prior variance is
+σ²·c_k/(c_k + c½), i.e. its precision τ_k = τ·(1 + c½/c_k): an offset whose response occurs in
+few pair sides is held closer to 0 (where hard labels separate most easily), one seen in many
+is held by τ alone. Everything above holds with τ_k in place of τ. A step on G rows adds
 (1/G)·τ·δ_k/c_k to slot k for every occurrence of k among its rows: the scale (1/G) of the mean
 loss, i.e. (n/G) times the row's part of the full gradient. One pass over the data meets slot
 k c_k times and adds (1/G)·τ·δ_k = (n/G)·∂/∂δ_k (τ/2n)Σδ², and uniformly drawn batches
@@ -33,7 +38,7 @@ import math
 
 import torch
 
-__all__ = ["PriorMixin", "prior_precision", "prior_value"]
+__all__ = ["PriorMixin", "prior_precision", "prior_value", "slot_precision"]
 
 
 def prior_precision(delta_scale: float | None) -> float:
@@ -48,33 +53,61 @@ def prior_precision(delta_scale: float | None) -> float:
     return 1.0 / float(delta_scale) ** 2
 
 
-def prior_value(values: torch.Tensor, precision: float, num_examples: int) -> float:
-    """(τ/2n) Σ_k δ_k² of the K offsets ``values`` (reward units)."""
-    return precision * float(values.detach().double().pow(2).sum()) / (2 * num_examples)
+def slot_precision(precision: float, counts: torch.Tensor,
+                   half_count: float | None) -> torch.Tensor | float:
+    """τ_k of every slot: τ·(1 + c½/c_k) ``(K,)`` with ``half_count`` c½, else τ itself.
+    ValueError unless c½ is a finite number > 0 or None."""
+    if half_count is None:
+        return precision
+    if isinstance(half_count, bool) or not isinstance(half_count, (int, float)) \
+            or not math.isfinite(half_count) or half_count <= 0:
+        raise ValueError(f"delta_half_count (c½) must be a finite number > 0 or None, "
+                         f"got {half_count!r}")
+    return precision * (1 + float(half_count) / counts.clamp_min(1))
+
+
+def prior_value(values: torch.Tensor, precision: float | torch.Tensor,
+                num_examples: int) -> float:
+    """(1/2n) Σ_k τ_k δ_k² of the K offsets ``values`` (reward units); ``precision`` τ or τ_k
+    ``(K,)``."""
+    squares = values.detach().double().pow(2)
+    if isinstance(precision, torch.Tensor):
+        squares = squares * precision.to(squares)
+        precision = 1.0
+    return precision * float(squares.sum()) / (2 * num_examples)
 
 
 class PriorMixin:
     """The prior's gradient, value and row shares, for :class:`auxdpo.offsets.AuxOffsets`
-    (which sets ``prior_precision``, ``_counts``, ``slots`` and ``num_examples``)."""
+    (which sets ``prior_precision``, ``slot_tau`` (τ or τ_k), ``_counts``, ``slots`` and
+    ``num_examples``)."""
 
     prior_precision: float = 0.0
+    slot_tau: float | torch.Tensor = 0.0
+
+    def _tau(self, slots: torch.Tensor) -> float | torch.Tensor:
+        tau = self.slot_tau
+        return tau[slots] if isinstance(tau, torch.Tensor) else tau
+
+    def prior_total(self, values: torch.Tensor) -> float:
+        """The prior's full value (1/2n)Σ_k τ_k δ_k² at offsets ``values`` ``(K,)``."""
+        return prior_value(values, self.slot_tau, self.num_examples)
 
     def prior_shares(self, index: torch.Tensor, chosen: torch.Tensor,
                      rejected: torch.Tensor) -> torch.Tensor:
         """``(B,)`` each row's share (τ/2)·(δ_w²/c_w + δ_l²/c_l) of the prior, for dataset rows
         ``index`` and their offsets ``chosen``, ``rejected`` in reward units (differentiable
         in them). The mean over a batch estimates the prior's value without bias."""
-        counts = self._counts[self.slots[self._check_index(index)]]              # (B, 2)
-        counts = counts.to(chosen.dtype)
-        return 0.5 * self.prior_precision * (chosen.pow(2) / counts[:, 0]
-                                             + rejected.pow(2) / counts[:, 1])
+        slots = self.slots[self._check_index(index)]                           # (B, 2)
+        weight = (self._tau(slots) / self._counts[slots]).to(chosen.dtype)    # τ_k/c_k
+        return 0.5 * (weight[:, 0] * chosen.pow(2) + weight[:, 1] * rejected.pow(2))
 
     def _add_prior_grad(self, delta: torch.Tensor, occurrences: list[torch.Tensor],
                         global_batch_size: int, grad: torch.Tensor) -> float:
-        """Adds (1/G)·τ·δ_k/c_k to ``grad`` (K,) for every occurrence of slot k in the step's
-        micro-batches (this process's; the caller sums processes); returns the full value
-        (τ/2n)Σδ² at ``delta``, before the step."""
-        scale = self.prior_precision / global_batch_size
+        """Adds (1/G)·τ_k·δ_k/c_k to ``grad`` (K,) for every occurrence of slot k in the
+        step's micro-batches (this process's; the caller sums processes); returns the full
+        value (1/2n)Στ_kδ_k² at ``delta``, before the step."""
         for slots in occurrences:
-            grad.index_add_(0, slots, scale * delta[slots] / self._counts[slots])
-        return prior_value(delta, self.prior_precision, self.num_examples)
+            grad.index_add_(0, slots, self._tau(slots) * delta[slots]
+                            / (self._counts[slots] * global_batch_size))
+        return self.prior_total(delta)

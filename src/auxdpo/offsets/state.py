@@ -44,7 +44,8 @@ class OffsetsStateMixin:
         state = {"mode": self.mode, "num_examples": self.num_examples,
                  "num_steps": self.num_steps, "optimizer": self.optimizer.state_dict(),
                  "keying": self.keys.keying, "null_weights": self.null_weights,
-                 "slots": self.slots.clone(), "delta_scale": self.delta_scale}
+                 "slots": self.slots.clone(), "delta_scale": self.delta_scale,
+                 "delta_half_count": self.delta_half_count}
         if self.weights is not None:
             state["weights"] = self.weights.clone()
         if self.mode == "projection":
@@ -68,10 +69,12 @@ class OffsetsStateMixin:
                               ("null_weights", self.null_weights)):
             if state.get(key) != expected:
                 raise ValueError(f"state {key}={state.get(key)!r} does not match {expected!r}")
-        if "delta_scale" in state and state["delta_scale"] != self.delta_scale:
-            warnings.warn(f"resuming offsets trained with the prior σ = {state['delta_scale']} "
-                          f"(delta_scale) under σ = {self.delta_scale}: the objective changes "
-                          "at this step", RuntimeWarning, stacklevel=2)
+        for key, name in (("delta_scale", "σ"), ("delta_half_count", "c½")):
+            if key in state and state[key] != getattr(self, key):
+                warnings.warn(f"resuming offsets trained with the prior's {name} = "
+                              f"{state[key]} ({key}) under {name} = {getattr(self, key)}: "
+                              "the objective changes at this step", RuntimeWarning,
+                              stacklevel=2)
         if not torch.equal(state["slots"].cpu(), self.slots.cpu()):
             raise ValueError("state's slot map differs from this data's: the checkpoint's "
                              "offsets key other rows or responses (different data, order or "

@@ -60,7 +60,7 @@ from auxdpo.offsets.global_mode import GlobalModeMixin
 from auxdpo.offsets.health import HealthMixin, scaled_residual, take_probe_batches
 from auxdpo.offsets.keys import NULL_WEIGHTS, OffsetKeys, row_keys, slot_weights
 from auxdpo.offsets.micro_batch import Batch, BatchProducts, FusedPassMixin, occurrence_slots
-from auxdpo.offsets.prior import PriorMixin, prior_precision
+from auxdpo.offsets.prior import PriorMixin, prior_precision, slot_precision
 from auxdpo.offsets.products import Linearization, ReferenceProducts
 from auxdpo.offsets.projection import ProjectionMixin
 from auxdpo.offsets.state import OffsetsStateMixin
@@ -109,6 +109,8 @@ class AuxOffsets(FusedPassMixin, GlobalModeMixin, BatchModeMixin, ProjectionMixi
             every slot in one extra no-grad pass in :meth:`prepare`).
         delta_scale: σ of the Gaussian prior on δ (reward units): adds (τ/2n)Σ_k δ_k², τ = 1/σ²,
             to the objective (:mod:`auxdpo.offsets.prior`); None (default): no prior.
+        delta_half_count: c½ of a count-dependent prior: slot k's variance σ²·c_k/(c_k + c½)
+            (c_k its occurrences); None (default): σ² for every slot.
     """
 
     def __init__(self, num_examples: int, products: ReferenceProducts, *, mode: str = "global",
@@ -118,7 +120,8 @@ class AuxOffsets(FusedPassMixin, GlobalModeMixin, BatchModeMixin, ProjectionMixi
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  memory_budget_bytes: int = 2 * 1024**3, optimizer: str = "adam",
                  keep_reference_graph: bool = False, keys: OffsetKeys | None = None,
-                 null_weights: str = "multiplicity", delta_scale: float | None = None) -> None:
+                 null_weights: str = "multiplicity", delta_scale: float | None = None,
+                 delta_half_count: float | None = None) -> None:
         validate_offsets_config(num_examples, mode, lambda_null, lambda_amp, amp_sign,
                                 delta_cap, recompute_every)
         keys = row_keys(num_examples) if keys is None else keys
@@ -147,6 +150,8 @@ class AuxOffsets(FusedPassMixin, GlobalModeMixin, BatchModeMixin, ProjectionMixi
         self.keys, self.null_weights, self.num_slots = keys, null_weights, keys.num_slots
         self.slots = keys.slots.to(self.device)
         self._counts = keys.counts().to(self.device, dtype)
+        self.delta_half_count = delta_half_count
+        self.slot_tau = slot_precision(self.prior_precision, self._counts, delta_half_count)
         self.weights: torch.Tensor | None = None      # ω (K,); reference/prompt: in prepare()
         self._factors: torch.Tensor | None = None     # f = ω/c per occurrence (None: all 1)
         self._unit_weights = False                     # ω = 1 everywhere (row multiplicity)

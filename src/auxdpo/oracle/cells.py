@@ -14,7 +14,11 @@ import torch
 
 from auxdpo.lab.problems import PreferenceProblem
 from auxdpo.oracle.designs import design_counts
-from auxdpo.oracle.sampling import DEFAULT_DELTA_SCALE, DEFAULT_NULL_WEIGHTS
+from auxdpo.oracle.sampling import (
+    DEFAULT_DELTA_HALF_COUNT,
+    DEFAULT_DELTA_SCALE,
+    DEFAULT_NULL_WEIGHTS,
+)
 from auxdpo.oracle.solvers import fit_rlhf, forward_score_matrix, local_rlhf_theta
 
 __all__ = ["cell_setup", "exact_rlhf", "method_names", "method_variants"]
@@ -111,7 +115,7 @@ def _variant_name(config, options: dict) -> str:
     finite = config.finite
     default = (options["key"] == "response" and options["weights"] == DEFAULT_NULL_WEIGHTS
                and options["delta_scale"] == DEFAULT_DELTA_SCALE
-               and options["half_count"] is None
+               and options["half_count"] == DEFAULT_DELTA_HALF_COUNT
                and options["mode"] == config.aux_modes[0]
                and options.get("lambda_null", config.lambdas[0]) == config.lambdas[0])
     if default:
@@ -125,8 +129,9 @@ def _variant_name(config, options: dict) -> str:
         scale = options["delta_scale"]
         name += ("-noprior" if scale is None else "-sigmaEM" if scale == "em"
                  else f"-sigma{scale:g}")
-    if len(finite.delta_half_counts) > 1 and options["half_count"] is not None:
-        name += f"-half{options['half_count']:g}"
+    if len(finite.delta_half_counts) > 1:
+        half = options["half_count"]
+        name += "" if half is None else f"-half{half:g}"
     if len(config.aux_modes) > 1:
         name += f"-{options['mode']}"
     if "lambda_null" in options and len(config.lambdas) > 1:

@@ -116,7 +116,9 @@ def _rows(task, sample: PairSample, responses: torch.Tensor) -> list[dict]:
 def build_trainer(task, capacity, sample: PairSample, *, method: str, beta: float,
                   finite: FiniteConfig, output_dir: str, seed: int, mode: str = "projection",
                   lambda_null: float = 1.0, dpop_lambda: float = 50.0,
-                  aux_offsets: str = "response", aux_null_weights: str = "prompt"):
+                  aux_offsets: str = "response", aux_null_weights: str = "prompt",
+                  aux_delta_scale: float | None = None,
+                  aux_delta_half_count: float | None = None):
     """An AuxDPOTrainer on a deep copy of the task's model, over ``sample``'s rows."""
     import copy
 
@@ -129,6 +131,7 @@ def build_trainer(task, capacity, sample: PairSample, *, method: str, beta: floa
         output_dir=output_dir, method=method, capacity=trainer_capacity(capacity),
         aux_constraint=mode, lambda_null=lambda_null, delta_lr=finite.delta_lr,
         aux_offsets=aux_offsets, aux_null_weights=aux_null_weights,
+        aux_delta_scale=aux_delta_scale, aux_delta_half_count=aux_delta_half_count,
         lambda_amp=finite.lambda_amp if mode == "batch" else 0.0,
         dpop_lambda=dpop_lambda, beta=beta, learning_rate=finite.lr,
         num_train_epochs=finite.epochs, per_device_train_batch_size=finite.batch_size,
@@ -209,7 +212,9 @@ def finite_cell(config, task, capacity_spec: str, seed: int, log) -> list[dict]:
         thetas = {"base": (theta0, {}), "rlhf": (rlhf.theta, solved), "rlhf_local": (local, {})}
         for name, loss_name, kwargs in method_variants(config, importance=False):
             start = time.time()
-            keys = ({"aux_offsets": kwargs["key"], "aux_null_weights": kwargs["weights"]}
+            keys = ({"aux_offsets": kwargs["key"], "aux_null_weights": kwargs["weights"],
+                     "aux_delta_scale": kwargs["delta_scale"],
+                     "aux_delta_half_count": kwargs["half_count"]}
                     if loss_name == "auxdpo" else {})
             theta, stats = train_method(
                 task, capacity, sample, method=loss_name, beta=beta, finite=finite, seed=seed,

@@ -82,7 +82,20 @@ def reward_metric(problem: PreferenceProblem) -> torch.Tensor:
 
 def inverse_root(matrix: torch.Tensor, floor: float = 1e-9) -> torch.Tensor:
     """(M + ε)^{-1/2} for symmetric PSD ``matrix`` (batched), ε = floor·λ_max: full rank."""
-    evals, evecs = torch.linalg.eigh(0.5 * (matrix + matrix.transpose(-1, -2)))
+    symmetric = 0.5 * (matrix + matrix.transpose(-1, -2))
+    try:
+        evals, evecs = torch.linalg.eigh(symmetric)
+    except torch.linalg.LinAlgError:
+        # LAPACK's divide-and-conquer (syevd) can fail on a few ill-conditioned blocks
+        # (repeated eigenvalues); the QR-iteration driver does not.
+        import numpy as np
+        import scipy.linalg
+
+        blocks = symmetric.detach().cpu().numpy().reshape(-1, *symmetric.shape[-2:])
+        pairs = [scipy.linalg.eigh(b, driver="ev") for b in blocks]
+        evals = torch.from_numpy(np.stack([p[0] for p in pairs])).to(symmetric)
+        evecs = torch.from_numpy(np.stack([p[1] for p in pairs])).to(symmetric)
+        evals, evecs = evals.reshape(symmetric.shape[:-1]), evecs.reshape(symmetric.shape)
     top = evals.amax(dim=-1, keepdim=True).clamp_min(1e-300)
     scale = evals.clamp_min(0).add(floor * top).rsqrt()
     return (evecs * scale[..., None, :]) @ evecs.transpose(-1, -2)

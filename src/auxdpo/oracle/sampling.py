@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["DEFAULT_DELTA_SCALE", "DEFAULT_NULL_WEIGHTS", "FINITE_AUX_MODES", "FINITE_SOLVERS",
+# The trainer's defaults (AuxDPOConfig), so that a plain `auxdpo oracle` measures what users get.
+from auxdpo.train.aux_defaults import (
+    DEFAULT_DELTA_HALF_COUNT,
+    DEFAULT_DELTA_SCALE,
+    DEFAULT_NULL_WEIGHTS,
+)
+
+__all__ = ["DEFAULT_DELTA_HALF_COUNT", "DEFAULT_DELTA_SCALE", "DEFAULT_NULL_WEIGHTS",
+           "FINITE_AUX_MODES", "FINITE_SOLVERS",
            "LABELS", "NULL_WEIGHTS", "OFFSET_KEYS", "SAMPLERS", "FiniteConfig", "PairSample",
            "enumerate_draws", "rating_labels", "sample_groups", "sample_pairs"]
 
@@ -27,9 +35,6 @@ FINITE_AUX_MODES = ("projection", "global", "batch")
 FINITE_SOLVERS = ("trainer", "full-batch")
 OFFSET_KEYS = ("response", "row")
 NULL_WEIGHTS = ("multiplicity", "reference", "prompt")
-# The trainer's defaults (AuxDPOConfig), so that a plain `auxdpo oracle` measures what users get.
-DEFAULT_NULL_WEIGHTS = "prompt"
-DEFAULT_DELTA_SCALE = 1.0
 
 
 @dataclass
@@ -51,7 +56,8 @@ class FiniteConfig:
             "help": "σ of AuxDPO's Gaussian prior on each offset (the trainer's "
                     "aux_delta_scale; None: no prior; 'em': estimated from the data, "
                     "full-batch only)"})
-    delta_half_counts: list[float | None] = field(default_factory=lambda: [None], metadata={
+    delta_half_counts: list[float | None] = field(
+        default_factory=lambda: [DEFAULT_DELTA_HALF_COUNT], metadata={
         "help": "c½ of a count-dependent prior: a response in c comparisons gets variance "
                 "σ²·c/(c + c½) (None: σ² for every response)"})
     labels: str = field(default="hard", metadata={
@@ -113,6 +119,11 @@ class FiniteConfig:
         if self.sampler == "disagreeing" and not self.responses_per_prompt:
             raise ValueError("finite: sampler disagreeing draws groups: set "
                              "responses_per_prompt >= 2 (i.i.d. pairs: design anti-aligned)")
+        if self.solver == "trainer" and (self.responses_per_prompt or self.labels != "hard"
+                                         or self.sampler == "disagreeing"):
+            raise ValueError("finite: the trainer solver draws i.i.d. pairs with hard labels; "
+                             "groups, soft labels and disagreeing groups need solver "
+                             "full-batch")
         if self.labels not in LABELS:
             raise ValueError(f"finite: labels must be one of {LABELS}, got {self.labels!r}")
         if not self.delta_scales or len(set(self.delta_scales)) < len(self.delta_scales) or any(

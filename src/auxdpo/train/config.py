@@ -15,7 +15,11 @@ from trl import DPOConfig
 
 from auxdpo.losses import LOSSES
 from auxdpo.offsets.constraints import MODES
-from auxdpo.train.aux_defaults import DEFAULT_DELTA_SCALE, DEFAULT_NULL_WEIGHTS
+from auxdpo.train.aux_defaults import (
+    DEFAULT_DELTA_HALF_COUNT,
+    DEFAULT_DELTA_SCALE,
+    DEFAULT_NULL_WEIGHTS,
+)
 from auxdpo.train.config_check import check_finite_positive
 from auxdpo.train.defaults import apply_hardware_defaults
 from auxdpo.train.notebook import check_notebook_preset
@@ -104,6 +108,11 @@ class AuxDPOConfig(DPOConfig):
                 "where hard labels separate (responses seen in few pairs) and washes out as "
                 "the data grow. None (null in YAML): no prior (the paper's objective). With "
                 "aux_preset notebook it applies to δ = β·δ′. Choosing σ: "
+                "docs/finite_sample.md, \"The prior on the offsets\"."})
+    aux_delta_half_count: float | None = field(default=DEFAULT_DELTA_HALF_COUNT, metadata={
+        "help": "c½ of a count-dependent prior: the offset of a response that occurs in c "
+                "pair sides gets variance σ²·c/(c + c½), so offsets of rarely compared "
+                "responses are held closer to 0. None (null): σ² for every offset. "
                 "docs/finite_sample.md, \"The prior on the offsets\"."})
     lambda_null: float = field(default=1.0, metadata={
         "help": "Weight λ of the null-space penalty ‖A·δ‖² (global and batch modes)."})
@@ -203,8 +212,9 @@ class AuxDPOConfig(DPOConfig):
             raise ValueError(f"amp_sign must be +1 or -1, got {self.amp_sign!r}")
         if self.delta_cap is not None and self.delta_cap <= 0:
             raise ValueError(f"delta_cap must be > 0 or None, got {self.delta_cap!r}")
-        if self.aux_delta_scale is not None:
-            check_finite_positive("aux_delta_scale", self.aux_delta_scale)
+        for name in ("aux_delta_scale", "aux_delta_half_count"):
+            if getattr(self, name) is not None:
+                check_finite_positive(name, getattr(self, name))
         from auxdpo.offsets.products import JVP_METHODS
 
         if self.aux_jvp not in JVP_METHODS:

@@ -69,11 +69,12 @@ _TRL_BIBTEX = """@software{vonwerra2020trl,
 _SETTINGS = ("method", "capacity", "beta", "learning_rate", "num_train_epochs", "max_steps",
              "per_device_train_batch_size", "gradient_accumulation_steps", "aux_constraint",
              "lambda_null", "lambda_amp", "amp_sign", "delta_lr", "delta_cap", "aux_delta_scale",
-             "aux_preset", "notebook_lambda_null", "notebook_lambda_amp", "notebook_delta_cap",
+             "aux_delta_half_count", "aux_preset", "notebook_lambda_null", "notebook_lambda_amp", "notebook_delta_cap",
              "dpop_lambda")
 _AUX_ONLY = {"aux_constraint", "lambda_null", "lambda_amp", "amp_sign", "delta_lr", "delta_cap",
-             "aux_delta_scale"}
-_KEPT_BY_PRESET = {"aux_constraint", "aux_delta_scale"}      # the notebook preset reads them
+             "aux_delta_scale", "aux_delta_half_count"}
+# the notebook preset reads them
+_KEPT_BY_PRESET = {"aux_constraint", "aux_delta_scale", "aux_delta_half_count"}
 _NOTEBOOK = {"aux_preset", "notebook_lambda_null", "notebook_lambda_amp", "notebook_delta_cap"}
 
 

@@ -34,7 +34,6 @@ from dataclasses import fields
 import torch
 from transformers import TrainerCallback
 
-from auxdpo.offsets.prior import prior_value
 
 __all__ = ["NOTEBOOK", "PRESETS", "NotebookPreset", "NotebookPresetMixin",
            "check_notebook_preset"]
@@ -162,8 +161,7 @@ class NotebookPreset:
         logs the full value (τ/2n)Σ_k δ_k² as ``aux/prior``."""
         beta = self.trainer.beta
         shares = self.offsets.prior_shares(index, beta * chosen, beta * rejected)
-        value = prior_value(beta * self.offsets.values(), self.offsets.prior_precision,
-                            self.offsets.num_examples)
+        value = self.offsets.prior_total(beta * self.offsets.values())
         self.trainer._metrics["train"]["aux/prior"].append(value)
         return shares.mean()
 

@@ -53,6 +53,7 @@ class OffsetsHooksMixin:
         weights = "multiplicity" if args.aux_preset else args.aux_null_weights
         return AuxOffsets(len(self.train_dataset), products, mode=args.aux_constraint,
                           keys=keys, null_weights=weights, delta_scale=args.aux_delta_scale,
+                          delta_half_count=args.aux_delta_half_count,
                           lambda_null=args.lambda_null, lambda_amp=args.lambda_amp,
                           amp_sign=args.amp_sign, delta_lr=args.delta_lr,
                           delta_cap=args.notebook_delta_cap if args.aux_preset else
