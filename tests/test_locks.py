@@ -99,3 +99,28 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path):
     assert (tmp_path / LOCK_NAME).exists()  # killed: the lock is left behind
     with pytest.warns(UserWarning, match="took over the stale lock of holder"):
         release_lock(acquire_lock(str(tmp_path), "second"))
+
+
+def test_a_stale_lock_warning_is_one_clean_line(tmp_path, capsys):
+    """Through the command: `auxdpo train: warning: ...`, not `contextlib.py:137: UserWarning`;
+    in Python the warning points at the line that entered `output_folder`."""
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = {"pid": _dead_pid(), "host": socket.gethostname(), "command": "killed run",
+             "started": "earlier"}
+    (out / LOCK_NAME).write_text(json.dumps(stale))
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q{i} ", "chosen": f"a{i}",
+                                        "rejected": f"b{i}{i}"}) + "\n" for i in range(4)))
+    assert main(["train", "--model_name_or_path", "tiny-gpt2", "--tiny_hidden_size", "16",
+                 "--dataset_name", str(data), "--output_dir", str(out), "--use_cpu", "--bf16",
+                 "false", "--max_steps", "1", "--report_to", "[]", "--save_strategy", "no",
+                 "--method", "dpo", "--disable_tqdm", "true"]) == 0
+    err = capsys.readouterr().err
+    assert f"auxdpo train: warning: {out}: took over the stale lock of killed run (pid " in err
+    assert "contextlib" not in err and "UserWarning" not in err
+    (out / LOCK_NAME).write_text(json.dumps(stale))
+    with pytest.warns(UserWarning) as caught:
+        with output_folder(out, "again"):
+            pass
+    assert caught[0].filename == __file__

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
+import warnings
 
 __all__ = ["build_parser", "main"]
 
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from auxdpo.errors import user_error_message
 
+    shown = warnings.showwarning
+    warnings.showwarning = _own_warnings_as_lines(args.command, shown)
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below
@@ -65,6 +68,25 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"auxdpo {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = shown
+
+
+def _own_warnings_as_lines(command: str, show_other):
+    """``warnings.showwarning`` for the command: auxdpo's own warnings (raised from its
+    modules) as one line ``auxdpo <command>: warning: ...``; the libraries' as Python shows
+    them (file, line, category)."""
+    import os
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if os.path.abspath(filename).startswith(package):
+            print(f"auxdpo {command}: warning: {message}", file=file or sys.stderr)
+        else:
+            show_other(message, category, filename, lineno, file, line)
+
+    return show
 
 
 def _closed_pipe() -> int:
