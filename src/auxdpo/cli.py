@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from auxdpo.errors import user_error_message
 
-    shown = warnings.showwarning
-    warnings.showwarning = _own_warnings_as_lines(args.command, shown)
+    formatted = warnings.formatwarning
+    warnings.formatwarning = _own_warnings_as_lines(args.command, formatted)
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below
@@ -69,24 +69,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"auxdpo {args.command}: error: {message}", file=sys.stderr)
         return 2
     finally:
-        warnings.showwarning = shown
+        warnings.formatwarning = formatted
 
 
-def _own_warnings_as_lines(command: str, show_other):
-    """``warnings.showwarning`` for the command: auxdpo's own warnings (raised from its
+def _own_warnings_as_lines(command: str, format_other):
+    """``warnings.formatwarning`` for the command: auxdpo's own warnings (raised from its
     modules) as one line ``auxdpo <command>: warning: ...``; the libraries' as Python shows
-    them (file, line, category)."""
+    them (file, line, category). Only the printed form changes: recorded warnings
+    (``catch_warnings(record=True)``, pytest) are untouched."""
     import os
 
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
-    def show(message, category, filename, lineno, file=None, line=None):
+    def format_warning(message, category, filename, lineno, line=None):
         if os.path.abspath(filename).startswith(package):
-            print(f"auxdpo {command}: warning: {message}", file=file or sys.stderr)
-        else:
-            show_other(message, category, filename, lineno, file, line)
+            return f"auxdpo {command}: warning: {message}\n"
+        return format_other(message, category, filename, lineno, line)
 
-    return show
+    return format_warning
 
 
 def _closed_pipe() -> int:

@@ -7,8 +7,8 @@ import pytest
 from auxdpo.cli import main
 from data_fixtures import (
     MULTI_FIXTURES,
-    fixture_rows,
     REAL_DATA,
+    fixture_rows,
     flat_ultrafeedback,
     h4_ultrafeedback,
     mmlu_pro_rows,

@@ -71,9 +71,9 @@ def aux_verdict(stats: ComparisonStats) -> str:
                 "use DPO or multi-comparison data (several rated responses per prompt, "
                 "every pair)")
     elif ppr < ACTS_FROM:
-        what = (f"AuxDPO stays close to DPO (prior on the offsets): below ~{ACTS_FROM:g} "
-                "pairs per response its offsets are not pinned down; expect little gain "
-                "over DPO, and use soft labels if the labels separate")
+        what = ("AuxDPO stays close to DPO (prior on the offsets: aux_delta_scale σ shrinks "
+                "an offset compared c times by c/(c + 4/σ²), so with few pairs per response "
+                f"they stay small); expect little gain over DPO below ~{ACTS_FROM:g}")
     else:
         what = "AuxDPO can correct DPO's misspecification (response offsets act in one epoch)"
     return f"{ppr:.2f} pairs per response: {what}; see {_SECTION}"

@@ -2,7 +2,9 @@
 and ``auxdpo train --config FILE --check``: the same, with nothing loaded.
 
 :func:`resolve_recipe` is what ``auxdpo train`` runs before training: the file is read (YAML
-errors name the file and line), the overrides are applied, and the flat mapping becomes
+errors name the file and line), unknown keys and methods are refused before TRL is imported
+(:mod:`auxdpo.train.early_check`), a relative ``dataset_name`` of the file is found from the
+current folder or else beside the file, the overrides are applied, and the flat mapping becomes
 ``(RunArguments, AuxDPOConfig)`` through :func:`auxdpo.train.run.resolve_config`, so unknown
 keys, value types and every check of the installed TRL and transformers apply. An error about
 a key that came from the file names the file; one about an override does not.
