@@ -178,12 +178,19 @@ UF_REAL = "/work/shared/data/ultrafeedback/train_1k.jsonl"
 
 @pytest.mark.skipif(not os.path.exists(UF_REAL), reason="real UltraFeedback rows absent")
 def test_train_and_data_check_name_the_same_row_of_the_real_file(tmp_path, capsys):
-    """Line 307 of train_1k.jsonl has chosen == rejected: both commands say row 307."""
+    """Line 307 of train_1k.jsonl has chosen == rejected: both commands say row 307, and
+    both say how many such rows there are and that dataset_format: ultrafeedback drops them."""
     main(["data", "check", UF_REAL, "--format", "ultrafeedback"])
-    assert "row 307, field 'rejected': identical to chosen" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "row 307, field 'rejected': identical to chosen" in out
+    assert ("loading: auxdpo train with dataset_format: ultrafeedback drops the 6 row(s) with "
+            "content problems") in out  # 4 identical pairs, 2 empty responses
     assert main(_train(tmp_path, UF_REAL)) == 2
-    assert _one_line_error(capsys, "train") == f"{UF_REAL}: row 307: chosen and rejected are " \
-                                               "identical"
+    error = _one_line_error(capsys, "train")
+    assert error.startswith(f"{UF_REAL}: row 307: chosen and rejected are identical (4 of 1000 "
+                            "rows are: 307, 656, 911, 998); drop such rows, or with auxdpo "
+                            "train read the file with dataset_format: ultrafeedback, which "
+                            "drops them with a warning")
 
 
 def test_train_outputs_honour_the_umask(tmp_path):

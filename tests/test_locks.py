@@ -99,3 +99,38 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path):
     assert (tmp_path / LOCK_NAME).exists()  # killed: the lock is left behind
     with pytest.warns(UserWarning, match="took over the stale lock of holder"):
         release_lock(acquire_lock(str(tmp_path), "second"))
+
+
+def test_a_stale_lock_warning_is_one_clean_line(tmp_path):
+    """Through the command (a fresh process: pytest records warnings instead of printing
+    them): `auxdpo train: warning: ...`, not `contextlib.py:137: UserWarning`; in Python the
+    warning points at the line that entered `output_folder`."""
+    import os
+    from pathlib import Path
+
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = {"pid": _dead_pid(), "host": socket.gethostname(), "command": "killed run",
+             "started": "earlier"}
+    (out / LOCK_NAME).write_text(json.dumps(stale))
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q{i} ", "chosen": f"a{i}",
+                                        "rejected": f"b{i}{i}"}) + "\n" for i in range(4)))
+    src = Path(__file__).resolve().parents[1] / "src"
+    done = subprocess.run(
+        [sys.executable, "-m", "auxdpo", "train", "--model_name_or_path", "tiny-gpt2",
+         "--tiny_hidden_size", "16", "--dataset_name", str(data), "--output_dir", str(out),
+         "--use_cpu", "--bf16", "false", "--max_steps", "1", "--report_to", "[]",
+         "--save_strategy", "no", "--method", "dpo", "--disable_tqdm", "true"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1",
+             "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (f"auxdpo train: warning: {out}: took over the stale lock of killed run (pid "
+            in done.stderr)
+    assert "contextlib" not in done.stderr and "UserWarning" not in done.stderr
+    (out / LOCK_NAME).write_text(json.dumps(stale))
+    with pytest.warns(UserWarning) as caught:
+        with output_folder(out, "again"):
+            pass
+    assert caught[0].filename == __file__

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
+import warnings
 
 __all__ = ["build_parser", "main"]
 
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from auxdpo.errors import user_error_message
 
+    formatted = warnings.formatwarning
+    warnings.formatwarning = _own_warnings_as_lines(args.command, formatted)
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below
@@ -65,6 +68,25 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"auxdpo {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = formatted
+
+
+def _own_warnings_as_lines(command: str, format_other):
+    """``warnings.formatwarning`` for the command: auxdpo's own warnings (raised from its
+    modules) as one line ``auxdpo <command>: warning: ...``; the libraries' as Python shows
+    them (file, line, category). Only the printed form changes: recorded warnings
+    (``catch_warnings(record=True)``, pytest) are untouched."""
+    import os
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+    def format_warning(message, category, filename, lineno, line=None):
+        if os.path.abspath(filename).startswith(package):
+            return f"auxdpo {command}: warning: {message}\n"
+        return format_other(message, category, filename, lineno, line)
+
+    return format_warning
 
 
 def _closed_pipe() -> int:

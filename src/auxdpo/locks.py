@@ -25,8 +25,8 @@ from collections.abc import Iterator
 
 from auxdpo.errors import AuxdpoError
 
-__all__ = ["LOCK_NAME", "FolderInUseError", "acquire_lock", "output_folder",
-           "prepare_output_folder", "release_lock"]
+__all__ = ["LOCK_NAME", "FolderInUseError", "acquire_lock", "check_not_in_use", "is_rank_zero",
+           "output_folder", "prepare_output_folder", "release_lock"]
 
 LOCK_NAME = ".auxdpo.lock"
 
@@ -77,8 +77,11 @@ def _holder(info: dict) -> str:
             f"{info.get('host', '?')}, since {info.get('started', '?')})")
 
 
-def acquire_lock(folder: str, command: str) -> str:
-    """Create the lock of ``folder`` (which must exist) for ``command``; return its path."""
+def acquire_lock(folder: str, command: str, *, stacklevel: int = 2) -> str:
+    """Create the lock of ``folder`` (which must exist) for ``command``; return its path.
+
+    Taking over a stale lock warns; ``stacklevel`` points the warning at the caller's line
+    (2: the caller of this function)."""
     lock = os.path.join(folder, LOCK_NAME)
     info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -122,11 +125,27 @@ def acquire_lock(folder: str, command: str) -> str:
                 raise FolderInUseError(f"{folder} is in use by {_holder(moved or {})}")
             os.unlink(claim)
             warnings.warn(f"{folder}: took over the stale lock of {_holder(held)} "
-                          "(that process is gone)", UserWarning, stacklevel=3)
+                          "(that process is gone)", UserWarning, stacklevel=stacklevel)
         raise FolderInUseError(f"{folder}: could not take its lock {lock}")
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_not_in_use(folder: str | os.PathLike) -> None:
+    """Raise :class:`FolderInUseError` when a live process of this host (or any process of
+    another host) holds ``folder``'s lock; read-only, so a command can say so before its
+    other checks. Taking the lock (:func:`acquire_lock`) stays the real exclusion."""
+    folder = os.fspath(folder)
+    held = _read(os.path.join(folder, LOCK_NAME))
+    if not held:
+        return
+    same_host = held.get("host") == socket.gethostname()
+    pid = held.get("pid")
+    if same_host and isinstance(pid, int) and not _alive(pid):
+        return  # stale: taken over when the command locks
+    hint = "" if same_host else f"; if that run is gone, delete {os.path.join(folder, LOCK_NAME)}"
+    raise FolderInUseError(f"{folder} is in use by {_holder(held)}{hint}")
 
 
 def release_lock(lock: str) -> None:
@@ -137,7 +156,8 @@ def release_lock(lock: str) -> None:
             os.unlink(lock)
 
 
-def _is_rank_zero() -> bool:
+def is_rank_zero() -> bool:
+    """Whether this process is global rank 0 (or the only process)."""
     return int(os.environ.get("RANK", "0") or 0) == 0
 
 
@@ -145,7 +165,9 @@ def _is_rank_zero() -> bool:
 def output_folder(path: str | os.PathLike, command: str) -> Iterator[str]:
     """Prepare ``path`` (:func:`prepare_output_folder`) and hold its lock inside the block."""
     folder = prepare_output_folder(path)
-    lock = acquire_lock(folder, command) if _is_rank_zero() else None
+    # a stale lock's warning names the line of the `with output_folder(...)` statement (this
+    # generator and contextlib's __enter__ lie between it and acquire_lock)
+    lock = acquire_lock(folder, command, stacklevel=4) if is_rank_zero() else None
     try:
         yield folder
     finally:

@@ -8,6 +8,7 @@ from auxdpo.cli import main
 from data_fixtures import (
     MULTI_FIXTURES,
     REAL_DATA,
+    fixture_rows,
     flat_ultrafeedback,
     h4_ultrafeedback,
     mmlu_pro_rows,
@@ -17,9 +18,18 @@ from data_fixtures import (
 )
 
 
+def _report(capsys):
+    """The --json report without its verdict, which must match its own pairs per response."""
+    report = json.loads(capsys.readouterr().out)
+    verdict = report.pop("verdict")
+    if report["pairs"]:
+        assert verdict.startswith(f"{report['pairs_per_response']:.2f} pairs per response: ")
+    return report
+
+
 def _run_json(capsys, path, fmt):
     code = main(["data", "check", str(path), "--format", fmt, "--json"])
-    return code, json.loads(capsys.readouterr().out)
+    return code, _report(capsys)
 
 
 def _sharing(prompts, responses, appearances, shared):
@@ -60,7 +70,7 @@ def test_good_fixtures_exit_zero(tmp_path, capsys, rows, fmt, pairs, sharing):
 def test_multi_comparison_fixtures(capsys, fmt, ties, rows, pairs, sharing):
     code = main(["data", "check", str(MULTI_FIXTURES[fmt]), "--format", fmt, "--ties", ties,
                  "--json"])
-    report = json.loads(capsys.readouterr().out)
+    report = _report(capsys)
     assert code == 0
     assert report == {"rows": rows, "pairs": pairs, **sharing, "problems": []}
 
@@ -80,7 +90,13 @@ def test_multi_comparison_problems_and_text_output(tmp_path, capsys):
         "  row 1, field 'responses[2]': same text as responses[0] (kept once)",
         "  row 2, field 'scores[1]': expected a finite number, got '2'",
         "  row 3, field '<row>': no pair: every score ties (ties='drop')",
-        "status: UNUSABLE ROWS FOUND"]
+        "loading: auxdpo train with dataset_format: scored-responses drops the 2 row(s) with "
+        "content problems (or their responses), with a warning and stops at the 1 row(s) with "
+        "schema problems",
+        "status: UNUSABLE ROWS FOUND",
+        "verdict: 1.00 pairs per response: AuxDPO's offsets cannot act in one epoch (each "
+        "response is in one pair); use DPO or multi-comparison data (several rated responses "
+        "per prompt, every pair); see README.md, \"When AuxDPO helps, and when it does not\""]
     with pytest.raises(SystemExit) as info:  # argparse: bad choice
         main(["data", "check", str(path), "--format", "scored-responses", "--ties", "keep"])
     assert info.value.code == 2
@@ -97,7 +113,7 @@ def test_broken_ultrafeedback_lists_every_problem(tmp_path, capsys):
     code, report = _run_json(capsys, path, "ultrafeedback")
     assert code == 1
     assert set(report) == {"rows", "pairs", "prompts", "responses", "responses_per_prompt",
-                           "pairs_per_response", "share_in_2_or_more", "problems"}
+                           "pairs_per_response", "share_in_2_or_more", "problems"}  # + verdict
     assert report["rows"] == 5 and report["pairs"] == 1
     assert [(p["row"], p["field"]) for p in report["problems"]] == [
         (1, "chosen"), (3, "rejected"), (4, "prompt"), (5, "<json>")]
@@ -131,7 +147,9 @@ def test_text_output_and_unreadable_file(tmp_path, capsys):
                         "pairs per response: mean 1.00; in >= 2 pairs: 0.0% of responses",
                         "problems: 1",
                         "  row 2, field 'answer_index': 0 disagrees with answer 'B'"]
-    assert out[-1] == "status: UNUSABLE ROWS FOUND"
+    assert out[-3:-1] == ["loading: auxdpo eval stops at the 1 row(s) with schema problems",
+                          "status: UNUSABLE ROWS FOUND"]
+    assert out[-1].startswith("verdict: 1.00 pairs per response: AuxDPO's offsets cannot act")
     (tmp_path / "bad.json").write_text('{"a": 1, "b": 2}')
     code, report = _run_json(capsys, tmp_path / "bad.json", "mmlu-pro")
     assert code == 1 and report["problems"][0]["row"] == 0
@@ -153,3 +171,26 @@ def test_real_rows(capsys, relative, fmt, rows, pairs, problems, responses):
     if responses is not None:  # one pair per prompt, no response shared
         assert (report["responses"], report["pairs_per_response"],
                 report["share_in_2_or_more"]) == (responses, 1.0, 0.0)
+
+
+def test_a_hub_name_is_checked_as_training_loads_it(monkeypatch, capsys):
+    """`auxdpo data check RLHFlow/...` (the walkthrough's command) reads the hub set through
+    datasets.load_dataset, as `dataset_name` of `auxdpo train` does (loader stubbed: no hub)."""
+    import datasets
+
+    calls = []
+
+    def load_dataset(name, *args, split=None, **kwargs):
+        calls.append((name, args, split))
+        return fixture_rows("rlhflow-ultrafeedback")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    name = "RLHFlow/UltraFeedback-preference-standard"
+    assert main(["data", "check", name, "--format", "rlhflow-ultrafeedback"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert calls == [(name, (), "train")]
+    assert out[0] == f"hub data set: {name}[train]" and "pairs: 8" in out
+    assert out[-1].startswith("verdict: 2.29 pairs per response: AuxDPO stays close to DPO")
+    assert main(["data", "check", "HuggingFaceH4/ultrafeedback_binarized", "--format",
+                 "ultrafeedback", "--config", "default", "--json"]) == 0
+    assert calls[-1] == ("HuggingFaceH4/ultrafeedback_binarized", ("default",), "train_prefs")

@@ -18,6 +18,7 @@ def test_tables_show_base_model_and_change():
             "rewardbench2": {"logp": {"subsets": {"Math": 0.25, "Ties": 0.0}, "mean": 0.125}},
             "mmlu_pro": {"options": {"overall": 0.4, "per_category": {"law": 0.4}}}}
     text = format_eval_tables(model, base)
+    assert "| | base | model | relative change vs base |" in text  # 100·(model − base)/base
     assert "| log-prob accuracy (chosen has higher log π) | 50.00 | 60.00 | +20.00% |" in text
     assert "| implicit-reward accuracy (higher β·log π/π_ref) | 50.00 | 75.00 | +50.00% |" in text
     assert "| Math (2 prompts) | 25.00 | 50.00 | +100.00% |" in text

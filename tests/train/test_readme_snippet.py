@@ -57,7 +57,10 @@ def test_readme_snippet_runs_on_cpu_learns_and_loads_back(tmp_path, monkeypatch)
     assert not ours, [str(w.message) for w in ours]
     trainer, policy = namespace["trainer"], namespace["policy"]
     assert trainer.args.bf16 is False and trainer.args.dataloader_pin_memory is False  # CPU
-    assert trainer.state.global_step == 6  # 4 pairs, batch 2, 3 epochs
+    assert trainer.state.global_step == 6  # 12 pairs, batch 4, 2 epochs
+    # 3 answers per prompt in every pair: each answer in 2 pairs, so the offsets act
+    first = trainer.state.log_history[0]
+    assert first["aux/pairs_per_response"] == 2.0 and first["aux/shared_share"] == 1.0
     rows = list(namespace["prefs"])
     tokenizer = namespace["tokenizer"]
     before = _mean_margin(AutoModelForCausalLM.from_pretrained(base), tokenizer, rows)

@@ -143,3 +143,51 @@ def test_train_help_lists_config_keys_with_help(capsys):
         block = text[text.index(f"\n  {key} (default"):][:400]
         assert words in block, (key, block)
     assert "(default 'global')" in text and "(default 1.0)" in text
+
+
+def test_summary_metrics_are_the_mean_over_processes(monkeypatch):
+    """What every rank's summary reduces to: each metric's mean over the processes."""
+    from types import SimpleNamespace
+
+    import accelerate.utils
+
+    from auxdpo.train.run import mean_over_processes
+
+    one = SimpleNamespace(accelerator=SimpleNamespace(num_processes=1))
+    assert mean_over_processes(one, {"loss": 0.5}) == {"loss": 0.5}
+    ranks = [{"loss": 0.5, "aux/delta_norm": 1.0, "step": 4},
+             {"loss": 0.5, "aux/delta_norm": 3.0, "step": 4, "only_here": 7.0}]
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda mine: ranks)
+    two = SimpleNamespace(accelerator=SimpleNamespace(num_processes=2))
+    assert mean_over_processes(two, ranks[0]) == {"aux/delta_norm": 2.0, "loss": 0.5,
+                                                  "only_here": 7.0, "step": 4.0}
+
+
+@pytest.mark.slow
+def test_accelerate_launch_prints_one_summary(tmp_path):
+    """Two CPU processes (examples/accelerate/ddp_cpu.yaml): rank 0 alone prints the run
+    summary, with the metrics' mean over the ranks (~60 s on 2 busy cores)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
+           "PYTHONPATH": str(root / "src")}
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           str(root / "examples" / "accelerate" / "ddp_cpu.yaml"), "-m",
+                           "auxdpo", "train", "--config", str(root / "examples" /
+                                                             "tiny_auxdpo.yaml"),
+                           "--output_dir", str(out), "--max_steps", "2",
+                           "--per_device_train_batch_size", "2", "--save_strategy", "no"],
+                          env=env, timeout=900, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if line.startswith("run: ")] == [f"run: {out}"]
+    final = json.loads(next(line for line in lines if line.startswith("final: "))[7:])
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    last = [entry for entry in logged if "loss" in entry][-1]
+    assert final["loss"] == pytest.approx(last["loss"], rel=1e-5)  # gathered: equal on ranks
+    assert final["step"] == 2 and "aux/delta_norm" in final

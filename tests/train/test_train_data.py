@@ -22,7 +22,10 @@ def _with(row_index, **changes):
 @pytest.mark.parametrize("changes, message", [
     ({"chosen": ""}, r"row 3, field 'chosen': empty response"),
     ({"rejected": "   "}, r"row 3, field 'rejected': empty response"),
-    ({"rejected": "same", "chosen": "same"}, r"row 3: chosen and rejected are identical"),
+    ({"rejected": "same", "chosen": "same"}, r"row 3: chosen and rejected are identical \(1 of 4 "
+                                             r"rows are: 3\); drop such rows, or with auxdpo "
+                                             r"train read the file with dataset_format: "
+                                             r"ultrafeedback"),
 ])
 def test_row_errors_name_row_and_field(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -79,6 +82,24 @@ def test_missing_columns_are_listed():
 def test_soft_label_and_weight_ranges(column, values, message):
     with pytest.raises(ValueError, match=message):
         validate_preference_rows(H.dataset(4, **{column: values}))
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("weight", float("nan"), r"^row 3, field 'weight': expected a finite number, got nan$"),
+    ("weight", 1e300, r"^row 3, field 'weight': 1e\+300 is outside \[0.0, 1000000.0\]$"),
+    ("pref_prob", float("nan"), r"^row 3, field 'pref_prob': expected a finite number"),
+    ("weight", 2.0, r"^row 1, field 'weight': missing, but row 3 has one \(3 of 4 rows lack "
+                    r"it\): give every row a value \(1: unweighted\) or none$"),
+    ("pref_prob", 0.7, r"^row 1, field 'pref_prob': missing, but row 3 has one .*\(1: chosen "
+                       r"preferred for sure\) or none$"),
+], ids=["nan-weight", "huge-weight", "nan-label", "weight-on-one-row", "label-on-one-row"])
+def test_a_column_on_some_rows_only_names_the_bad_row(column, value, message):
+    """Rows without the column read as None: a bad value on row 3 is reported as row 3 (it
+    was "row 1 ... got None"); a good one says which rows lack it."""
+    rows = H.rows(4)
+    rows[2][column] = value
+    with pytest.raises(ValueError, match=message):
+        validate_preference_rows(RowTable(rows))
 
 
 def test_trainer_validates_before_training(tmp_path):

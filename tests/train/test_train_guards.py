@@ -197,3 +197,113 @@ def test_copy_of_complete_checkpoint_is_still_complete(tmp_path):
     shutil.copytree(out / "checkpoint-2", tmp_path / "copy" / "checkpoint-2")
     assert resolve_resume(str(tmp_path / "copy"), True) == str(tmp_path / "copy" /
                                                               "checkpoint-2")
+
+
+def test_a_poisoned_optimizer_state_is_named_not_training_args(tmp_path, capsys):
+    """training_args.bin pickles the config's classes but is never loaded on resume: the
+    refusal names the file that was refused."""
+    data = tmp_path / "prefs.jsonl"
+    _write(data, H.rows(8))
+    out = tmp_path / "run"
+    assert main(_train_args(data, out, "--save_strategy", "steps", "--save_steps", "2",
+                            "--max_steps", "2")) == 0
+    torch.save({"state": _Evil()}, out / "checkpoint-2" / "optimizer.pt")
+    capsys.readouterr()
+    assert main(_train_args(data, out, "--max_steps", "4", "--resume_from_checkpoint",
+                            "true")) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1
+    assert err[0].startswith(f"auxdpo train: error: checkpoint {out / 'checkpoint-2'}: refused "
+                             "to load pickled file(s) optimizer.pt (posix.system): ")
+    assert "training_args.bin" not in err[0]
+
+
+def _torch_disk_full(at: str):
+    """torch.save that fails like torch's zip writer on a full disk, for paths ending ``at``."""
+    real = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if str(f).endswith(at):
+            with open(f, "wb") as handle:
+                handle.write(b"PK\x03\x04 cut short")
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos "
+                               "4416 vs 4310")
+        return real(obj, f, *args, **kwargs)
+
+    return save
+
+
+def test_disk_full_while_saving_a_checkpoint_is_one_line_and_resume_works(tmp_path, capsys,
+                                                                          monkeypatch):
+    data = tmp_path / "prefs.jsonl"
+    _write(data, H.rows(8))
+    out = tmp_path / "run"
+    args = _train_args(data, out, "--save_strategy", "steps", "--save_steps", "2",
+                       "--method", "auxdpo")
+    monkeypatch.setattr(torch, "save", _torch_disk_full("checkpoint-4/optimizer.pt"))
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert err == [f"auxdpo train: error: disk full while writing {out}/checkpoint-4/optimizer.pt "
+                   "([enforce fail at inline_container.cc:664] . unexpected pos 4416 vs 4310); "
+                   "removed the incomplete checkpoint-4; free space, then resume with "
+                   "resume_from_checkpoint: true (from checkpoint-2)"]
+    assert not (out / "checkpoint-4").exists()
+    monkeypatch.undo()
+    assert main([*args, "--resume_from_checkpoint", "true"]) == 0
+    assert [p.name for p in complete_checkpoints(out)] == ["checkpoint-2", "checkpoint-4"]
+    assert (out / "model.safetensors").is_file()
+
+
+def test_disk_full_at_the_final_save_names_the_file(tmp_path, capsys, monkeypatch):
+    """An OSError ENOSPC carries no file name; the message names the file being written."""
+    import errno
+
+    import safetensors.torch
+
+    data = tmp_path / "prefs.jsonl"
+    _write(data, H.rows(8))
+    out = tmp_path / "run"
+    args = _train_args(data, out, "--save_strategy", "steps", "--save_steps", "4",
+                       "--method", "auxdpo")
+    real = safetensors.torch.save_file
+    saves = []
+
+    def save_file(tensors, filename, *rest, **kwargs):  # the offsets' file of the final save
+        saves.append(filename)
+        if "checkpoint" not in str(filename) and len(saves) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(tensors, filename, *rest, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert err == [f"auxdpo train: error: disk full while writing {out}/aux_offsets.safetensors "
+                   "(No space left on device); free space, then resume with "
+                   "resume_from_checkpoint: true (from checkpoint-4)"]
+    monkeypatch.undo()
+    assert main([*args, "--resume_from_checkpoint", "true"]) == 0
+    assert (out / "aux_offsets.safetensors").is_file()
+
+
+def test_resume_prints_no_missing_tied_weight(tmp_path, capfd):
+    """tiny-gpt2 ties lm_head.weight to the input embeddings: saved once, restored with
+    them; transformers' "missing keys ... lm_head.weight" said nothing true."""
+    from types import SimpleNamespace
+
+    from auxdpo.train.checkpoint import without_tied_keys
+
+    data = tmp_path / "prefs.jsonl"
+    _write(data, H.rows(8))
+    out = tmp_path / "run"
+    args = _train_args(data, out, "--save_strategy", "steps", "--save_steps", "2")
+    assert main([*args, "--max_steps", "2"]) == 0
+    capfd.readouterr()
+    assert main([*args, "--resume_from_checkpoint", "true"]) == 0
+    assert "missing keys" not in capfd.readouterr().err
+    model = H.model()
+    assert model.lm_head.weight is model.transformer.wte.weight
+    result = SimpleNamespace(missing_keys=["lm_head.weight"], unexpected_keys=[])
+    assert without_tied_keys(model, result).missing_keys == []
+    both = SimpleNamespace(missing_keys=["lm_head.weight", "transformer.wte.weight"])
+    assert without_tied_keys(model, both).missing_keys == ["lm_head.weight",
+                                                            "transformer.wte.weight"]

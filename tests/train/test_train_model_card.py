@@ -151,3 +151,45 @@ def test_push_to_hub_uploads_card_and_loadable_adapter(tmp_path, base_folder, mo
     trained = _logits(trainer.accelerator.unwrap_model(trainer.model).eval())
     torch.testing.assert_close(_logits(loaded), trained, rtol=0,
                                atol=1e-6 * trained.abs().max().item())
+
+
+def _card_args(**overrides):
+    values = dict(method="auxdpo", capacity="full", beta=0.1, learning_rate=1e-5,
+                  num_train_epochs=1, max_steps=-1, per_device_train_batch_size=2,
+                  gradient_accumulation_steps=1, aux_offsets="response",
+                  aux_null_weights="prompt", aux_constraint="global", lambda_null=1.0,
+                  lambda_amp=0.0, amp_sign=1, delta_lr=1e-2, delta_cap=None, dpop_lambda=50.0)
+    values.update(overrides)
+    return SimpleNamespace(**values)
+
+
+@pytest.mark.parametrize("method", sorted(__import__("auxdpo.losses").losses.LOSSES))
+def test_every_registered_loss_saves_a_card_citing_its_paper(tmp_path, method):
+    """TRL's loss types used to train and then fail at the final save (no paper for them)."""
+    from auxdpo.train.model_card import PAPERS
+
+    extra = {"label_smoothing": 1e-3} if method == "exo_pair" else {}
+    trainer = AuxDPOTrainer(th.model(dtype=torch.float32),
+                            args=th.config(tmp_path, method=method, **extra),
+                            train_dataset=th.dataset(4), processing_class=th.tokenizer())
+    trainer.save_model(str(tmp_path))
+    card = (tmp_path / "README.md").read_text()
+    title, paper_id, bibtex = PAPERS[method]
+    assert f"huggingface.co/papers/{paper_id}" in card and title in card
+    assert bibtex in card and f"| `method` | `{method}` |" in card
+
+
+def test_card_lists_auxdpos_settings_that_matter():
+    card = render_model_card(_card_args(), base_model=None, model_name="r", is_adapter=False)
+    for row in ("| `aux_offsets` | `response` |", "| `aux_null_weights` | `prompt` |",
+                "| `aux_constraint` | `global` |", "| `lambda_null` | `1.0` |",
+                "| `delta_lr` | `0.01` |"):
+        assert row in card
+    assert "lambda_amp" not in card and "amp_sign" not in card  # batch mode only
+    assert "delta_cap" not in card and "aux_delta_scale" not in card  # not set
+    assert "per-pair" not in card and "one per unique response" in card
+    batch = render_model_card(_card_args(aux_constraint="batch", lambda_amp=0.1, amp_sign=-1,
+                                         aux_offsets="row", aux_delta_scale=0.5),
+                              base_model=None, model_name="r", is_adapter=False)
+    assert "| `lambda_amp` | `0.1` |" in batch and "| `amp_sign` | `-1` |" in batch
+    assert "| `aux_delta_scale` | `0.5` |" in batch and "one per pair and side" in batch

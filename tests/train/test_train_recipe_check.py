@@ -14,6 +14,7 @@ Measured wall time of ``auxdpo train --config examples/qwen3_06b_auxdpo.yaml --c
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -53,9 +54,11 @@ def test_shipped_recipe_passes_the_check(recipe, at_root):
     assert summary.startswith(f"{recipe}: OK: method {values.get('method', 'auxdpo')}, "
                               f"capacity {values.get('capacity', 'full')}, "
                               f"model {values['model_name_or_path']} ")
-    kind = "file" if Path(values["dataset_name"]).is_file() else "hub"
-    assert f"data {kind} {values['dataset_name']} " \
-           f"(split {values.get('dataset_split', 'train')})" in summary
+    name = values["dataset_name"]
+    beside = os.path.normpath(Path(recipe).parent / name)  # a file named beside the recipe
+    name = beside if not Path(name).exists() and Path(beside).is_file() else name
+    kind = "file" if Path(name).is_file() else "hub"
+    assert f"data {kind} {name} (split {values.get('dataset_split', 'train')}" in summary
     assert "\n" not in summary
     assert not Path(values["output_dir"]).exists()  # nothing written
 
@@ -64,9 +67,30 @@ def test_the_check_applies_the_resolved_values(at_root):
     """warmup_steps: 0.1 is a fraction in transformers >= 5 (10 warm-up steps of 100)."""
     from auxdpo.train.recipe_check import resolve_recipe
 
-    _, config = resolve_recipe("examples/qwen3_06b_auxdpo.yaml", ["--use_cpu"])
+    run_args, config = resolve_recipe("examples/qwen3_06b_auxdpo.yaml", ["--use_cpu"])
     assert config.warmup_steps == 0.1 and config.get_warmup_steps(100) == 10
-    assert config.capacity == "lora:4" and config.num_train_epochs == 2
+    assert config.capacity == "lora:4" and config.num_train_epochs == 1
+    assert run_args.dataset_format == "rlhflow-ultrafeedback"
+    assert run_args.dataset_soft_label_temperature == 1.0
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_auxdpo_recipes_train_on_multi_comparison_data(recipe, at_root):
+    """An AuxDPO recipe on one pair per response would be DPO for its first epoch: every
+    shipped one names a multi-comparison format, or a local file whose responses recur."""
+    from auxdpo.data.check import check_file
+    from auxdpo.data.comparisons import MULTI_FORMATS
+    from auxdpo.train.recipe_check import resolve_recipe
+
+    run_args, config = resolve_recipe(recipe, ["--use_cpu"])
+    if config.method != "auxdpo":
+        pytest.skip("not an AuxDPO recipe")
+    if run_args.dataset_format is not None:
+        assert run_args.dataset_format in MULTI_FORMATS
+    else:
+        report = check_file(run_args.dataset_name, "ultrafeedback")
+        assert report.ok and report.stats.pairs_per_response > 1
+        assert report.stats.share_in_2_or_more == 1.0
 
 
 @pytest.mark.parametrize("recipe", ACCELERATE)
@@ -122,7 +146,9 @@ def _recipe(tmp_path, text: str) -> str:
     ("max_steps: ten\n", [], r"^{path}: max_steps: expected an integer, got 'ten'$"),
     ("", ["--max_steps", "ten"], r"^max_steps: expected an integer, got 'ten'$"),
     ("beta: -1\n", [], r"^{path}: beta must be a finite number > 0, got -1$"),
-    ("dataset_name: missing.jsonl\n", [], r"^{path}: dataset file missing.jsonl does not exist$"),
+    ("dataset_name: missing.jsonl\n", [],
+     r"^{path}: dataset file missing.jsonl does not exist: looked for /\S+/missing.jsonl \(from "
+     r"the current folder\) and /\S+/missing.jsonl \(beside the recipe\)$"),
     ("", ["--dataset_name", "missing.jsonl"], r"^dataset file missing.jsonl does not exist$"),
     ("dataset_name: ''\n", [], r"^{path}: dataset_name is required"),
     ("method: dpo\nbeta: [0.1\n", [], r"^{path}: invalid YAML at line 4, column 1"),  # line 1: dataset_name
@@ -184,3 +210,24 @@ def test_data_source_names_the_rows_without_reading_them(tmp_path, monkeypatch):
             load_dataset_rows(run_args)
     with pytest.raises(ValueError, match="^dataset_name is required"):
         data_source(RunArguments())
+
+
+def test_a_recipe_finds_its_data_file_beside_it_from_any_folder(tmp_path, monkeypatch):
+    """examples/tiny_auxdpo.yaml names tiny_prefs.jsonl: from the current folder when there
+    is one of that name, else beside the recipe; neither: the error names both paths."""
+    recipe = str(ROOT / "examples" / "tiny_auxdpo.yaml")
+    monkeypatch.chdir(tmp_path)
+    beside = ROOT / "examples" / "tiny_prefs.jsonl"
+    assert f"data file {beside} (split train)" in check_recipe(recipe, [])
+    (tmp_path / "tiny_prefs.jsonl").write_text(beside.read_text(), encoding="utf-8")
+    assert "data file tiny_prefs.jsonl (split train)" in check_recipe(recipe, [])
+    own = tmp_path / "recipes" / "run.yaml"
+    own.parent.mkdir()
+    own.write_text("dataset_name: data/prefs.jsonl\n", encoding="utf-8")
+    with pytest.raises(FileNotFoundError) as info:
+        check_recipe(str(own), [])
+    assert str(info.value) == (f"{own}: dataset file data/prefs.jsonl does not exist: looked "
+                               f"for {tmp_path / 'data' / 'prefs.jsonl'} (from the current "
+                               f"folder) and {own.parent / 'data' / 'prefs.jsonl'} (beside "
+                               "the recipe)")
+    assert check_recipe(str(own), ["--dataset_name", "tiny_prefs.jsonl"])  # override: cwd

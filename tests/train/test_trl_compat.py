@@ -424,9 +424,29 @@ def test_bad_messages_are_named(message, error, tmp_path):
 
 def test_vision_rows_are_refused_clearly(tmp_path):
     rows = [dict(r, images=[[0, 1]]) for r in H.rows(4)]
-    with pytest.raises(ValueError, match=r"column\(s\) \['images'\]: vision-language"):
+    # TRL 1.16's words first (its own tests match "vision-related.*vision-language model")
+    with pytest.raises(ValueError, match=r"vision-related \(contains \['images'\]\).*"
+                                         r"vision-language model"):
         AuxDPOTrainer(H.model(), args=H.config(tmp_path, method="dpo"),
                       train_dataset=Dataset.from_list(rows), processing_class=H.tokenizer())
+
+
+def test_refusals_shared_with_trl_use_trls_words(tmp_path):
+    """Where TRL 1.16's DPOTrainer refuses the same input, TRL's match strings match ours."""
+    from datasets import DatasetDict
+
+    def build(data, **overrides):
+        AuxDPOTrainer(H.model(), args=H.config(tmp_path, **overrides), train_dataset=data,
+                      processing_class=H.tokenizer())
+
+    with pytest.raises(ValueError, match="`train_dataset` is required"):
+        build(None, method="dpo")
+    with pytest.raises(ValueError,
+                       match="precompute_ref_log_probs.*not supported with IterableDataset"):
+        build(H.dataset(8).to_iterable_dataset(), method="dpo", precompute_ref_log_probs=True)
+    with pytest.raises(TypeError, match="`train_dataset` must be a `Dataset` or "
+                                        "`IterableDataset`, got `DatasetDict`"):
+        build(DatasetDict({"train": H.dataset(8)}), method="dpo")
 
 
 # ---- streaming ----------------------------------------------------------------------------

@@ -13,7 +13,12 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["ComparisonStats", "comparison_stats"]
+__all__ = ["ACTS_FROM", "ComparisonStats", "aux_verdict", "comparison_stats"]
+
+# Pairs per response from which AuxDPO's response offsets were measured to correct DPO's
+# misspecification (docs/results.md, "Finite samples": ahead of DPO from ~6 per response).
+ACTS_FROM = 5.0
+_SECTION = 'README.md, "When AuxDPO helps, and when it does not"'
 
 
 @dataclass(frozen=True)
@@ -53,3 +58,22 @@ def comparison_stats(pairs: Iterable[tuple[str, str, str]]) -> ComparisonStats:
         prompts=prompts, responses=responses, responses_per_prompt=responses / prompts,
         pairs_per_response=sum(appearances.values()) / responses,
         share_in_2_or_more=sum(count >= 2 for count in appearances.values()) / responses)
+
+
+def aux_verdict(stats: ComparisonStats) -> str:
+    """What AuxDPO (response offsets, the default) will do with pairs of these statistics,
+    in one line a user can act on."""
+    ppr = stats.pairs_per_response
+    if not stats.responses:
+        return "no pairs: nothing to train on"
+    if stats.share_in_2_or_more == 0:
+        what = ("AuxDPO's offsets cannot act in one epoch (each response is in one pair); "
+                "use DPO or multi-comparison data (several rated responses per prompt, "
+                "every pair)")
+    elif ppr < ACTS_FROM:
+        what = ("AuxDPO stays close to DPO (prior on the offsets: aux_delta_scale σ shrinks "
+                "an offset compared c times by c/(c + 4/σ²), so with few pairs per response "
+                f"they stay small); expect little gain over DPO below ~{ACTS_FROM:g}")
+    else:
+        what = "AuxDPO can correct DPO's misspecification (response offsets act in one epoch)"
+    return f"{ppr:.2f} pairs per response: {what}; see {_SECTION}"

@@ -31,12 +31,18 @@ from auxdpo.data.schema import (
     split_conversation,
 )
 
-__all__ = ["DEFAULT_ULTRAFEEDBACK", "PAIR_COLUMNS", "normalize_ultrafeedback",
+__all__ = ["DEFAULT_ULTRAFEEDBACK", "PAIR_COLUMNS", "hub_split", "normalize_ultrafeedback",
            "load_ultrafeedback"]
 
 DEFAULT_ULTRAFEEDBACK = shared_data_path("ultrafeedback", "train_1k.jsonl")
 PAIR_COLUMNS = ("id", "prompt", "chosen", "rejected", "score_chosen", "score_rejected")
 _HUB_SPLITS = {"HuggingFaceH4/ultrafeedback_binarized": "train_prefs"}
+
+
+def hub_split(source: str | os.PathLike) -> str:
+    """The split a hub name is read from by default: ``train_prefs`` for
+    HuggingFaceH4/ultrafeedback_binarized, ``train`` for the others."""
+    return _HUB_SPLITS.get(os.fspath(source), "train")
 
 
 def normalize_ultrafeedback(records: list[tuple[int, Any]]
@@ -125,6 +131,6 @@ def load_ultrafeedback(source: str | os.PathLike = DEFAULT_ULTRAFEEDBACK,
     ``train``). Raises :class:`~auxdpo.data.schema.DataFormatError` naming the file, row and
     field on a schema mismatch; rows with content problems are dropped with a warning.
     """
-    split = split or _HUB_SPLITS.get(os.fspath(source), "train")
+    split = split or hub_split(source)
     return load_normalized(source, split, normalize_ultrafeedback, PAIR_COLUMNS,
                            "preference pairs")

@@ -91,7 +91,7 @@ def _line(name: str, base: float | None, score: float | None) -> str:
 
 
 def _table(title: str, lines: list[str]) -> str:
-    return "\n".join([f"### {title}", "", "| | base | model | change vs base |",
+    return "\n".join([f"### {title}", "", "| | base | model | relative change vs base |",
                       "|---|---|---|---|", *lines, ""])
 
 

@@ -111,7 +111,7 @@ def to_markdown(table: ComparisonTable, with_scores: bool = False, digits: int =
                  else f"{c.change_pct:.{digits}f}" for c in cells]
         body = [_decorate(text, cell) for text, cell in zip(texts, cells)]
         lines.append("| " + " | ".join([row, f"{cells[0].base:.{digits}f}", *body]) + " |")
-    unit = "score (% change vs base)" if with_scores else "% change vs base"
+    unit = "score (% relative change vs base)" if with_scores else "% relative change vs base"
     lines.append(f"\nCells: {unit}; **best**, <u>second best</u>, ↓ below base.")
     return "\n".join(lines) + "\n"
 

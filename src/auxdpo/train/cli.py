@@ -62,7 +62,9 @@ def _handle(args) -> int:
     from auxdpo.train.run import run_training
 
     result = run_training(run_args, config)
-    final = result["final"]
+    if not result["main_process"]:  # under accelerate/torchrun: rank 0 prints the summary
+        return 0
+    final = result["final"]           # the metrics' mean over the processes
     print(f"run: {result['output_dir']}")
     print(f"method: {config.method}  capacity: {config.capacity}  steps: {result['steps']}")
     print("final: " + json.dumps({k: round(v, 6) for k, v in final.items()}, sort_keys=True))

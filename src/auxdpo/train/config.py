@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
-from auxdpo.losses import LOSSES
+from auxdpo.losses import LOSSES, PAPER_METHODS
 from auxdpo.offsets.constraints import MODES
 from auxdpo.train.aux_defaults import (
     DEFAULT_DELTA_HALF_COUNT,
     DEFAULT_DELTA_SCALE,
     DEFAULT_NULL_WEIGHTS,
 )
-from auxdpo.train.config_check import check_finite_positive
+from auxdpo.train.config_check import check_finite_positive, unknown_method_message
 from auxdpo.train.defaults import apply_hardware_defaults
 from auxdpo.train.notebook import check_notebook_preset
 from auxdpo.train.reporting import check_report_to
@@ -185,7 +185,7 @@ class AuxDPOConfig(DPOConfig):
 
     def __post_init__(self):
         if self.method not in LOSSES:
-            raise ValueError(f"method must be one of {sorted(LOSSES)}, got {self.method!r}")
+            raise ValueError(unknown_method_message(self.method, PAPER_METHODS, LOSSES))
         if self.aux_constraint not in AUX_CONSTRAINTS:
             raise ValueError(f"aux_constraint must be one of {AUX_CONSTRAINTS}, "
                              f"got {self.aux_constraint!r}")

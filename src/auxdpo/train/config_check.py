@@ -17,7 +17,7 @@ import typing
 from typing import Any
 
 __all__ = ["RENAMED_KEYS", "check_config_values", "check_finite_positive",
-           "unknown_keys_message"]
+           "unknown_keys_message", "unknown_method_message"]
 
 # Keys that recipes written for older transformers/TRL carry, and what the installed ones take.
 RENAMED_KEYS = {
@@ -103,6 +103,22 @@ def unknown_keys_message(unknown, known, what: str = "unknown config key(s)") ->
             hints.append(f"{key}: {hint}" if len(unknown) > 1 else hint)
     message = f"{what}: {', '.join(unknown)}"
     return f"{message} ({'; '.join(hints)})" if hints else message
+
+
+def unknown_method_message(method: Any, paper_methods, other_methods) -> str:
+    """``"method must be one of the paper's dpo, ipo, dpop, auxdpo, or one of TRL's loss
+    types: hinge, ...; got 'auxpdo' (did you mean auxdpo?)"``: the paper's four methods
+    first, the closest name (TRL's ``sigmoid`` is ``dpo``) when there is one."""
+    paper, others = list(paper_methods), [m for m in other_methods if m not in paper_methods]
+    message = (f"method must be one of the paper's {', '.join(paper)}, or one of TRL's loss "
+               f"types: {', '.join(others)}; got {method!r}")
+    if method == "sigmoid":
+        return f"{message} (TRL's loss_type sigmoid is method dpo)"
+    if isinstance(method, str):
+        close = difflib.get_close_matches(method, paper + others, n=1, cutoff=0.6)
+        if close:
+            return f"{message} (did you mean {close[0]}?)"
+    return message
 
 
 def check_finite_positive(name: str, value: Any) -> None:

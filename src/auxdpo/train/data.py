@@ -122,7 +122,7 @@ def validate_preference_rows(dataset, *, pref_prob_column: str | None = PREF_PRO
     for i, (good, bad) in enumerate(zip(chosen, rejected)):
         row = numbers[i]
         if good == bad:
-            raise ValueError(f"row {row}: chosen and rejected are identical")
+            raise ValueError(_identical_message(chosen, rejected, numbers))
         fields = [("chosen", good), ("rejected", bad)]
         if prompts is not None:
             fields.insert(0, ("prompt", prompts[i]))
@@ -149,14 +149,42 @@ def validate_preference_rows(dataset, *, pref_prob_column: str | None = PREF_PRO
         good_text, bad_text = _text_of(good, row, "chosen"), _text_of(bad, row, "rejected")
         for column, text in (("chosen", good_text), ("rejected", bad_text)):
             if not text.strip():
-                raise ValueError(f"row {row}, field {column!r}: empty response{suffix}")
-    if pref_prob_column and pref_prob_column in columns:
-        for i, value in enumerate(dataset[pref_prob_column]):
-            _check_number(value, numbers[i], pref_prob_column, 0.0, 1.0)
-    if weight_column and weight_column in columns:
-        for i, value in enumerate(dataset[weight_column]):
-            _check_number(value, numbers[i], weight_column, 0.0, MAX_WEIGHT)
+                raise ValueError(f"row {row}, field {column!r}: empty response{suffix}; "
+                                 f"{_DROP_HINT}")
+    for column, high, unset in ((pref_prob_column, 1.0, "1: chosen preferred for sure"),
+                                (weight_column, MAX_WEIGHT, "1: unweighted")):
+        if column and column in columns:
+            _check_column(list(dataset[column]), numbers, column, high, unset)
     return len(chosen)
+
+
+# What to do about rows that carry no preference (UltraFeedback has a few of each kind).
+_DROP_HINT = ("drop such rows, or with auxdpo train read the file with dataset_format: "
+              "ultrafeedback, which drops them with a warning (auxdpo data check FILE "
+              "--format ultrafeedback lists them)")
+
+
+def _identical_message(chosen: list, rejected: list, numbers) -> str:
+    """The first row whose chosen and rejected are identical, with how many rows are."""
+    rows = [numbers[i] for i, (good, bad) in enumerate(zip(chosen, rejected)) if good == bad]
+    listed = ", ".join(str(row) for row in rows[:5]) + (", ..." if len(rows) > 5 else "")
+    return (f"row {rows[0]}: chosen and rejected are identical ({len(rows)} of {len(chosen)} "
+            f"rows are: {listed}); {_DROP_HINT}")
+
+
+def _check_column(values: list, numbers, column: str, high: float, unset: str) -> None:
+    """The values given first (a bad one names its own row), then the rows that lack one
+    (a column present on some rows only reads as None on the others)."""
+    given = [i for i, value in enumerate(values) if value is not None]
+    for i in given:
+        _check_number(values[i], numbers[i], column, 0.0, high)
+    missing = [i for i, value in enumerate(values) if value is None]
+    if missing and given:
+        raise ValueError(f"row {numbers[missing[0]]}, field {column!r}: missing, but row "
+                         f"{numbers[given[0]]} has one ({len(missing)} of {len(values)} rows "
+                         f"lack it): give every row a value ({unset}) or none")
+    if missing:
+        _check_number(None, numbers[missing[0]], column, 0.0, high)
 
 
 @dataclass

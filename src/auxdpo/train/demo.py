@@ -80,7 +80,8 @@ def run_tiny_demo(out_dir: Path | str, *, steps: int = 24, data_path: Path | str
     atomic_write_text(data_file, "".join(json.dumps(r) + "\n" for r in rows))
     run_args, config = resolve_config({
         "model_name_or_path": "tiny-gpt2", "dataset_name": str(data_file),
-        "output_dir": str(out), "method": "auxdpo", "aux_constraint": "global",
+        "output_dir": str(out), "overwrite_output_dir": True,  # holds its data; reruns
+        "method": "auxdpo", "aux_constraint": "global",
         "aux_offsets": "response",
         "lambda_null": 1.0, "delta_lr": 0.05, "beta": 0.5, "max_steps": steps,
         "per_device_train_batch_size": 4, "learning_rate": 5e-3,

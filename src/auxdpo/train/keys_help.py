@@ -59,7 +59,7 @@ def config_keys_help(width: int = 88) -> str:
     from trl import DPOConfig
 
     from auxdpo.train.config import AuxDPOConfig
-    from auxdpo.train.run import RunArguments
+    from auxdpo.train.run_arguments import RunArguments
 
     inherited = {f.name for f in fields(DPOConfig)}
     ours = [f for f in fields(AuxDPOConfig) if f.init and f.name not in inherited]

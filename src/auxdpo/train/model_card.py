@@ -44,7 +44,38 @@ _DPOP_BIBTEX = """@article{pal2024smaug,
     year    = 2024,
 }"""
 
-# method → (title, arXiv id, BibTeX); AuxDPO's card also cites DPO, whose loss it extends.
+def _arxiv_bibtex(key: str, title: str, authors: str, year: int, arxiv_id: str) -> str:
+    return (f"@article{{{key},\n    title   = {{{{{title}}}}},\n    author  = {{{authors}}},\n"
+            f"    journal = {{arXiv preprint arXiv:{arxiv_id}}},\n    year    = {year},\n}}")
+
+
+# TRL's other loss types, each with the paper that introduced it (the sources TRL 1.16's
+# DPOTrainer and auxdpo.losses cite); first author "and others".
+_TRL_PAPERS = {
+    "hinge": ("SLiC-HF: Sequence Likelihood Calibration with Human Feedback", "2305.10425",
+              "zhao2023slichf", "Yao Zhao and others", 2023),
+    "robust": ("Provably Robust DPO: Aligning Language Models with Noisy Feedback",
+               "2403.00409", "chowdhury2024provably", "Sayak Ray Chowdhury and others", 2024),
+    "exo_pair": ("Towards Efficient Exact Optimization of Language Model Alignment",
+                 "2402.00856", "ji2024towards", "Haozhe Ji and others", 2024),
+    "nca_pair": ("Noise Contrastive Alignment of Language Models with Explicit Rewards",
+                 "2402.05369", "chen2024noise", "Huayu Chen and others", 2024),
+    "bco_pair": ("Binary Classifier Optimization for Large Language Model Alignment",
+                 "2404.04656", "jung2024binary", "Seungjae Jung and others", 2024),
+    "sppo_hard": ("Self-Play Preference Optimization for Language Model Alignment",
+                  "2405.00675", "wu2024self", "Yue Wu and others", 2024),
+    "aot": ("Distributional Preference Alignment of LLMs via Optimal Transport", "2406.05882",
+            "melnyk2024distributional", "Igor Melnyk and others", 2024),
+    "apo_zero": ("Anchored Preference Optimization and Contrastive Revisions: Addressing "
+                 "Underspecification in Alignment", "2408.06266", "doosterlinck2024anchored",
+                 "Karel D'Oosterlinck and others", 2024),
+    "discopop": ("Discovering Preference Optimization Algorithms with and for Large Language "
+                 "Models", "2406.08414", "lu2024discovering", "Chris Lu and others", 2024),
+}
+_SAME_PAPER = {"aot_unpaired": "aot", "apo_down": "apo_zero"}
+
+# method → (title, arXiv id, BibTeX), for every name in auxdpo.losses.LOSSES; AuxDPO's card
+# also cites DPO, whose loss it extends; sigmoid_norm is DPO on token-mean log-probs.
 PAPERS = {
     "auxdpo": ("Why DPO is a Misspecified Estimator and How to Fix It", "2510.20413",
                _AUXDPO_BIBTEX),
@@ -54,8 +85,13 @@ PAPERS = {
             "2310.12036", _IPO_BIBTEX),
     "dpop": ("Smaug: Fixing Failure Modes of Preference Optimisation with DPO-Positive",
              "2402.13228", _DPOP_BIBTEX),
+    **{name: (title, arxiv_id, _arxiv_bibtex(key, title, authors, year, arxiv_id))
+       for name, (title, arxiv_id, key, authors, year) in _TRL_PAPERS.items()},
 }
-_DISPLAY = {"auxdpo": "AuxDPO", "dpo": "DPO", "ipo": "IPO", "dpop": "DPOP"}
+PAPERS.update({name: PAPERS[source] for name, source in _SAME_PAPER.items()})
+PAPERS["sigmoid_norm"] = PAPERS["dpo"]
+_DISPLAY = {"auxdpo": "AuxDPO", "dpo": "DPO", "ipo": "IPO", "dpop": "DPOP",
+            "sigmoid_norm": "TRL's sigmoid_norm loss, that is DPO on token-mean log-probs"}
 _TRL_BIBTEX = """@software{vonwerra2020trl,
     title   = {{TRL: Transformers Reinforcement Learning}},
     author  = {von Werra, Leandro and Belkada, Younes and Tunstall, Lewis and Beeching, Edward
@@ -67,15 +103,19 @@ _TRL_BIBTEX = """@software{vonwerra2020trl,
 
 # The settings that define a run, in the order a reader looks for them.
 _SETTINGS = ("method", "capacity", "beta", "learning_rate", "num_train_epochs", "max_steps",
-             "per_device_train_batch_size", "gradient_accumulation_steps", "aux_constraint",
-             "lambda_null", "lambda_amp", "amp_sign", "delta_lr", "delta_cap", "aux_delta_scale",
-             "aux_delta_half_count", "aux_preset", "notebook_lambda_null", "notebook_lambda_amp", "notebook_delta_cap",
-             "dpop_lambda")
-_AUX_ONLY = {"aux_constraint", "lambda_null", "lambda_amp", "amp_sign", "delta_lr", "delta_cap",
-             "aux_delta_scale", "aux_delta_half_count"}
-# the notebook preset reads them
-_KEPT_BY_PRESET = {"aux_constraint", "aux_delta_scale", "aux_delta_half_count"}
+             "per_device_train_batch_size", "gradient_accumulation_steps", "aux_offsets",
+             "aux_null_weights", "aux_constraint", "lambda_null", "delta_lr", "aux_delta_scale",
+             "aux_delta_half_count", "delta_cap", "lambda_amp", "amp_sign", "aux_preset",
+             "notebook_lambda_null", "notebook_lambda_amp", "notebook_delta_cap", "dpop_lambda")
+_AUX_ONLY = {"aux_offsets", "aux_null_weights", "aux_constraint", "lambda_null", "delta_lr",
+             "aux_delta_scale", "aux_delta_half_count", "delta_cap", "lambda_amp", "amp_sign"}
+_BATCH_ONLY = {"lambda_amp", "amp_sign"}            # the batch constraint's amplitude term
+# shown when the config has a value
+_IF_SET = {"delta_cap", "aux_delta_scale", "aux_delta_half_count"}
 _NOTEBOOK = {"aux_preset", "notebook_lambda_null", "notebook_lambda_amp", "notebook_delta_cap"}
+# with aux_preset: notebook, these are replaced by the notebook_* settings
+_NOTEBOOK_REPLACES = _AUX_ONLY - {"aux_constraint", "aux_offsets", "aux_delta_scale",
+                                  "aux_delta_half_count"}
 
 
 def base_model_id(model) -> str | None:
@@ -126,21 +166,36 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
+def _shown_setting(args, key: str) -> bool:
+    preset = getattr(args, "aux_preset", None)
+    if key in _AUX_ONLY and args.method != "auxdpo" or key in _NOTEBOOK and not preset:
+        return False
+    if preset and key in _NOTEBOOK_REPLACES:
+        return False
+    if key in _BATCH_ONLY and getattr(args, "aux_constraint", None) != "batch":
+        return False
+    if key == "dpop_lambda" and args.method != "dpop":
+        return False
+    value = getattr(args, key, None)  # getattr: keys a config version may not have
+    if key in _IF_SET and value is None:
+        return False
+    return not (key == "max_steps" and (value is None or value < 0))
+
+
 def _settings_table(args) -> str:
-    rows = []
-    for key in _SETTINGS:
-        preset = getattr(args, "aux_preset", None)
-        if key in _AUX_ONLY and args.method != "auxdpo" or key in _NOTEBOOK and not preset:
-            continue
-        if preset and key in _AUX_ONLY - _KEPT_BY_PRESET:
-            continue              # replaced by the notebook_* settings
-        if key == "dpop_lambda" and args.method != "dpop":
-            continue
-        value = getattr(args, key, None)
-        if key == "max_steps" and (value is None or value < 0):
-            continue
-        rows.append(f"| `{key}` | `{value}` |")
+    rows = [f"| `{key}` | `{getattr(args, key, None)}` |" for key in _SETTINGS
+            if _shown_setting(args, key)]
     return "| setting | value |\n|---|---|\n" + "\n".join(rows)
+
+
+def _offsets_note(args) -> str:
+    if args.method != "auxdpo":
+        return ""
+    keying = getattr(args, "aux_offsets", None)
+    keyed = {"response": "one per unique response, shared by every pair it is in",
+             "row": "one per pair and side"}.get(keying, f"keyed by {keying}")
+    return ("\nAuxDPO's offsets δ (`aux_deltas.safetensors`, `aux_offsets.*`; "
+            f"{keyed}) are a training by-product: inference needs only the model files.\n")
 
 
 def _load_snippet(is_adapter: bool, base: str | None) -> str:
@@ -174,15 +229,13 @@ def render_model_card(args, *, base_model: str | None, model_name: str, is_adapt
     on_data = f" on the [{dataset_name}](https://huggingface.co/datasets/{dataset_name}) dataset" \
         if dataset_name else ""
     trained = f" for {steps} optimizer steps" if steps else ""
-    shown = _DISPLAY.get(method, method)
+    shown = _DISPLAY.get(method, f"TRL's {method} loss")
     citations = [f"Cite {shown} as:\n\n"
                  f"```bibtex\n{bibtex}\n```"]
     if method == "auxdpo":
         citations.append(f"AuxDPO extends DPO:\n\n```bibtex\n{PAPERS['dpo'][2]}\n```")
     citations.append(f"The trainer builds on TRL:\n\n```bibtex\n{_TRL_BIBTEX}\n```")
-    offsets_note = ("\nAuxDPO's per-pair offsets δ (`aux_deltas.safetensors`, `aux_offsets.*`) "
-                    "are a training by-product: inference needs only the model files.\n"
-                    if method == "auxdpo" else "")
+    offsets_note = _offsets_note(args)
     kind = "a LoRA adapter" if is_adapter else "the full model weights"
     return f"""---
 {data.to_yaml()}

@@ -34,7 +34,6 @@ from dataclasses import fields
 import torch
 from transformers import TrainerCallback
 
-
 __all__ = ["NOTEBOOK", "PRESETS", "NotebookPreset", "NotebookPresetMixin",
            "check_notebook_preset"]
 

@@ -2,7 +2,9 @@
 and ``auxdpo train --config FILE --check``: the same, with nothing loaded.
 
 :func:`resolve_recipe` is what ``auxdpo train`` runs before training: the file is read (YAML
-errors name the file and line), the overrides are applied, and the flat mapping becomes
+errors name the file and line), unknown keys and methods are refused before TRL is imported
+(:mod:`auxdpo.train.early_check`), a relative ``dataset_name`` of the file is found from the
+current folder or else beside the file, the overrides are applied, and the flat mapping becomes
 ``(RunArguments, AuxDPOConfig)`` through :func:`auxdpo.train.run.resolve_config`, so unknown
 keys, value types and every check of the installed TRL and transformers apply. An error about
 a key that came from the file names the file; one about an override does not.
@@ -21,6 +23,7 @@ import os
 import re
 from typing import Any
 
+from auxdpo.train.run_arguments import looks_like_data_file, parse_overrides
 from auxdpo.yamlio import load_yaml
 
 __all__ = ["check_recipe", "read_recipe_file", "resolve_recipe"]
@@ -49,12 +52,44 @@ def _named(message: str, path: str | None, overrides: dict[str, Any]) -> str:
     return f"{path}: {message}"
 
 
-def _read(path: str | None, tokens: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The file's mapping and the command line's overrides, read before TRL is imported."""
-    values = read_recipe_file(path) if path else {}
-    from auxdpo.train.run import parse_overrides
+def _dataset_beside_recipe(name: Any, recipe: str, dataset_format: Any) -> Any:
+    """A relative ``dataset_name`` of the recipe file: from the current folder when it is
+    there, else from the recipe's folder; a file found in neither is an error naming both."""
+    if not isinstance(name, str) or not name or os.path.isabs(name) or os.path.exists(name):
+        return name
+    beside = os.path.normpath(os.path.join(os.path.dirname(recipe), name))
+    if os.path.exists(beside):
+        return beside
+    fmt = dataset_format if isinstance(dataset_format, str) else None
+    if looks_like_data_file(name, fmt):
+        raise FileNotFoundError(f"{recipe}: dataset file {name} does not exist: looked for "
+                                f"{os.path.abspath(name)} (from the current folder) and "
+                                f"{os.path.abspath(beside)} (beside the recipe)")
+    return name  # a hub name
 
-    return values, parse_overrides(tokens)
+
+def _read(path: str | None, tokens: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The file's mapping and the command line's overrides, read before TRL is imported; a
+    relative dataset_name of the file is resolved (:func:`_dataset_beside_recipe`), and
+    unknown keys and methods are refused (:mod:`auxdpo.train.early_check`)."""
+    values = read_recipe_file(path) if path else {}
+    overrides = parse_overrides(tokens)
+    _early_check(path, values, overrides)
+    if path and "dataset_name" in values and "dataset_name" not in overrides:
+        values["dataset_name"] = _dataset_beside_recipe(
+            values["dataset_name"], path, {**values, **overrides}.get("dataset_format"))
+    return values, overrides
+
+
+def _early_check(path: str | None, values: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Unknown keys and methods, in a fraction of a second (before TRL is imported)."""
+    from auxdpo.train.early_check import early_check
+
+    from_file = {key: value for key, value in values.items() if key not in overrides}
+    for mapping, where in ((from_file, path), (overrides, None)):
+        message = early_check(mapping)
+        if message:
+            raise ValueError(_named(message, where, {}))
 
 
 def _resolve(path: str | None, values: dict[str, Any], overrides: dict[str, Any],
@@ -99,7 +134,7 @@ def check_recipe(path: str | None, tokens: list[str]) -> str:
     error the run would raise otherwise)."""
     from importlib.metadata import version
 
-    from auxdpo.train.run import data_source
+    from auxdpo.train.run_arguments import data_source
 
     values, overrides = _read(path, tokens)
     on_gpu = _needs_bf16_gpu({**values, **overrides})  # use_cpu lifts only that check

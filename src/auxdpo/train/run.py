@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,90 +20,15 @@ import yaml
 from auxdpo.train.checkpoint import atomic_write_text
 from auxdpo.train.config_check import check_config_values, unknown_keys_message
 from auxdpo.train.data import SOURCE_ROW, RowTable, validate_preference_rows
+from auxdpo.train.run_arguments import RunArguments, data_source, parse_overrides
 from auxdpo.train.tiny import build_char_tokenizer, build_tiny_model, is_tiny_name
-from auxdpo.yamlio import load_yaml
 
 __all__ = ["RESOLVED_CONFIG", "RunArguments", "config_key_names", "data_source",
-           "load_dataset_rows", "parse_overrides", "resolve_config", "run_training"]
+           "load_dataset_rows", "mean_over_processes", "parse_overrides", "resolve_config",
+           "run_training"]
 
 logger = logging.getLogger(__name__)
 RESOLVED_CONFIG = "auxdpo_config.yaml"
-
-
-@dataclass
-class RunArguments:
-    """What to load: the model, its tokenizer and the preference data."""
-
-    model_name_or_path: str = field(default="tiny-gpt2", metadata={
-        "help": "Hub name, local folder, or tiny-gpt2 / tiny-llama / tiny-qwen2 / tiny-qwen3 "
-                "(a random tiny model with an offline character tokenizer)."})
-    tokenizer_name_or_path: str | None = field(default=None, metadata={
-        "help": "Tokenizer to load (default: the model's)."})
-    dataset_name: str = field(default="", metadata={
-        "help": "Local .jsonl/.json file or folder, or a hub data set name."})
-    dataset_config: str | None = field(default=None, metadata={
-        "help": "Hub data set configuration name."})
-    dataset_split: str = field(default="train", metadata={"help": "Split to train on."})
-    eval_split: str | None = field(default=None, metadata={
-        "help": "Optional split to evaluate on (hub or folder data sets)."})
-    max_train_rows: int | None = field(default=None, metadata={
-        "help": "Use only the first this many rows (None: all); with dataset_format, the "
-                "first this many pairs after expansion."})
-    dataset_format: str | None = field(default=None, metadata={
-        "help": "None: rows are TRL preference rows as they are. Else read dataset_name with "
-                "auxdpo.data as ultrafeedback (pairs), rlhflow-ultrafeedback, "
-                "openbmb-ultrafeedback or scored-responses (every pair of a prompt's scored "
-                "responses; see docs/data.md)."})
-    dataset_ties: str = field(default="drop", metadata={
-        "help": "dataset_format with scores: drop pairs of equal scores, or 'half' to keep "
-                "them with soft label 1/2."})
-    dataset_soft_label_temperature: float | None = field(default=None, metadata={
-        "help": "dataset_format with scores: soft labels p = sigmoid((score_chosen - "
-                "score_rejected)/T) in pref_prob_column (None: hard labels)."})
-    dataset_score_field: str = field(default="fine-grained_score", metadata={
-        "help": "openbmb-ultrafeedback: fine-grained_score (mean aspect rating) or "
-                "overall_score."})
-    tiny_num_layers: int = field(default=2, metadata={"help": "Layers of a tiny-* model."})
-    tiny_hidden_size: int = field(default=32, metadata={"help": "Width of a tiny-* model."})
-    tiny_seed: int = field(default=0, metadata={"help": "Seed of a tiny-* model's weights."})
-
-    def __post_init__(self):
-        if self.dataset_format is not None:
-            from auxdpo.data.formats import TRAIN_FORMATS
-
-            if self.dataset_format not in TRAIN_FORMATS:
-                raise ValueError(f"dataset_format must be one of {', '.join(TRAIN_FORMATS)} "
-                                 f"or null; got {self.dataset_format!r}")
-            self.expansion_options()  # raises ValueError on a bad tie rule or temperature
-
-    def expansion_options(self):
-        """The tie rule, temperature and score field as :class:`ExpansionOptions`."""
-        from auxdpo.data.comparisons import ExpansionOptions
-
-        return ExpansionOptions(ties=self.dataset_ties,
-                                temperature=self.dataset_soft_label_temperature,
-                                score_field=self.dataset_score_field)
-
-
-def parse_overrides(tokens: list[str]) -> dict[str, Any]:
-    """``["--beta", "0.2", "--bf16=false", "--flag"]`` → ``{"beta": 0.2, "bf16": False,
-    "flag": True}``; values are read as YAML scalars (numbers, booleans, null, lists), with
-    YAML 1.2 booleans: ``--save_strategy no`` stays the string ``"no"``."""
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if not token.startswith("--") or len(token) == 2:
-            raise ValueError(f"override {token!r}: expected --key value or --key=value")
-        key, eq, value = token[2:].partition("=")
-        if not eq:
-            if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
-                value, i = tokens[i + 1], i + 1
-            else:
-                value = "true"
-        out[key.replace("-", "_")] = load_yaml(value) if value != "" else ""
-        i += 1
-    return out
 
 
 def config_key_names() -> set[str]:
@@ -168,24 +92,6 @@ def _read_json_rows(path: Path) -> tuple[list[dict], list[int]]:
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise ValueError(f"{path}: expected a JSON list of row objects")
     return rows, list(range(1, len(rows) + 1))
-
-
-def data_source(run_args: RunArguments) -> str:
-    """Where the rows come from, without reading them: ``"file NAME"``, ``"folder NAME"`` or
-    ``"hub NAME"``. A missing ``dataset_name``, or a file name (.jsonl/.json; .parquet with
-    ``dataset_format``) that does not exist, raises the error loading would raise."""
-    name = run_args.dataset_name
-    if not name:
-        raise ValueError("dataset_name is required (a .jsonl/.json file, folder or hub name)")
-    if os.path.isfile(name):
-        return f"file {name}"
-    if run_args.dataset_format is None:
-        looks_like_file = name.endswith((".jsonl", ".json"))
-    else:
-        looks_like_file = os.path.splitext(name)[1].lower() in (".json", ".jsonl", ".parquet")
-    if looks_like_file:
-        raise FileNotFoundError(f"dataset file {name} does not exist")
-    return f"folder {name}" if os.path.isdir(name) else f"hub {name}"
 
 
 def load_dataset_rows(run_args: RunArguments, split: str | None = None, *,
@@ -258,14 +164,25 @@ def _write_resolved_config(run_args: RunArguments, config) -> Path:
 
 
 def run_training(run_args: RunArguments, config) -> dict[str, Any]:
-    """Train, save everything into ``config.output_dir``; return paths and final metrics."""
+    """Train, save everything into ``config.output_dir``; return paths and final metrics.
+
+    A used output folder is refused unless the run resumes or ``overwrite_output_dir`` is set
+    (:mod:`auxdpo.train.run_folder`), and the data file must exist, before the folder is
+    created; a run that fails before its first step removes what it created."""
     from auxdpo.locks import output_folder
+    from auxdpo.train.run_folder import check_run_folder, failed_start_cleanup
 
-    with output_folder(config.output_dir, "auxdpo train"):
-        return _train_in(run_args, config)
+    check_run_folder(config.output_dir, resume=config.resume_from_checkpoint,
+                     overwrite=run_args.overwrite_output_dir)
+    data_source(run_args)  # a missing data file: the error before any folder is made
+    with failed_start_cleanup(config.output_dir) as progress:
+        with output_folder(config.output_dir, "auxdpo train"):
+            return _train_in(run_args, config, progress)
 
 
-def _train_in(run_args: RunArguments, config) -> dict[str, Any]:
+def _train_in(run_args: RunArguments, config, progress) -> dict[str, Any]:
+    from auxdpo.train.checkpoint import disk_full_named
+    from auxdpo.train.run_folder import clear_previous_run
     from auxdpo.train.trainer import AuxDPOTrainer
 
     model, tokenizer = _load_model_and_tokenizer(run_args, config)
@@ -275,17 +192,36 @@ def _train_in(run_args: RunArguments, config) -> dict[str, Any]:
     eval_data = (load_dataset_rows(run_args, run_args.eval_split, **columns)
                  if run_args.eval_split else None)
     out = Path(config.output_dir)
-    resolved = _write_resolved_config(run_args, config)
     trainer = AuxDPOTrainer(model, args=config, train_dataset=train_data,
                             eval_dataset=eval_data, processing_class=tokenizer)
+    progress.trainer = trainer
+    if run_args.overwrite_output_dir:  # the checks passed: now the earlier run goes
+        clear_previous_run(out, config.metrics_file)
+    with disk_full_named(out / RESOLVED_CONFIG):
+        resolved = _write_resolved_config(run_args, config)
     if is_tiny_name(run_args.model_name_or_path):
         trainer.base_model_id = run_args.model_name_or_path  # for the model card only
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
-    trainer.save_model(str(out))
+    with disk_full_named(out, out):  # the message names the checkpoint to resume from
+        trainer.save_model(str(out))
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-    final = logs[-1] if logs else {}
+    final = {k: v for k, v in (logs[-1] if logs else {}).items() if isinstance(v, (int, float))}
     return {"output_dir": str(out), "config": str(resolved),
             "metrics_file": str(out / config.metrics_file) if config.metrics_file else None,
             "steps": trainer.state.global_step, "train_loss": result.training_loss,
-            "final": {k: v for k, v in final.items() if isinstance(v, (int, float))},
+            "final": mean_over_processes(trainer, final),
+            "main_process": trainer.is_world_process_zero(),
             "dropped_examples": dict(trainer.dropped_examples)}
+
+
+def mean_over_processes(trainer, metrics: dict[str, float]) -> dict[str, float]:
+    """Each metric's mean over the run's processes (one process: ``metrics`` as they are).
+    Every process must call it (a collective)."""
+    if trainer.accelerator.num_processes == 1:
+        return dict(metrics)
+    from accelerate.utils import gather_object
+
+    gathered = gather_object([metrics])
+    keys = sorted({key for entry in gathered for key in entry})
+    return {key: sum(values) / len(values) for key in keys
+            if (values := [entry[key] for entry in gathered if key in entry])}

@@ -47,6 +47,7 @@ from auxdpo.train.checkpoint import (
     resolve_resume,
     save_checkpoint_marked,
     save_state,
+    without_tied_keys,
 )
 from auxdpo.train.config import AuxDPOConfig
 from auxdpo.train.data import (
@@ -227,6 +228,9 @@ class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, 
 
     def _save_checkpoint(self, model, trial):
         save_checkpoint_marked(self, super()._save_checkpoint, model, trial)
+
+    def _issue_warnings_after_load(self, load_result):  # tied weights are not missing
+        super()._issue_warnings_after_load(without_tied_keys(self.model, load_result))
 
     # ---- loss ------------------------------------------------------------------------------
 

@@ -70,11 +70,13 @@ def as_aux_config(args):
 
 
 def check_train_dataset(dataset, config) -> None:
-    """Refuse, before TRL prepares it, data this trainer cannot train on."""
-    from datasets import IterableDataset
+    """Refuse, before TRL prepares it, data this trainer cannot train on. Where TRL 1.16's
+    ``DPOTrainer`` refuses the same thing, the message starts with TRL's words (so that
+    ``pytest.raises(match=...)`` written for TRL matches ours), then says why here."""
+    from datasets import Dataset, IterableDataset
 
     if dataset is None:
-        raise ValueError("train_dataset is required")
+        raise ValueError("`train_dataset` is required")
     if isinstance(dataset, IterableDataset):
         if config.method == "auxdpo":
             raise ValueError("method auxdpo needs a map-style datasets.Dataset, not an "
@@ -84,15 +86,19 @@ def check_train_dataset(dataset, config) -> None:
                              "Dataset.from_generator or Dataset.from_list(list(stream.take(n)))), "
                              "or train method dpo, ipo or dpop on the stream")
         if config.precompute_ref_log_probs:
-            raise ValueError("precompute_ref_log_probs=True needs a map-style Dataset (the "
-                             "reference log-probs are stored as columns); set it to False for "
-                             "an IterableDataset")
+            raise ValueError("`precompute_ref_log_probs=True` is not supported with "
+                             "IterableDataset (the reference log-probs are stored as columns "
+                             "of the data). Please use a map-style Dataset or set "
+                             "`precompute_ref_log_probs=False`.")
         columns = set(next(iter(dataset)))
+    elif not isinstance(dataset, Dataset):
+        raise TypeError(f"`train_dataset` must be a `Dataset` or `IterableDataset`, got "
+                        f"`{type(dataset).__name__}`.")
     else:
-        columns = set(getattr(dataset, "column_names", ()) or ())
+        columns = set(dataset.column_names or ())
     vision = sorted(columns & {"image", "images"})
     if vision:
-        raise ValueError(f"train_dataset has column(s) {vision}: vision-language preference "
-                         "rows are not supported by AuxDPOTrainer (its log-probs, capacity "
-                         "presets and offsets' products take text-only causal LMs); use trl's "
-                         "DPOTrainer with a processor for them")
+        raise ValueError(f"The dataset appears to be vision-related (contains {vision}), but "
+                         "AuxDPOTrainer trains text-only causal LMs, not a vision-language "
+                         "model (its log-probs, capacity presets and offsets' products take "
+                         "text only); use trl's DPOTrainer with a processor for these rows")
