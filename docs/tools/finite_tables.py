@@ -111,6 +111,7 @@ def figure(results: list[dict], path: str, patterns: list[str] | None = None) ->
                                if keep(m, patterns)))
     for ax, result in zip(axes.flat, results):
         summary = aggregate(result["rows"])
+        labelled: set[int] = set()
         methods = [m for m in _methods(result["rows"]) if m != "rlhf_local"
                    and keep(m, patterns)]
         for i, method in enumerate(methods):
@@ -128,9 +129,11 @@ def figure(results: list[dict], path: str, patterns: list[str] | None = None) ->
                 if capped:           # a solve of this point stopped at its cap: hollow ring
                     ax.plot(x, min(max(m, low), high), marker="o", ms=9, mfc="none",
                             color=colour, lw=0)
-                if not low <= m <= high:     # off the axis: an arrow and its value
+                if not low <= m <= high:     # off the axis: an arrow, the value once per n
                     edge = low if m < low else high
-                    ax.annotate(f"{m:.0f}", (x, edge), xytext=(0, 8 if m < low else -12),
+                    text = "" if round(x / shift) in labelled else f"{m:.2g}"
+                    labelled.add(round(x / shift))
+                    ax.annotate(text, (x, edge), xytext=(0, 10 if m < low else -14),
                                 textcoords="offset points", fontsize="x-small",
                                 color=colour, ha="center",
                                 arrowprops={"arrowstyle": "->", "color": colour})
@@ -146,6 +149,7 @@ def figure(results: list[dict], path: str, patterns: list[str] | None = None) ->
         ax.set_ylabel("fraction of RLHF gain closed")
         ax.set_title(title(result).replace(", ", "\n", 1), fontsize="medium")
         ax.legend(fontsize="x-small", loc="lower right")
+    fig.tight_layout(h_pad=2.5)
     save_figure(fig, path)
     plt.close(fig)
 

@@ -32,6 +32,7 @@ OPS = REL / torch.finfo(torch.float64).eps           # tests/tolerance.py's unit
 
 def _config(out_dir, **overrides):
     values = dict(aux_preset="notebook", aux_offsets="row", beta=BETA, aux_delta_scale=None,
+                  aux_delta_half_count=None,
                   notebook_lambda_null=LAMBDA_NULL, notebook_lambda_amp=LAMBDA_AMP,
                   notebook_delta_cap=CAP, per_device_train_batch_size=BATCH,
                   gradient_accumulation_steps=ACCUMULATION, max_steps=STEPS, learning_rate=LR,

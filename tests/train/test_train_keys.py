@@ -122,7 +122,7 @@ def test_kill_and_resume_with_shared_offsets_equals_uninterrupted_run(tmp_path):
     # Another prior σ on resume is allowed (the config decides) but said.
     extra.update(aux_delta_scale=2.0, max_steps=3)
     changed = _trainer(tmp_path / "changed", comparison_dataset(), **extra)
-    with pytest.warns(RuntimeWarning, match="prior σ = 0.5"):
+    with pytest.warns(RuntimeWarning, match="prior's σ = 0.5"):
         changed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
 
 
