@@ -62,6 +62,8 @@ VARIANTS = {
     "auxdpo-noshare": {"aux_share_prefix": False},
     "auxdpo-row": {"aux_offsets": "row", "aux_null_weights": "multiplicity"},
     "auxdpo-prompt": {"aux_null_weights": "prompt"},
+    # the prior on the offsets off (the default has it): what the prior's step costs
+    "auxdpo-noprior": {"aux_delta_scale": None, "aux_delta_half_count": None},
     "auxdpo-unfused": {"aux_fused_reference": False, "aux_truncate_products": False,
                        "aux_jvp": "forward"},
 }

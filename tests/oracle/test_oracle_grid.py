@@ -312,3 +312,22 @@ def test_grid_report_says_when_the_capacity_figure_is_skipped(tmp_path, capsys):
     assert not any(p.endswith("gap_vs_capacity.png") for p in paths)
     assert capsys.readouterr().err == ("gap_vs_capacity.png: skipped (no task has finished "
                                        "cells at two or more capacities yet)\n")
+
+
+def test_quick_presets_give_every_solve_room_to_converge():
+    """The quick presets' iteration budgets cover the slowest measured AuxDPO solve (tokens:
+    282 iterations; mmlu-choice head: 2650), so their headline rows are not cap-limited;
+    an explicit --max-iter still wins."""
+    import argparse
+
+    from auxdpo.oracle import cli as oracle_cli
+
+    def config(*argv):
+        parser = argparse.ArgumentParser()
+        oracle_cli.register(parser.add_subparsers())
+        return oracle_cli.build_config(parser.parse_args(["oracle", *argv]))
+
+    assert config("--preset", "quick").max_iter == 400
+    assert config("--preset", "quick", "--family", "mmlu-choice").max_iter == 3000
+    assert config("--preset", "quick", "--family", "mmlu-choice",
+                  "--max-iter", "50").max_iter == 50
