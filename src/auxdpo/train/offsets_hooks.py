@@ -94,5 +94,6 @@ class OffsetsHooksMixin:
         if state is None:
             raise ValueError(f"checkpoint {resume_from_checkpoint} holds no AuxDPO offsets "
                              f"({OFFSETS_STEM}.json); cannot resume method auxdpo exactly")
-        # u = A·δ is recomputed from scratch over the dataset (prepare() got its batches).
-        self.offsets.load_state_dict(state, recompute=True)
+        # u = A·δ as saved (exact resume: a recomputed u rounds differently in float32);
+        # recompute_u_every keeps refreshing it on its schedule.
+        self.offsets.load_state_dict(state, recompute=False)
