@@ -243,8 +243,9 @@ def _solve(loss_name, options, config, cell, problem, sample, iw, L):
     if scale == "em":
         return _solve_em(config, cell, problem, sample, omega, support, count, half, lam)
     prior = 0.0 if scale is None else 1.0 / (scale * scale * len(sample))    # τ/n, τ = 1/σ²
-    if half is not None and options["key"] == "response":   # σ_k² = σ²·c_k/(c_k + c½)
-        prior = prior * (1 + half / count)
+    if half is not None:              # σ_k² = σ²·c_k/(c_k + c½); a row slot has c_k = 1
+        prior = prior * (1 + half / count) if options["key"] == "response" else \
+            prior * (1 + half)
     if options["key"] == "row":
         return fit_auxdpo_rows(fn_train, problem, sample, theta0, A=A, omega=omega,
                                mode=options["mode"], lambda_null=lam, delta_prior=prior,
