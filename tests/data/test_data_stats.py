@@ -18,8 +18,8 @@ def _all_pairs(prompts: int, answers: int):
 @pytest.mark.parametrize("answers, pairs_per_response, verdict", [
     (2, 1.0, "AuxDPO's offsets cannot act in one epoch (each response is in one pair); use "
              "DPO or multi-comparison data (several rated responses per prompt, every pair)"),
-    (4, 3.0, "AuxDPO stays close to DPO (prior on the offsets: aux_delta_scale σ shrinks "
-             "an offset compared c times by c/(c + 4/σ²)"),
+    (4, 3.0, "AuxDPO stays close to DPO (the prior on the offsets holds an offset "
+             "compared few times near 0"),
     (7, 6.0, "AuxDPO can correct DPO's misspecification (response offsets act in one epoch)"),
 ], ids=["one-pair-per-prompt", "4-rated", "7-rated"])
 def test_verdict_follows_pairs_per_response(answers, pairs_per_response, verdict):
