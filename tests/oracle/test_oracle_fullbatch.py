@@ -25,6 +25,7 @@ from auxdpo.oracle.solvers import (
     forward_score_matrix,
     pair_loss_closure,
 )
+from oracle_fixtures import loglinear
 from tolerance import assert_close
 
 DT = torch.float64
@@ -35,26 +36,10 @@ def _sample(rows):
     return PairSample(s, w, l)
 
 
-def _loglinear(seed=0, S=3, nA=5, d=2):
-    gen = torch.Generator().manual_seed(seed)
-    features = torch.randn(S, nA, d, generator=gen, dtype=DT)
-    theta0 = 0.3 * torch.randn(d, generator=gen, dtype=DT)
-    layer = torch.nn.Linear(d, 1, bias=False).to(DT)
-
-    def log_probs(theta):
-        logits = torch.func.functional_call(layer, {"weight": theta.view(1, d)}, (features,))
-        return torch.log_softmax(logits.squeeze(-1), dim=-1)
-
-    reward = torch.randn(S, nA, generator=gen, dtype=DT)
-    rho = torch.full((S,), 1.0 / S, dtype=DT)
-    pi0 = log_probs(theta0).exp()
+def _loglinear(seed=0):
     # A design far from on-policy: pair counts skewed log-normally, so that the responses'
     # marginal μ differs from π₀ and the constraint weightings disagree in the limit.
-    z = torch.triu(torch.randn(S, nA, nA, generator=gen, dtype=DT), diagonal=1)
-    counts = rho[:, None, None] * pi0[:, :, None] * pi0[:, None, :] * torch.exp(
-        2.0 * (z + z.transpose(1, 2)))
-    counts = counts * (1 - torch.eye(nA, dtype=DT))
-    return log_probs, theta0, reward, rho, counts / counts.sum()
+    return loglinear(seed, S=3, nA=5, skew=2.0)
 
 
 def test_empirical_problem_folds_repeated_pairs_into_win_shares():

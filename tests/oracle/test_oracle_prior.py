@@ -27,27 +27,14 @@ from auxdpo.oracle.solvers import (
     forward_score_matrix,
     pair_loss_closure,
 )
+from oracle_fixtures import loglinear
 from tolerance import assert_close
 
 DT = torch.float64
 
 
-def _loglinear(seed=0, S=3, nA=6, d=2):
-    gen = torch.Generator().manual_seed(seed)
-    features = torch.randn(S, nA, d, generator=gen, dtype=DT)
-    theta0 = 0.3 * torch.randn(d, generator=gen, dtype=DT)
-    layer = torch.nn.Linear(d, 1, bias=False).to(DT)
-
-    def log_probs(theta):
-        logits = torch.func.functional_call(layer, {"weight": theta.view(1, d)}, (features,))
-        return torch.log_softmax(logits.squeeze(-1), dim=-1)
-
-    reward = 2.0 * torch.randn(S, nA, generator=gen, dtype=DT)
-    rho = torch.full((S,), 1.0 / S, dtype=DT)
-    pi0 = log_probs(theta0).exp()
-    counts = rho[:, None, None] * pi0[:, :, None] * pi0[:, None, :] * (1 - torch.eye(nA,
-                                                                                  dtype=DT))
-    return log_probs, theta0, reward, rho, counts / counts.sum()
+def _loglinear(seed=0):
+    return loglinear(seed, S=3, nA=6, reward_scale=2.0)            # on-policy counts
 
 
 def _solve(sample, log_probs, theta0, rho, nA, prior, beta=3.0, max_iter=300):
