@@ -22,7 +22,8 @@ class OffsetsStepCallback(TrainerCallback):
         self.trainer = trainer
 
     def on_optimizer_step(self, args, state, control, **kwargs):
-        self.trainer._step_offsets()
+        if self.trainer.aux is not None:
+            self.trainer.aux.after_optimizer_step()
         return control
 
 

@@ -8,8 +8,9 @@ of :mod:`auxdpo.losses`, never by TRL's ``loss_type`` branches. TRL's loss optio
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from trl import DPOConfig
 
@@ -22,13 +23,59 @@ from auxdpo.train.aux_defaults import (
 )
 from auxdpo.train.config_check import check_finite_positive, unknown_method_message
 from auxdpo.train.defaults import apply_hardware_defaults
-from auxdpo.train.notebook import check_notebook_preset
 from auxdpo.train.reporting import check_report_to
 from auxdpo.train.trl_losses import resolve_loss_options
 
-__all__ = ["AUX_CONSTRAINTS", "AuxDPOConfig", "parse_capacity"]
+__all__ = ["AUX_CONSTRAINTS", "AuxDPOConfig", "check_notebook_preset", "parse_capacity"]
 
 AUX_CONSTRAINTS = MODES   # AuxOffsets' constraint modes (auxdpo.offsets.constraints)
+
+NOTEBOOK = "notebook"
+PRESETS = (NOTEBOOK,)
+_NOTEBOOK_FIELDS = ("notebook_lambda_null", "notebook_lambda_amp", "notebook_delta_cap")
+# auxdpo's own δ settings, which the preset replaces, and what to do instead.
+_REPLACED = {"lambda_null": "set notebook_lambda_null (the notebook's λ as it is)",
+             "lambda_amp": "set notebook_lambda_amp (the notebook's λ_amp as it is)",
+             "delta_cap": "set notebook_delta_cap (the notebook's cap on δ′)",
+             "delta_lr": "δ′ trains at the model's learning_rate",
+             "aux_null_weights": "the notebook weighs every response once"}
+
+
+def _defaults(config) -> dict:
+    return {f.name: f.default for f in fields(config) if f.name in _REPLACED
+            or f.name in _NOTEBOOK_FIELDS}
+
+
+def check_notebook_preset(config) -> None:
+    """Validate ``aux_preset`` and the ``notebook_*`` keys; with the preset, switch
+    ``aux_constraint`` to batch (ValueError naming the option for a combination the preset
+    cannot honour; the preset's objective: :mod:`auxdpo.train.notebook`)."""
+    preset, defaults = config.aux_preset, _defaults(config)
+    if preset is None:
+        for name in _NOTEBOOK_FIELDS:
+            if getattr(config, name) != defaults[name]:
+                raise ValueError(f"{name} is read only with aux_preset: notebook; set the "
+                                 "preset or remove the key")
+        return
+    if preset not in PRESETS:
+        raise ValueError(f"aux_preset must be one of {PRESETS} or None, got {preset!r}")
+    if config.method != "auxdpo":
+        raise ValueError(f"aux_preset: notebook trains AuxDPO; method is {config.method!r}")
+    if config.aux_constraint == "projection":
+        raise ValueError("aux_preset: notebook is the batch constraint; remove "
+                         "aux_constraint: projection")
+    for name, instead in _REPLACED.items():
+        if getattr(config, name) != defaults[name]:
+            raise ValueError(f"aux_preset: notebook replaces {name}: leave it at its "
+                             f"default ({defaults[name]!r}); {instead}")
+    for name in ("notebook_lambda_null", "notebook_lambda_amp"):
+        value = getattr(config, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    cap = config.notebook_delta_cap
+    if cap is not None and not (isinstance(cap, (int, float)) and math.isfinite(cap) and cap > 0):
+        raise ValueError(f"notebook_delta_cap must be > 0 or None, got {cap!r}")
+    config.aux_constraint = "batch"      # the field's default (global) is read as unset
 
 
 def parse_capacity(spec: str) -> tuple[str, object]:
@@ -117,52 +164,26 @@ class AuxDPOConfig(DPOConfig):
     lambda_null: float = field(default=1.0, metadata={
         "help": "Weight λ of the null-space penalty ‖A·δ‖² (global and batch modes)."})
     lambda_amp: float = field(default=0.0, metadata={
-        "help": "Weight of the amplitude term λ_amp·‖δ_B‖² (paper Sec. 7.2); 0 disables it."})
-    amp_sign: int = field(default=1, metadata={
-        "help": "Sign of the amplitude term: +1 shrinks δ, -1 rewards a non-trivial δ."})
+        "help": "Weight of the batch constraint's amplitude term λ_amp·‖δ_B‖² (paper Sec. 7.2): "
+                "> 0 shrinks δ, < 0 rewards a non-trivial δ (set delta_cap with it), 0 "
+                "disables it."})
     delta_lr: float = field(default=1e-2, metadata={
         "help": "Learning rate of the offsets δ (their own optimizer, not clipped with the model)."})
-    delta_optimizer: str = field(default="adam", metadata={
-        "help": "Optimizer of the offsets: adam (lazy, row-wise) or sgd (plain, lazy)."})
     delta_cap: float | None = field(default=None, metadata={
         "help": "Optional bound on |δ|: δ = cap·tanh(raw). None leaves δ unbounded."})
-    recompute_u_every: int = field(default=0, metadata={
-        "help": "Recompute the global-mode running sum u = A·δ from scratch every this many "
-                "optimizer steps (0: only at start and on resume)."})
     tail_reference: bool = field(default=False, metadata={
         "help": "dpo/ipo/dpop with a partial capacity (last-block, last:<f>, lora:<r>): score "
                 "the reference through the trainable tail only, starting from the policy "
                 "forward's input to the first trainable block (the frozen prefix runs once per "
-                "batch). Off: TRL's reference pass through the whole model. AuxDPO does this "
-                "by itself (aux_fused_reference, aux_share_prefix)."})
-    aux_fused_reference: bool = field(default=True, metadata={
-        "help": "AuxDPO (global/batch, float32/float64 models): take the loss's reference "
-                "log-probs from the offsets' products, so that one pass also gives A_Bᵀu and "
-                "keeps what the step's VJP needs. False: a separate reference forward."})
-    aux_share_prefix: bool = field(default=True, metadata={
-        "help": "With the fused reference and truncated products: take the reference tail's "
-                "input from the policy's own forward (a hook on the first trainable block) "
-                "instead of running the frozen prefix again. Checked on the first batch; off "
-                "by itself when dropout or autocast makes the two differ."})
-    aux_truncate_products: bool = field(default=True, metadata={
-        "help": "Run the reference Jacobian products through the trainable tail only (first "
-                "trainable block onwards) when the model's structure is recognised."})
-    aux_keep_reference_graph: bool = field(default=False, metadata={
-        "help": "Keep each micro-batch's reference-tail graph from the fused pass until the "
-                "offsets' step (saves a tail forward per micro-batch, holds its activations)."})
-    aux_jvp: str = field(default="central-difference", metadata={
-        "help": "How the global/batch penalty's A_Bᵀu is computed: central-difference (two "
-                "extra reference-tail forwards; relative error 1e-4 to 1e-3 in float32, "
-                "docs/offsets.md), finite-difference (one forward; up to 3e-2 with LoRA), "
-                "forward (exact forward-mode AD, slower) or double-vjp (exact). 16-bit models "
-                "use forward."})
+                "batch; 0.69–0.84× the step time measured on tiny and small models). Off: TRL's "
+                "reference pass through the whole model, step for step. AuxDPO always shares "
+                "the prefix where it can."})
     aux_preset: str | None = field(default=None, metadata={
         "help": "notebook: train the authors' notebook objective exactly, in its units: "
                 "offsets δ′ inside β, each micro-batch's loss plus notebook_lambda_null·"
                 "‖A_Bδ′_B‖² minus notebook_lambda_amp·‖δ′_B‖² (sums over its responses), δ′ in "
                 "the model's optimizer (learning rate, schedule, weight decay, gradient "
-                "clipping). Sets aux_constraint batch and aux_jvp forward (or keeps "
-                "double-vjp); refuses auxdpo's own δ settings (lambda_null, delta_lr, ...) "
+                "clipping), with exact products. Sets aux_constraint batch; refuses auxdpo's own δ settings (lambda_null, delta_lr, ...) "
                 "and more than one process (docs/notebook.md). None: auxdpo's objective."})
     notebook_lambda_null: float = field(default=1.0, metadata={
         "help": "aux_preset notebook: the notebook's null-space weight λ as it is, on "
@@ -190,7 +211,7 @@ class AuxDPOConfig(DPOConfig):
             raise ValueError(f"aux_constraint must be one of {AUX_CONSTRAINTS}, "
                              f"got {self.aux_constraint!r}")
         parse_capacity(self.capacity)
-        check_notebook_preset(self)  # aux_preset: its checks, aux_constraint/aux_jvp switched
+        check_notebook_preset(self)  # aux_preset: its checks; aux_constraint switched
         from auxdpo.offsets.keys import KEYINGS, NULL_WEIGHTS
 
         for name, allowed in (("aux_offsets", KEYINGS), ("aux_null_weights", NULL_WEIGHTS)):
@@ -198,30 +219,22 @@ class AuxDPOConfig(DPOConfig):
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not self.delta_lr > 0:
             raise ValueError(f"delta_lr must be > 0, got {self.delta_lr!r}")
-        for name in ("lambda_null", "lambda_amp", "dpop_lambda"):
+        for name in ("lambda_null", "dpop_lambda"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.delta_optimizer not in ("adam", "sgd"):
-            raise ValueError(f"delta_optimizer must be adam or sgd, got {self.delta_optimizer!r}")
         if self.lambda_amp and self.aux_constraint != "batch":
             raise ValueError("lambda_amp is the batch constraint's amplitude term; set "
                              "aux_constraint: batch or lambda_amp: 0")
         # TRL's loss options: honoured through auxdpo.losses or refused (docs/trainer.md).
         resolve_loss_options(self)
-        if self.amp_sign not in (1, -1):
-            raise ValueError(f"amp_sign must be +1 or -1, got {self.amp_sign!r}")
+        if not math.isfinite(self.lambda_amp):
+            raise ValueError(f"lambda_amp must be a finite number, got {self.lambda_amp!r}")
         if self.delta_cap is not None and self.delta_cap <= 0:
             raise ValueError(f"delta_cap must be > 0 or None, got {self.delta_cap!r}")
         for name in ("aux_delta_scale", "aux_delta_half_count"):
             if getattr(self, name) is not None:
                 check_finite_positive(name, getattr(self, name))
-        from auxdpo.offsets.products import JVP_METHODS
-
-        if self.aux_jvp not in JVP_METHODS:
-            raise ValueError(f"aux_jvp must be one of {JVP_METHODS}, got {self.aux_jvp!r}")
         check_finite_positive("beta", self.beta)
-        if self.recompute_u_every < 0:
-            raise ValueError(f"recompute_u_every must be >= 0, got {self.recompute_u_every!r}")
         apply_hardware_defaults(self)  # bf16 only where supported; no deprecated-name warning
         check_report_to(self.report_to)  # a missing extra: one line naming the install command
         super().__post_init__()

@@ -23,6 +23,22 @@ __all__ = ["RENAMED_KEYS", "check_config_values", "check_finite_positive",
 RENAMED_KEYS = {
     "warmup_ratio": "use warmup_steps: transformers >= 5 reads a value below 1 as a fraction "
                     "of the total steps, e.g. warmup_steps: 0.1",
+    # AuxDPO's performance switches, now automatic with measured fallbacks (docs/trainer.md).
+    "aux_fused_reference": "removed: the loss takes log π_ref from the offsets' products pass "
+                           "wherever it can (global/batch, 32/64-bit models); drop the key",
+    "aux_share_prefix": "removed: the reference tail starts from the policy's own prefix "
+                        "wherever the first batch's check allows; drop the key",
+    "aux_truncate_products": "removed: the products run through the trainable tail whenever "
+                             "the model's structure is recognised; drop the key",
+    "aux_keep_reference_graph": "removed: the offsets' step recomputes the reference tail "
+                                "(less memory; docs/benchmarks.md); drop the key",
+    "aux_jvp": "removed: A_Bᵀu is a central difference (forward-mode AD for 16-bit models "
+               "and the notebook preset); drop the key",
+    "amp_sign": "removed: give lambda_amp a negative value to reward ‖δ_B‖² (amp_sign: -1)",
+    "delta_optimizer": "removed: the offsets always train with their lazy row-wise Adam; "
+                       "drop the key",
+    "recompute_u_every": "removed: u = A·δ is kept exactly and restored on resume; drop "
+                         "the key",
 }
 
 # Fields HF documents as str but that also take a bool (``resume_from_checkpoint: true``).

@@ -105,11 +105,11 @@ _TRL_BIBTEX = """@software{vonwerra2020trl,
 _SETTINGS = ("method", "capacity", "beta", "learning_rate", "num_train_epochs", "max_steps",
              "per_device_train_batch_size", "gradient_accumulation_steps", "aux_offsets",
              "aux_null_weights", "aux_constraint", "lambda_null", "delta_lr", "aux_delta_scale",
-             "aux_delta_half_count", "delta_cap", "lambda_amp", "amp_sign", "aux_preset",
+             "aux_delta_half_count", "delta_cap", "lambda_amp", "aux_preset",
              "notebook_lambda_null", "notebook_lambda_amp", "notebook_delta_cap", "dpop_lambda")
 _AUX_ONLY = {"aux_offsets", "aux_null_weights", "aux_constraint", "lambda_null", "delta_lr",
-             "aux_delta_scale", "aux_delta_half_count", "delta_cap", "lambda_amp", "amp_sign"}
-_BATCH_ONLY = {"lambda_amp", "amp_sign"}            # the batch constraint's amplitude term
+             "aux_delta_scale", "aux_delta_half_count", "delta_cap", "lambda_amp"}
+_BATCH_ONLY = {"lambda_amp"}            # the batch constraint's amplitude term
 # shown when the config has a value
 _IF_SET = {"delta_cap", "aux_delta_scale", "aux_delta_half_count"}
 _NOTEBOOK = {"aux_preset", "notebook_lambda_null", "notebook_lambda_amp", "notebook_delta_cap"}

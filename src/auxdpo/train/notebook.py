@@ -18,96 +18,32 @@ reward units: each micro-batch adds mean_i (τβ²/2)·(δ′_w,i²/c_w,i + δ�
 an unbiased estimate of (τ/2n)Σ_k δ_k² like the mean loss is of the full loss. With
 ``aux_delta_scale: null`` the objective above is the notebook's, exactly.
 
-What lives here: the config check (:func:`check_notebook_preset`, called by
-``AuxDPOConfig.__post_init__``), the penalty (:class:`NotebookPreset`) and the trainer's
-hooks for the optimizer and the clipping (:class:`NotebookPresetMixin`). δ′'s storage, keys
-and checkpoint state are those of :class:`auxdpo.offsets.AuxOffsets` (batch mode), whose own
+What lives here: :class:`NotebookTraining`, the objective the trainer holds instead of
+:class:`~auxdpo.train.offsets_training.OffsetsTraining` when the preset is set (its config
+checks are :func:`auxdpo.train.config.check_notebook_preset`). δ′'s storage, keys and
+checkpoint state are those of :class:`auxdpo.offsets.AuxOffsets` (batch mode), whose own
 optimizer and step are not used.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
-from dataclasses import fields
 
 import torch
-from transformers import TrainerCallback
 
-__all__ = ["NOTEBOOK", "PRESETS", "NotebookPreset", "NotebookPresetMixin",
-           "check_notebook_preset"]
+from auxdpo.offsets.products import DIFFERENCE_METHODS
+from auxdpo.train.offsets_training import OffsetsTraining, build_offsets
+from auxdpo.train.reference_pass import PathOptions
 
-NOTEBOOK = "notebook"
-PRESETS = (NOTEBOOK,)
-_NOTEBOOK_FIELDS = ("notebook_lambda_null", "notebook_lambda_amp", "notebook_delta_cap")
-# auxdpo's own δ settings, which the preset replaces, and what to do instead.
-_REPLACED = {"lambda_null": "set notebook_lambda_null (the notebook's λ as it is)",
-             "lambda_amp": "set notebook_lambda_amp (the notebook's λ_amp as it is)",
-             "amp_sign": "the notebook rewards ‖δ′‖²: set notebook_lambda_amp",
-             "delta_cap": "set notebook_delta_cap (the notebook's cap on δ′)",
-             "delta_lr": "δ′ trains at the model's learning_rate",
-             "delta_optimizer": "δ′ joins the model's optimizer (optim)",
-             "recompute_u_every": "it belongs to aux_constraint: global",
-             "aux_null_weights": "the notebook weighs every response once"}
+__all__ = ["NotebookTraining"]
 
+class NotebookTraining(OffsetsTraining):
+    """The preset's objective on δ′ for ``trainer``: δ′ inside β, its penalty part of each
+    micro-batch's loss, δ′ trained in the model's optimizer and clipped with the model."""
 
-def _defaults(config) -> dict:
-    return {f.name: f.default for f in fields(config) if f.name in _REPLACED
-            or f.name in _NOTEBOOK_FIELDS}
+    fuses_reference = False   # the loss takes the model's reference pass
 
-
-def check_notebook_preset(config) -> None:
-    """Validate ``aux_preset`` and the ``notebook_*`` keys; with the preset, switch
-    ``aux_constraint`` to batch and ``aux_jvp`` to an exact method (ValueError naming the
-    option for a combination the preset cannot honour)."""
-    preset, defaults = config.aux_preset, _defaults(config)
-    if preset is None:
-        for name in _NOTEBOOK_FIELDS:
-            if getattr(config, name) != defaults[name]:
-                raise ValueError(f"{name} is read only with aux_preset: notebook; set the "
-                                 "preset or remove the key")
-        return
-    if preset not in PRESETS:
-        raise ValueError(f"aux_preset must be one of {PRESETS} or None, got {preset!r}")
-    if config.method != "auxdpo":
-        raise ValueError(f"aux_preset: notebook trains AuxDPO; method is {config.method!r}")
-    if config.aux_constraint == "projection":
-        raise ValueError("aux_preset: notebook is the batch constraint; remove "
-                         "aux_constraint: projection")
-    if config.aux_jvp == "finite-difference":
-        raise ValueError("aux_preset: notebook needs an exact A_Bᵀv: set aux_jvp to forward "
-                         "or double-vjp, not finite-difference")
-    for name, instead in _REPLACED.items():
-        if getattr(config, name) != defaults[name]:
-            raise ValueError(f"aux_preset: notebook replaces {name}: leave it at its "
-                             f"default ({defaults[name]!r}); {instead}")
-    for name in ("notebook_lambda_null", "notebook_lambda_amp"):
-        value = getattr(config, name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    cap = config.notebook_delta_cap
-    if cap is not None and not (isinstance(cap, (int, float)) and math.isfinite(cap) and cap > 0):
-        raise ValueError(f"notebook_delta_cap must be > 0 or None, got {cap!r}")
-    config.aux_constraint = "batch"      # the field's default (global) is read as unset
-    if config.aux_jvp == "central-difference":
-        config.aux_jvp = "forward"       # the default difference quotient is not exact
-
-
-class _ZeroGradCallback(TrainerCallback):
-    """After each optimizer step, drop raw's gradient (the Trainer zeroes the model's only)."""
-
-    def __init__(self, preset: "NotebookPreset") -> None:
-        self.preset = preset
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        self.preset.raw.grad = None
-        return control
-
-
-class NotebookPreset:
-    """The preset's penalty and δ′'s parameter, for a trainer whose ``offsets`` hold δ′."""
-
-    def __init__(self, trainer) -> None:
+    def __init__(self, trainer, options: PathOptions) -> None:
         args = trainer.args
         if trainer.accelerator.num_processes > 1:
             raise ValueError("aux_preset: notebook runs on one process: δ′ is trained outside "
@@ -115,21 +51,35 @@ class NotebookPreset:
         if trainer.optimizer is not None:
             raise ValueError("aux_preset: notebook adds δ′ to the trainer's own optimizer; "
                              "pass no optimizers")
-        self.trainer, self.offsets = trainer, trainer.offsets
+        if options.jvp in DIFFERENCE_METHODS:
+            raise ValueError("aux_preset: notebook needs an exact A_Bᵀv: a path with jvp "
+                             "forward or double-vjp, not a difference quotient")
+        super().__init__(trainer, options)
+        self.beta = trainer.beta
         self.lambda_null = float(args.notebook_lambda_null)
         self.lambda_amp = float(args.notebook_lambda_amp)
         if self.lambda_amp and args.notebook_delta_cap is None:
             warnings.warn("notebook_lambda_amp rewards ‖δ′_B‖² without bound along the null "
                           "space of A_B; set notebook_delta_cap to keep δ′ finite",
                           RuntimeWarning, stacklevel=3)
-        trainer.add_callback(_ZeroGradCallback(self))
+
+    def _build(self, trainer, options: PathOptions):
+        # Every response weighs once (its own penalty, no ω): multiplicity spares prepare()
+        # the reference pass of the π_ref weightings.
+        return build_offsets(trainer, options, exact=True, null_weights="multiplicity",
+                             delta_cap=trainer.args.notebook_delta_cap)
 
     @property
     def raw(self) -> torch.Tensor:
         """The trained parameter: δ′ itself, or raw with δ′ = cap·tanh(raw)."""
         return self.offsets.raw
 
-    def penalty(self, inputs) -> torch.Tensor:
+    def deltas(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """β·δ′ in reward units: β·(h + δ′_w − δ′_l) = β·h + β·δ′_w − β·δ′_l."""
+        chosen, rejected = self.offsets.deltas(index)
+        return self.beta * chosen, self.beta * rejected
+
+    def extra_loss(self, inputs: dict) -> torch.Tensor:
         """λ_nb·‖A_B δ′_B‖² − λ_amp,nb·‖δ′_B‖² of one micro-batch: its exact value, and its
         exact gradient in δ′ (2λ_nb·A_Bᵀ A_B δ′_B − 2λ_amp,nb·δ′_B; A_B is θ₀'s, so none in θ);
         plus the prior's share (:meth:`prior`) when ``aux_delta_scale`` is set."""
@@ -146,8 +96,7 @@ class NotebookPreset:
             linear_term = (2 * self.lambda_null * back * delta).sum()
             null = self.lambda_null * image.pow(2).sum().to(delta)
             penalty = penalty + null + (linear_term - linear_term.detach())
-        metrics = self.trainer._metrics["train"]
-        metrics["aux/penalty"].append(float(penalty.detach()))
+        self._log("aux/penalty", float(penalty.detach()))
         if self.offsets.prior_precision:
             penalty = penalty + self.prior(inputs["aux_index"], chosen, rejected)
         return penalty
@@ -158,42 +107,17 @@ class NotebookPreset:
         micro-batch rows' shares (τ/2)·(δ_w²/c_w + δ_l²/c_l), i.e. (τβ²/2)·(δ′_w²/c_w +
         δ′_l²/c_l), normalised like the micro-batch's mean loss (:mod:`auxdpo.offsets.prior`);
         logs the full value (τ/2n)Σ_k δ_k² as ``aux/prior``."""
-        beta = self.trainer.beta
+        beta = self.beta
         shares = self.offsets.prior_shares(index, beta * chosen, beta * rejected)
-        value = self.offsets.prior_total(beta * self.offsets.values())
-        self.trainer._metrics["train"]["aux/prior"].append(value)
+        self._log("aux/prior", self.offsets.prior_total(beta * self.offsets.values()))
         return shares.mean()
 
+    def after_backward(self, inputs: dict) -> None:
+        """Nothing to file: δ′'s gradient is in its ``.grad`` like the model's."""
 
-class NotebookPresetMixin:
-    """Trainer hooks of the preset; inert while ``self.notebook`` is None."""
+    def after_optimizer_step(self) -> None:
+        """Drop raw's gradient (the Trainer zeroes the model's only); no step of its own."""
+        self.raw.grad = None
 
-    notebook: NotebookPreset | None = None
-
-    def _build_notebook(self) -> NotebookPreset | None:
-        return NotebookPreset(self) if self.args.aux_preset == NOTEBOOK else None
-
-    def _reward_deltas(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(δ_chosen, δ_rejected) in reward units: the offsets' own, or β·δ′ with the preset
-        (β·(h + δ′_w − δ′_l) = β·h + β·δ′_w − β·δ′_l)."""
-        chosen, rejected = self.offsets.deltas(index)
-        if self.notebook is None:
-            return chosen, rejected
-        return self.beta * chosen, self.beta * rejected
-
-    def create_optimizer(self, model=None):
-        optimizer = super().create_optimizer(model)
-        if self.notebook is not None:
-            raw = self.notebook.raw
-            if not any(p is raw for group in optimizer.param_groups for p in group["params"]):
-                # The model's decay group's settings: its learning rate (and hence the
-                # schedule, built after this), weight decay, betas and eps.
-                optimizer.add_param_group({"params": [raw],
-                                           "weight_decay": self.args.weight_decay})
-        return optimizer
-
-    def _clip_grad_norm(self, model):
-        if self.notebook is None:
-            return super()._clip_grad_norm(model)
-        params = [*model.parameters(), self.notebook.raw]
-        return self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
+    def model_optimizer_parameters(self) -> list[torch.Tensor]:
+        return [self.raw]

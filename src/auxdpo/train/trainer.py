@@ -2,27 +2,22 @@
 
 What this subclass changes, and nothing else:
 
-* the loss: ``_compute_loss`` forms sequence log-probs (sum, or mean for IPO) with TRL's fused
-  LM head and scores them with :mod:`auxdpo.losses` (``config.method``); TRL's loss options
-  are mapped onto those losses or refused (:mod:`auxdpo.train.trl_compat`), and TRL's metrics
-  are logged under TRL's names (:mod:`auxdpo.train.trl_objective`);
-* the trainable set: ``config.capacity`` (see :mod:`auxdpo.train.capacity`); LoRA presets are
+* the loss: :meth:`AuxDPOTrainer._compute_loss` reads top to bottom: the policy's and the
+  reference's log-probs (one :class:`~auxdpo.train.reference_pass.ReferencePass` per mode,
+  chosen at construction), the offsets δ, the loss of :mod:`auxdpo.losses` (``config.method``),
+  the metrics under TRL's names. TRL's loss options are mapped onto those losses or refused
+  (:mod:`auxdpo.train.trl_compat`);
+* the trainable set: ``config.capacity`` (:mod:`auxdpo.train.capacity`); LoRA presets are
   handed to TRL as a ``peft_config`` (reference = adapters disabled); otherwise the reference
   is a frozen copy of the model made before training (none with precomputed log-probs);
 * the data: rows are validated (:mod:`auxdpo.train.data`), over-long prompts are dropped with a
   logged count, and each training row gets ``aux_index``, its position in the prepared dataset,
   which addresses its offsets δ;
-* AuxDPO's offsets (:class:`auxdpo.offsets.AuxOffsets`): read in the loss, accumulated after
-  each micro-batch's backward, stepped after each model optimizer step by a callback (their
-  own optimizer and learning rate; never clipped with the model), saved with every model save
-  (so with every checkpoint) and restored, with u recomputed, on resume
-  (:mod:`auxdpo.train.offsets_hooks`). With ``aux_preset: notebook`` δ′ trains in the model's
-  optimizer instead (:mod:`.notebook`);
-* the reference pass: log π_ref from the offsets' fused pass, the tail-only reference, the
-  precomputed columns or the frozen copy (:mod:`auxdpo.train.reference_pass`).
-
-This module keeps the constructor, the data preparation, the training step, saving and the
-loss (:meth:`AuxDPOTrainer._compute_loss`).
+* AuxDPO's offsets: ``trainer.aux`` (:class:`~auxdpo.train.offsets_training.OffsetsTraining`,
+  or :class:`~auxdpo.train.notebook.NotebookTraining` with ``aux_preset: notebook``) gives δ to
+  the loss, files each micro-batch after its backward, steps δ after each model optimizer step
+  and saves and restores it with the checkpoints; ``trainer.offsets`` is its
+  :class:`auxdpo.offsets.AuxOffsets`.
 """
 
 from __future__ import annotations
@@ -46,7 +41,6 @@ from auxdpo.train.checkpoint import (
     pickles_refused_by_name,
     resolve_resume,
     save_checkpoint_marked,
-    save_state,
     without_tied_keys,
 )
 from auxdpo.train.config import AuxDPOConfig
@@ -66,12 +60,12 @@ from auxdpo.train.guards import (
     safe_model_init_kwargs,
 )
 from auxdpo.train.model_card import base_model_id, record_adapter_base, write_model_card
-from auxdpo.train.notebook import NotebookPresetMixin
-from auxdpo.train.offset_setup import report_coverage
-from auxdpo.train.offsets_hooks import DELTAS_FILE, OffsetsHooksMixin
+from auxdpo.train.notebook import NotebookTraining
+from auxdpo.train.offset_setup import DatasetBatches
+from auxdpo.train.offsets_training import DELTAS_FILE, OffsetsTraining
 from auxdpo.train.precision import stalled_weights_message
 from auxdpo.train.reference import frozen_copy
-from auxdpo.train.reference_pass import ReferencePassMixin
+from auxdpo.train.reference_pass import PathOptions, choose_reference_passes, model_inputs
 from auxdpo.train.trl_objective import (
     TokenStats,
     ld_weighted_logps,
@@ -79,15 +73,12 @@ from auxdpo.train.trl_objective import (
     log_trl_metrics,
 )
 
-__all__ = ["AuxDPOTrainer", "DELTAS_FILE", "frozen_copy"]
+__all__ = ["AuxDPOTrainer", "DELTAS_FILE", "PathOptions", "frozen_copy"]
 
 logger = logging.getLogger(__name__)
 
-_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", AUX_INDEX,
-                   PREF_PROB, WEIGHT}
 
-
-class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, DPOTrainer):
+class AuxDPOTrainer(DPOTrainer):
     """DPO/IPO/DPOP/AuxDPO trainer; a drop-in for ``trl.DPOTrainer``.
 
     ``args``: an AuxDPOConfig, a plain DPOConfig (converted, method from its ``loss_type``)
@@ -95,6 +86,8 @@ class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, 
 
     Args are TRL's. ``model`` may be a model instance or a hub name / local path (loaded with
     safetensors only, ``trust_remote_code`` from the config, off by default).
+    ``path_options`` (:class:`~auxdpo.train.reference_pass.PathOptions`): how the numbers are
+    computed, for tests and benchmarks that compare the paths; the default is the fastest.
     """
 
     _tag_names = ["trl", "dpo", "auxdpo"]
@@ -103,7 +96,8 @@ class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, 
     def __init__(self, model, ref_model=None, args: AuxDPOConfig | None = None,
                  data_collator=None, train_dataset=None, eval_dataset=None,
                  processing_class=None, compute_metrics=None, callbacks=None,
-                 optimizers=(None, None), peft_config=None, **kwargs):
+                 optimizers=(None, None), peft_config=None,
+                 path_options: PathOptions | None = None, **kwargs):
         args = trl_compat.aux_config_of(args, model)   # None → default; DPOConfig → converted
         trl_compat.check_train_dataset(train_dataset, args)
         self.base_model_id = base_model_id(model)  # named in the model card and adapter config
@@ -136,16 +130,13 @@ class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, 
         self.data_collator = AuxPreferenceCollator(self.data_collator, args.pref_prob_column,
                                                    args.weight_column)
         self.loss_fn, self._objective = trl_compat.build_objective(args)
-        self.offsets = self._build_offsets() if args.method == "auxdpo" else None
-        self.notebook = self._build_notebook()    # aux_preset: notebook (auxdpo.train.notebook)
-        self._fuse_reference = (self.offsets is not None and self.notebook is None
-                                and args.aux_fused_reference
-                                and args.aux_constraint in ("global", "batch")
-                                and self.offsets.products.dtype in (torch.float32,
-                                                                    torch.float64))
-        self._rows_since_step = 0
-        self._policy_tail = None           # TailPlan of the policy (shared prefix), or False
-        self._tail_reference = self._build_tail_reference()
+        options = path_options or PathOptions()
+        self.aux: OffsetsTraining | None = None
+        if args.method == "auxdpo":
+            objective = NotebookTraining if args.aux_preset == "notebook" else OffsetsTraining
+            self.aux = objective(self, options)
+        self.offsets = self.aux.offsets if self.aux is not None else None
+        self.reference_passes = choose_reference_passes(self, options)
         self.add_callback(OffsetsStepCallback(self))
         if args.metrics_file:
             self.add_callback(JsonlMetricsCallback(Path(args.output_dir) / args.metrics_file))
@@ -161,9 +152,19 @@ class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, 
 
     # ---- data ------------------------------------------------------------------------------
 
+    @staticmethod
+    def _numbered(dataset, dataset_name: str):
+        """The training set with ``aux_index``, each row's position (addresses its δ)."""
+        if dataset_name != "train" or not isinstance(dataset, Dataset):
+            return dataset
+        if AUX_INDEX in dataset.column_names:
+            dataset = dataset.remove_columns(AUX_INDEX)
+        return dataset.add_column(AUX_INDEX, list(range(len(dataset))))
+
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         if not isinstance(dataset, Dataset) or "prompt_ids" in dataset.column_names:
-            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            return self._numbered(dataset, dataset_name)
         rows = validate_preference_rows(dataset, pref_prob_column=args.pref_prob_column,
                                         weight_column=args.weight_column)
         dataset = drop_far_overlong_rows(number_rows(dataset), processing_class,
@@ -178,11 +179,7 @@ class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, 
         if len(dataset) == 0:
             raise ValueError(f"{dataset_name} dataset: every example's prompt fills "
                              f"max_length={args.max_length}; nothing left to train on")
-        if dataset_name == "train":
-            if AUX_INDEX in dataset.column_names:
-                dataset = dataset.remove_columns(AUX_INDEX)
-            dataset = dataset.add_column(AUX_INDEX, list(range(len(dataset))))
-        return dataset
+        return self._numbered(dataset, dataset_name)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -194,12 +191,8 @@ class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None,
               **kwargs):
         resume_from_checkpoint = resolve_resume(self.args.output_dir, resume_from_checkpoint)
-        if self.offsets is not None:
-            self.offsets.prepare(self.dataset_batches())
-            stats = report_coverage(self.offsets.keys, self._response_coverage, self.args,
-                                    self.accelerator.num_processes, self.offsets.null_weights)
-            for name, value in stats.items():       # in the run's first logged metrics
-                self._metrics["train"][name].append(value)
+        if self.aux is not None:
+            self.aux.prepare()
         with pickles_refused_by_name(resume_from_checkpoint):
             return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                                  ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
@@ -207,10 +200,38 @@ class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         check_step_finite(self, model, loss, inputs)
-        if self.offsets is not None and self.notebook is None:  # the preset's δ′: no step
-            self.offsets.accumulate(inputs)
-            self._rows_since_step += int(inputs[AUX_INDEX].numel())
+        if self.aux is not None:
+            self.aux.after_backward(inputs)
         return loss
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        extra = self.aux.model_optimizer_parameters() if self.aux is not None else []
+        known = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        for param in extra:
+            if id(param) not in known:
+                # The model's decay group's settings: its learning rate (and hence the
+                # schedule, built after this), weight decay, betas and eps.
+                optimizer.add_param_group({"params": [param],
+                                           "weight_decay": self.args.weight_decay})
+        return optimizer
+
+    def _clip_grad_norm(self, model):
+        extra = self.aux.model_optimizer_parameters() if self.aux is not None else []
+        if not extra:
+            return super()._clip_grad_norm(model)
+        params = [*model.parameters(), *extra]
+        return self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
+
+    def dataset_batches(self) -> DatasetBatches:
+        """The training set in unshuffled collated batches (for δ's whole-dataset passes)."""
+        return DatasetBatches(self)
+
+    def log_metric(self, mode: str, name: str, value: float) -> None:
+        """Add one value to the metrics logged (averaged) at the next logging step."""
+        self._metrics[mode][name].append(value)
+
+    # ---- saving ----------------------------------------------------------------------------
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         write_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
@@ -221,20 +242,23 @@ class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, 
         if self.args.should_save:
             write_model_card(self, output_dir)
             honour_umask(output_dir or self.args.output_dir)
-        if self.offsets is not None and self.args.should_save:
-            folder = Path(output_dir or self.args.output_dir)
-            save_state(self.offsets.state_dict(), folder)
-            self._save_delta_table(folder)
+            if self.aux is not None:
+                self.aux.save(Path(output_dir or self.args.output_dir))
 
     def _save_checkpoint(self, model, trial):
         save_checkpoint_marked(self, super()._save_checkpoint, model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.aux is not None:
+            self.aux.load(resume_from_checkpoint)
 
     def _issue_warnings_after_load(self, load_result):  # tied weights are not missing
         super()._issue_warnings_after_load(without_tied_keys(self.model, load_result))
 
     # ---- loss ------------------------------------------------------------------------------
 
-    def _forward_logps(self, model, model_kwargs, inputs):
+    def sequence_logps(self, model, model_kwargs, inputs):
         """``(2B,)`` response log-probs (sum, or mean for IPO) and the model outputs.
 
         float32/bf16 models use TRL's fused LM head (no ``(N, T, V)`` logits; computed in
@@ -269,42 +293,16 @@ class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, 
                 kwargs[key] = inputs[key].to(dtype)
         if self.args.method == "dpop":
             kwargs["dpop_lambda"] = self.args.dpop_lambda
-        if self.offsets is not None and mode == "train" and AUX_INDEX in inputs:
-            chosen, rejected = self._reward_deltas(inputs[AUX_INDEX])
+        if self.aux is not None and mode == "train":
+            chosen, rejected = self.aux.deltas(inputs[AUX_INDEX])    # reward units
             kwargs["delta_chosen"], kwargs["delta_rejected"] = chosen.to(dtype), rejected.to(dtype)
         return kwargs
 
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
-        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
-        model_kwargs["use_cache"] = False
-        if self.aux_loss_enabled:
-            model_kwargs["output_router_logits"] = True
-        ref_kwargs = {k: v for k, v in model_kwargs.items() if k != "output_router_logits"}
-        ref_logps = None
-        fused = getattr(self, "_fuse_reference", False) and mode == "train" \
-            and AUX_INDEX in inputs and not self.precompute_ref_logps
-        tail_ref = getattr(self, "_tail_reference", None) if mode == "train" \
-            and not self.precompute_ref_logps else None
-        products = self.offsets.products if fused else tail_ref
-        plan = self._shared_prefix_plan(products) if products is not None else None
-        if plan is not None:
-            # The policy's forward records the first trainable block's input; the reference
-            # tail starts from it, so the frozen prefix runs once per batch, not twice.
-            with plan.recording() as captured:
-                policy_logps, outputs = self._forward_logps(model, model_kwargs, inputs)
-            captured = captured[0] if captured else None
-            if fused:
-                ref_logps = self.offsets.reference_logps(inputs, captured=captured)
-            else:
-                ref_logps = products.linearize(inputs, captured=captured).logps
-        else:
-            if fused:
-                # Fused pass first: its transient tangents are freed before the policy's graph.
-                ref_logps = self._reference_logps(inputs, ref_kwargs)
-            policy_logps, outputs = self._forward_logps(model, model_kwargs, inputs)
-        if ref_logps is None:
-            ref_logps = self._reference_logps(inputs, ref_kwargs)
+        model_kwargs = model_inputs(inputs, router_logits=self.aux_loss_enabled)
+        ref_logps, (policy_logps, outputs) = self.reference_passes[mode].run(
+            inputs, lambda: self.sequence_logps(model, model_kwargs, inputs))
         ref_logps = ref_logps.to(policy_logps.dtype)
         policy_chosen, policy_rejected = policy_logps.chunk(2)
         ref_chosen, ref_rejected = ref_logps.chunk(2)
@@ -316,12 +314,13 @@ class AuxDPOTrainer(NotebookPresetMixin, OffsetsHooksMixin, ReferencePassMixin, 
         loss = result.losses.mean()
         log_preference_metrics(self, mode, loss, result, policy_chosen, policy_rejected)
         log_trl_metrics(self, mode, stats, inputs)
-        if self.notebook is not None and mode == "train" and AUX_INDEX in inputs:
-            loss = loss + self.notebook.penalty(inputs)   # per micro-batch, as the notebook
+        extra = self.aux.extra_loss(inputs) if self.aux is not None and mode == "train" else None
+        if extra is not None:
+            loss = loss + extra          # the notebook preset's penalty, per micro-batch
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
-            self._metrics[mode]["aux_loss"].append(
-                self.accelerator.gather_for_metrics(outputs.aux_loss.detach()).mean().item())
+            self.log_metric(mode, "aux_loss", self.accelerator.gather_for_metrics(
+                outputs.aux_loss.detach()).mean().item())
         if return_outputs:
             with torch.no_grad():
                 outputs = model(**model_kwargs)
