@@ -54,18 +54,21 @@ CAPACITIES = ("last-block", "lora:4", "full")
 # DPO baselines (--baseline): "dpo" scores the reference through the whole model as TRL does;
 # "dpo-tail" through the trainable tail from the policy forward's input (tail_reference).
 BASELINES = {"dpo": {}, "dpo-tail": {"tail_reference": True}}
+# Keys of PathOptions (auxdpo.train.reference_pass) go to the trainer, the rest to the config.
+PATH_KEYS = {"jvp", "fuse_reference", "share_prefix", "truncate_products",
+             "keep_reference_graph", "delta_optimizer", "recompute_u_every"}
 VARIANTS = {
     "auxdpo": {},
-    "auxdpo-forward": {"aux_jvp": "forward"},
-    "auxdpo-central": {"aux_jvp": "central-difference"},
-    "auxdpo-keep": {"aux_keep_reference_graph": True},
-    "auxdpo-noshare": {"aux_share_prefix": False},
+    "auxdpo-forward": {"jvp": "forward"},
+    "auxdpo-central": {"jvp": "central-difference"},
+    "auxdpo-keep": {"keep_reference_graph": True},
+    "auxdpo-noshare": {"share_prefix": False},
     "auxdpo-row": {"aux_offsets": "row", "aux_null_weights": "multiplicity"},
     "auxdpo-prompt": {"aux_null_weights": "prompt"},
     # the prior on the offsets off (the default has it): what the prior's step costs
     "auxdpo-noprior": {"aux_delta_scale": None, "aux_delta_half_count": None},
-    "auxdpo-unfused": {"aux_fused_reference": False, "aux_truncate_products": False,
-                       "aux_jvp": "forward"},
+    "auxdpo-unfused": {"fuse_reference": False, "truncate_products": False,
+                       "jvp": "forward"},
 }
 
 
@@ -95,7 +98,7 @@ def _make_trainer(kind, model_name, capacity, steps, out):
 
     from auxdpo.train.config import AuxDPOConfig
     from auxdpo.train.tiny import build_char_tokenizer, build_tiny_model
-    from auxdpo.train.trainer import AuxDPOTrainer, frozen_copy
+    from auxdpo.train.trainer import AuxDPOTrainer, PathOptions, frozen_copy
 
     class StepTimer(TrainerCallback):
         def __init__(self):
@@ -136,10 +139,13 @@ def _make_trainer(kind, model_name, capacity, steps, out):
             method, overrides = "dpo", BASELINES[kind]
         else:
             method, overrides = kind, {}
+        options = PathOptions(**{k: v for k, v in overrides.items() if k in PATH_KEYS})
+        overrides = {k: v for k, v in overrides.items() if k not in PATH_KEYS}
         config = AuxDPOConfig(method=method, capacity=capacity, metrics_file=None,
                               **overrides, **common)
         trainer = AuxDPOTrainer(model, args=config, train_dataset=data,
-                                processing_class=build_char_tokenizer(), callbacks=[timer])
+                                processing_class=build_char_tokenizer(), callbacks=[timer],
+                                path_options=options)
     return trainer, timer
 
 

@@ -1,4 +1,4 @@
-"""Accuracy of the penalty's δ-gradient A_Bᵀu by each ``aux_jvp`` method, in float32.
+"""Accuracy of the penalty's δ-gradient A_Bᵀu by each JVP method (``PathOptions.jvp``), in float32.
 
     PYTHONPATH=src .venv/bin/python benchmarks/jvp_accuracy.py [--models tiny,small] [--tau ...]
 

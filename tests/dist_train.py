@@ -24,7 +24,7 @@ import torch  # noqa: E402
 import train_helpers as H  # noqa: E402
 
 from auxdpo.offsets.collectives import rank, world_size  # noqa: E402
-from auxdpo.train.trainer import AuxDPOTrainer  # noqa: E402
+from auxdpo.train.trainer import AuxDPOTrainer, PathOptions  # noqa: E402
 
 # train_helpers disables the datasets cache. TRL's precompute_ref_log_probs writes the
 # reference log-probs once (rank 0) beside the dataset's cache files and every rank reads
@@ -32,7 +32,7 @@ from auxdpo.train.trainer import AuxDPOTrainer  # noqa: E402
 # dataset would put the file in a per-process temporary folder.
 datasets.enable_caching()
 
-# The exactness runs use the exact JVP (aux_jvp: forward): with the default difference JVP
+# The exactness runs use the exact JVP (PathOptions(jvp="forward")): with the default difference JVP
 # each process takes its own step size, and the runs then agree to the quotient's error
 # (≈ 1e-7 in float64), not to round-off; "global_fd" checks that level.
 # The global, batch and projection runs put a strong prior on δ (σ = 0.3, τ/n ≈ 0.7); the
@@ -40,15 +40,15 @@ datasets.enable_caching()
 RUNS = {
     "dpo": {"method": "dpo"},
     "global": {"method": "auxdpo", "aux_constraint": "global", "lambda_null": 5.0,
-               "delta_lr": 0.05, "aux_jvp": "forward", "aux_delta_scale": 0.3},
+               "delta_lr": 0.05, "jvp": "forward", "aux_delta_scale": 0.3},
     "global_fd": {"method": "auxdpo", "aux_constraint": "global", "lambda_null": 5.0,
-                  "delta_lr": 0.05, "aux_jvp": "finite-difference"},
+                  "delta_lr": 0.05, "jvp": "finite-difference"},
     "batch": {"method": "auxdpo", "aux_constraint": "batch", "lambda_null": 5.0,
-              "lambda_amp": 0.1, "delta_lr": 0.05, "aux_jvp": "forward",
+              "lambda_amp": 0.1, "delta_lr": 0.05, "jvp": "forward",
               "aux_delta_scale": 0.3},
     "global_precomputed": {"method": "auxdpo", "aux_constraint": "global", "lambda_null": 5.0,
                            "delta_lr": 0.05, "precompute_ref_log_probs": True,
-                           "aux_jvp": "forward"},
+                           "jvp": "forward"},
     # Only the final norm's weight trains: d = 16 < 2n = 32, so A has a null space of
     # dimension ≥ 16 and δ = Γc really moves (with capacity full, 2n < d: dimension 0).
     "projection": {"method": "auxdpo", "aux_constraint": "projection",
@@ -88,12 +88,14 @@ def train_one(name: str, out: Path, args) -> None:
     per_device = args.global_batch // _world()
     save = ({"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps
             else {"save_strategy": "no"})
+    values = {**RUNS[name], **dict(args.set)}
+    options = PathOptions(jvp=values.pop("jvp", None))
     config = H.config(out / name, per_device_train_batch_size=per_device,
                       max_steps=args.steps, learning_rate=5e-3, use_cpu=not args.gpu,
-                      **save, **{**RUNS[name], **dict(args.set)})
+                      **save, **values)
     train = datasets.load_from_disk(args.data) if args.data else H.dataset(N_ROWS)
     trainer = AuxDPOTrainer(_initial_model(args.init), args=config, train_dataset=train,
-                            processing_class=H.tokenizer())
+                            processing_class=H.tokenizer(), path_options=options)
     resume = None
     if args.resume:
         resume = str(Path(args.resume) / name / f"checkpoint-{args.resume_step}")

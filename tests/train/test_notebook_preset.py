@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 import train_helpers as H
 
-from auxdpo.train.trainer import AuxDPOTrainer
+from auxdpo.train.trainer import AuxDPOTrainer, PathOptions
 from tolerance import assert_close
 
 BETA, LR, WEIGHT_DECAY, CLIP = 0.5, 5e-2, 0.1, 0.3
@@ -164,7 +164,7 @@ def test_notebook_preset_matches_independent_implementation(tmp_path, keying, si
         full = float((BETA * delta).pow(2).sum()) / (2 * sigma**2 * ROWS)
         index = torch.arange(ROWS)
         with torch.no_grad():
-            shares = trainer.notebook.prior(index, *trainer.offsets.deltas(index))
+            shares = trainer.aux.prior(index, *trainer.offsets.deltas(index))
         assert float(shares) == pytest.approx(full, rel=1e-13)
         assert trainer._metrics["train"]["aux/prior"][-1] == pytest.approx(full, rel=1e-13)
         without, raw_without, _ = _reference_run(initial, responses)
@@ -185,19 +185,26 @@ def _build(tmp_path, **overrides):
 
 def test_notebook_preset_switches_constraint_and_exact_jvp(tmp_path):
     config = _build(tmp_path)
-    assert config.aux_constraint == "batch" and config.aux_jvp == "forward"
-    assert _build(tmp_path, aux_jvp="double-vjp").aux_jvp == "double-vjp"
+    assert config.aux_constraint == "batch"
     assert _build(tmp_path, aux_constraint="batch").aux_constraint == "batch"
+    trainer = AuxDPOTrainer(H.model(), args=_config(tmp_path / "a"), train_dataset=H.dataset(4),
+                            processing_class=H.tokenizer())
+    assert trainer.offsets.products.jvp_method == "forward"       # exact by default
+    trainer = AuxDPOTrainer(H.model(), args=_config(tmp_path / "b"), train_dataset=H.dataset(4),
+                            processing_class=H.tokenizer(),
+                            path_options=PathOptions(jvp="double-vjp"))
+    assert trainer.offsets.products.jvp_method == "double-vjp"
+    with pytest.raises(ValueError, match="exact A_Bᵀv"):
+        AuxDPOTrainer(H.model(), args=_config(tmp_path / "c"), train_dataset=H.dataset(4),
+                      processing_class=H.tokenizer(),
+                      path_options=PathOptions(jvp="finite-difference"))
 
 
 @pytest.mark.parametrize("overrides, named", [
     ({"aux_constraint": "projection"}, "aux_constraint"),
-    ({"aux_jvp": "finite-difference"}, "aux_jvp"),
     ({"lambda_null": 2.0}, "lambda_null"),
     ({"lambda_amp": 0.1, "aux_constraint": "batch"}, "lambda_amp"),
-    ({"amp_sign": -1}, "amp_sign"),
     ({"delta_lr": 0.5}, "delta_lr"),
-    ({"delta_optimizer": "sgd"}, "delta_optimizer"),
     ({"delta_cap": 1.0}, "delta_cap"),
     ({"aux_null_weights": "reference"}, "aux_null_weights"),
     ({"method": "dpo"}, "method"),

@@ -99,8 +99,8 @@ def test_lora_trainer_reference_is_base_model_with_adapters_disabled(tmp_path):
     kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     from auxdpo.logps import model_sequence_logps
     with torch.no_grad():
-        ref = trainer._reference_logps(batch, kwargs)
-        policy = trainer._forward_logps(trainer.model, kwargs, batch)[0]
+        ref = trainer.reference_passes["eval"].logps(batch)
+        policy = trainer.sequence_logps(trainer.model, kwargs, batch)[0]
         expected = model_sequence_logps(untouched, batch)
     assert_close(ref, expected, ops=100)            # one forward by another route
     assert (policy - expected).abs().max() > 1e-3

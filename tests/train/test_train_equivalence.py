@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import train_helpers as H
 from trl import DPOConfig, DPOTrainer
 
-from auxdpo.train.trainer import AuxDPOTrainer, frozen_copy
+from auxdpo.train.trainer import AuxDPOTrainer, PathOptions, frozen_copy
 from tolerance import assert_close
 
 TRL_LOSS = {"dpo": "sigmoid", "ipo": "ipo"}
@@ -160,10 +160,11 @@ def test_offsets_get_the_loss_gradient_unclipped(tmp_path, batch, accumulation):
     model = H.model()
     trainer = AuxDPOTrainer(
         model, args=H.config(tmp_path, method="auxdpo", lambda_null=0.0, delta_lr=eta,
-                             delta_optimizer="sgd", max_steps=1, max_grad_norm=1e-8,
+                             max_steps=1, max_grad_norm=1e-8,
                              per_device_train_batch_size=batch,
                              gradient_accumulation_steps=accumulation),
-        train_dataset=H.dataset(4), processing_class=H.tokenizer())
+        train_dataset=H.dataset(4), processing_class=H.tokenizer(),
+        path_options=PathOptions(delta_optimizer="sgd"))
     H.perturb(model, scale=0.1, seed=1)
     batch_all = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     with torch.no_grad():

@@ -1,6 +1,7 @@
-"""The trainer's fused reference pass and truncated products change no number: a run with
-``aux_fused_reference``/``aux_truncate_products``/``aux_keep_reference_graph`` on equals the
-run with separate whole-model passes (float64, parameters, δ and u)."""
+"""The trainer's reference paths change no number: the fused reference pass, truncated
+products, the kept reference graph and the shared prefix (the defaults and the
+``PathOptions`` that switch them off) equal separate whole-model passes (float64,
+parameters, δ and u); dpo's ``tail_reference`` equals TRL's reference pass."""
 
 from __future__ import annotations
 
@@ -10,24 +11,26 @@ import train_helpers as H
 
 from auxdpo.offsets.tail import find_tail, same_inputs
 from auxdpo.train.capacity import trainable_parameter_names
-from auxdpo.train.trainer import AuxDPOTrainer
+from auxdpo.train.reference_pass import FusedReference, ModelReference, TailReference
+from auxdpo.train.trainer import AuxDPOTrainer, PathOptions
 from tolerance import assert_close
 
-SEPARATE = dict(aux_fused_reference=False, aux_truncate_products=False)
+# The exact JVP: the two runs' passes round differently (the tail scores only completion
+# positions), which a difference quotient would amplify to its own error level (≈ 1e-7).
+EXACT = dict(jvp="forward")
+SEPARATE = PathOptions(fuse_reference=False, truncate_products=False, **EXACT)
 
 
-def _run(out, arch, capacity, mode, **overrides):
-    # The exact JVP: the two runs' passes round differently (the tail scores only completion
-    # positions), which a difference quotient would amplify to its own error level (≈ 1e-7).
+def _run(out, arch, capacity, mode, options=PathOptions(**EXACT), **overrides):
     values = dict(method="auxdpo", aux_constraint=mode, lambda_null=5.0, delta_lr=0.05,
                   max_steps=4, learning_rate=5e-3, capacity=capacity,
-                  per_device_train_batch_size=2, gradient_accumulation_steps=2,
-                  aux_jvp="forward")
+                  per_device_train_batch_size=2, gradient_accumulation_steps=2)
     if mode == "batch":
         values["lambda_amp"] = 0.1
     values.update(overrides)
     trainer = AuxDPOTrainer(H.model(arch, num_layers=2), args=H.config(out, **values),
-                            train_dataset=H.dataset(8), processing_class=H.tokenizer())
+                            train_dataset=H.dataset(8), processing_class=H.tokenizer(),
+                            path_options=options)
     trainer.train()
     params = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
     return trainer, params, trainer.offsets.table(), trainer.offsets.u
@@ -41,10 +44,12 @@ def _run(out, arch, capacity, mode, **overrides):
 ])
 def test_fused_truncated_run_equals_separate_passes(tmp_path, arch, capacity, mode, keep):
     fast, p_fast, d_fast, u_fast = _run(tmp_path / "fast", arch, capacity, mode,
-                                        aux_keep_reference_graph=keep)
-    assert fast._fuse_reference and fast.offsets.products.truncated
-    slow, p_slow, d_slow, u_slow = _run(tmp_path / "slow", arch, capacity, mode, **SEPARATE)
-    assert not slow._fuse_reference and not slow.offsets.products.truncated
+                                        PathOptions(keep_reference_graph=keep, **EXACT))
+    assert isinstance(fast.reference_passes["train"], FusedReference)
+    assert fast.offsets.products.truncated
+    slow, p_slow, d_slow, u_slow = _run(tmp_path / "slow", arch, capacity, mode, SEPARATE)
+    assert isinstance(slow.reference_passes["train"], ModelReference)
+    assert not slow.offsets.products.truncated
     assert d_slow.abs().max() > 1e-3                                    # δ really trained
     # Four float64 Adam steps whose passes round differently: 1e5 roundings at each tensor's
     # own scale (≈ 2e-11 relative; Adam's m/√v divides round-off by small gradients).
@@ -78,9 +83,10 @@ def test_shared_prefix_runs_the_prefix_once_per_batch_and_changes_no_number(
         values = dict(method="auxdpo", aux_constraint="global", lambda_null=5.0,
                       delta_lr=0.05, max_steps=4, learning_rate=5e-3, capacity=capacity,
                       per_device_train_batch_size=2, gradient_accumulation_steps=2,
-                      aux_share_prefix=share, gradient_checkpointing=checkpointing)
+                      gradient_checkpointing=checkpointing)
         trainer = AuxDPOTrainer(model, args=H.config(tmp_path / str(share), **values),
-                                train_dataset=H.dataset(8), processing_class=H.tokenizer())
+                                train_dataset=H.dataset(8), processing_class=H.tokenizer(),
+                                path_options=PathOptions(share_prefix=share))
         trainer.train()
         assert trainer.offsets.products.share_prefix            # never refused here
         calls[share] = counter[0]
@@ -140,7 +146,7 @@ def test_tail_reference_runs_the_prefix_once_and_changes_no_number(tmp_path, met
                       tail_reference=tail)
         trainer = AuxDPOTrainer(model, args=H.config(tmp_path / str(tail), **values),
                                 train_dataset=H.dataset(8), processing_class=H.tokenizer())
-        assert (trainer._tail_reference is not None) == tail
+        assert isinstance(trainer.reference_passes["train"], TailReference) == tail
         start = {k: v.detach().clone() for k, v in trainer.model.named_parameters()
                  if v.requires_grad}
         trainer.train()
@@ -164,16 +170,16 @@ def test_tail_reference_falls_back_without_a_frozen_prefix(tmp_path):
                                                            capacity="full",
                                                            tail_reference=True),
                             train_dataset=H.dataset(4), processing_class=H.tokenizer())
-    assert trainer._tail_reference is None
+    assert isinstance(trainer.reference_passes["train"], ModelReference)
 
 
 def test_tail_reference_is_off_under_a_sharding_engine(tmp_path, monkeypatch):
     """FSDP / ZeRO-3 shard the tensors the tail's products read: TRL's reference pass then."""
-    import auxdpo.offsets.collectives as dist
+    import auxdpo.train.reference_pass as passes
 
-    monkeypatch.setattr(dist, "sharding_engine", lambda model=None: "FSDP")
+    monkeypatch.setattr(passes, "sharding_engine", lambda model=None: "FSDP")
     trainer = AuxDPOTrainer(H.model("gpt2", num_layers=3),
                             args=H.config(tmp_path, method="dpo", capacity="last-block",
                                           tail_reference=True),
                             train_dataset=H.dataset(4), processing_class=H.tokenizer())
-    assert trainer._tail_reference is None
+    assert isinstance(trainer.reference_passes["train"], ModelReference)

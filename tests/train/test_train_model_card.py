@@ -100,14 +100,14 @@ def test_hub_base_is_linked_and_tagged():
     args = SimpleNamespace(method="auxdpo", capacity="lora:8", beta=0.1, learning_rate=5e-6,
                            num_train_epochs=2, max_steps=-1, per_device_train_batch_size=4,
                            gradient_accumulation_steps=8, aux_constraint="batch",
-                           lambda_null=1.0, lambda_amp=0.1, amp_sign=-1, delta_lr=1e-2,
+                           lambda_null=1.0, lambda_amp=-0.1, delta_lr=1e-2,
                            delta_cap=None, aux_delta_scale=0.5, dpop_lambda=50.0)
     card = render_model_card(args, base_model="Qwen/Qwen3-0.6B", model_name="run",
                              is_adapter=True, dataset_name="HuggingFaceH4/ultrafeedback_binarized")
     assert "[Qwen/Qwen3-0.6B](https://huggingface.co/Qwen/Qwen3-0.6B)" in card
     assert "base_model: Qwen/Qwen3-0.6B" in card and "base_model:adapter:Qwen/Qwen3-0.6B" in card
     assert "datasets/HuggingFaceH4/ultrafeedback_binarized" in card
-    assert "| `amp_sign` | `-1` |" in card and "max_steps" not in card
+    assert "| `lambda_amp` | `-0.1` |" in card and "max_steps" not in card
     assert "| `aux_delta_scale` | `0.5` |" in card
     tiny = render_model_card(args, base_model="tiny-llama", model_name="run", is_adapter=False)
     assert "`tiny-llama`, a random-weight model" in tiny and "huggingface.co/tiny" not in tiny
@@ -158,7 +158,7 @@ def _card_args(**overrides):
                   num_train_epochs=1, max_steps=-1, per_device_train_batch_size=2,
                   gradient_accumulation_steps=1, aux_offsets="response",
                   aux_null_weights="prompt", aux_constraint="global", lambda_null=1.0,
-                  lambda_amp=0.0, amp_sign=1, delta_lr=1e-2, delta_cap=None, dpop_lambda=50.0)
+                  lambda_amp=0.0, delta_lr=1e-2, delta_cap=None, dpop_lambda=50.0)
     values.update(overrides)
     return SimpleNamespace(**values)
 
@@ -185,11 +185,11 @@ def test_card_lists_auxdpos_settings_that_matter():
                 "| `aux_constraint` | `global` |", "| `lambda_null` | `1.0` |",
                 "| `delta_lr` | `0.01` |"):
         assert row in card
-    assert "lambda_amp" not in card and "amp_sign" not in card  # batch mode only
+    assert "lambda_amp" not in card  # batch mode only
     assert "delta_cap" not in card and "aux_delta_scale" not in card  # not set
     assert "per-pair" not in card and "one per unique response" in card
-    batch = render_model_card(_card_args(aux_constraint="batch", lambda_amp=0.1, amp_sign=-1,
+    batch = render_model_card(_card_args(aux_constraint="batch", lambda_amp=-0.1,
                                          aux_offsets="row", aux_delta_scale=0.5),
                               base_model=None, model_name="r", is_adapter=False)
-    assert "| `lambda_amp` | `0.1` |" in batch and "| `amp_sign` | `-1` |" in batch
+    assert "| `lambda_amp` | `-0.1` |" in batch
     assert "| `aux_delta_scale` | `0.5` |" in batch and "one per pair and side" in batch

@@ -8,7 +8,7 @@ import train_helpers as H
 from transformers import TrainerCallback
 
 from auxdpo.train.checkpoint import load_state
-from auxdpo.train.trainer import DELTAS_FILE, AuxDPOTrainer
+from auxdpo.train.trainer import DELTAS_FILE, AuxDPOTrainer, PathOptions
 from tolerance import assert_close
 
 
@@ -31,9 +31,11 @@ def _trainer(out, n=12, callbacks=None, **overrides):
     values = dict(method="auxdpo", aux_constraint="global", lambda_null=5.0, delta_lr=0.05,
                   max_steps=5, save_strategy="steps", save_steps=2, learning_rate=5e-3,
                   aux_offsets="row", aux_null_weights="multiplicity", aux_delta_scale=0.3)
+    options = overrides.pop("path_options", None)
     values.update(overrides)
     return AuxDPOTrainer(H.model(), args=H.config(out, **values), train_dataset=H.dataset(n),
-                         processing_class=H.tokenizer(), callbacks=callbacks)
+                         processing_class=H.tokenizer(), callbacks=callbacks,
+                         path_options=options)
 
 
 def _state(trainer):
@@ -126,8 +128,9 @@ def test_batch8_equals_batch4_times_accumulation2(tmp_path, jvp, rtol):
     runs = {}
     for batch, accumulation in ((8, 1), (4, 2)):
         trainer = _trainer(tmp_path / f"b{batch}", n=16, max_steps=3, save_strategy="no",
-                           per_device_train_batch_size=batch, aux_jvp=jvp,
-                           gradient_accumulation_steps=accumulation)
+                           per_device_train_batch_size=batch,
+                           gradient_accumulation_steps=accumulation,
+                           path_options=PathOptions(jvp=jvp))
         trainer.train()
         runs[batch] = _state(trainer)
     (p8, d8, u8), (p4, d4, u4) = runs[8], runs[4]

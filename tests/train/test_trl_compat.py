@@ -19,7 +19,8 @@ from trl import DPOConfig, DPOTrainer
 
 from auxdpo.losses import LOSSES, PAPER_METHODS, preference_loss
 from auxdpo.train.config import AuxDPOConfig
-from auxdpo.train.trainer import AuxDPOTrainer, frozen_copy
+from auxdpo.train.reference_pass import ReferencePass
+from auxdpo.train.trainer import AuxDPOTrainer, PathOptions, frozen_copy
 from auxdpo.train.trl_compat import TRL_LOSS_TYPES
 
 _ARGS = dict(beta=0.5, report_to=[], bf16=False, gradient_checkpointing=False, use_cpu=True,
@@ -176,6 +177,49 @@ def test_auxdpo_composes_with_trl_options(options, tmp_path):
     _assert_same_step(ours, trl)
 
 
+class _ShiftedReference(ReferencePass):
+    """The trainer's own reference pass with log π_ref shifted by −δ/β per row and side."""
+
+    def __init__(self, inner, chosen, rejected, beta):
+        self.inner, self.chosen, self.rejected, self.beta = inner, chosen, rejected, beta
+
+    def run(self, inputs, policy):
+        ref, result = self.inner.run(inputs, policy)
+        index = inputs["aux_index"]
+        shift = torch.cat([self.chosen[index], self.rejected[index]]) / self.beta
+        return ref - shift.to(ref.dtype), result
+
+
+@pytest.mark.parametrize("options", [
+    dict(), dict(use_weighting=True), dict(loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])],
+    ids=["sigmoid", "wpo", "rpo"])
+def test_auxdpo_offsets_enter_the_margin_under_trl_options(options, tmp_path):
+    """δ ≠ 0: β·h + δ_w − δ_l is β·h′ with the reference log-probs shifted by −δ_w/β (chosen)
+    and −δ_l/β (rejected). WPO's weights and RPO's NLL read the policy alone, so auxdpo with
+    the option and δ set equals the same trainer at δ = 0 with the shifted reference: loss
+    and every gradient. A δ placed anywhere else (a sign, a side, a row, the weights) fails."""
+    ours, _ = _pair(tmp_path, ours_method="auxdpo", **options)
+    n = len(ours.train_dataset)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        ours.offsets.raw.copy_(torch.randn(ours.offsets.raw.shape, generator=generator))
+        chosen, rejected = (d.detach().clone() for d in ours.offsets.deltas(torch.arange(n)))
+    assert (chosen - rejected).abs().min() > 1e-3                 # every row's margin moves
+    loss_delta, grads_delta = _loss_and_grads(ours)
+    with torch.no_grad():
+        ours.offsets.raw.zero_()
+    loss_zero, _ = _loss_and_grads(ours)
+    assert (loss_delta - loss_zero).abs() > 1e-3 * loss_zero.abs()  # δ really counts
+    ours.reference_passes["train"] = _ShiftedReference(ours.reference_passes["train"], chosen,
+                                                       rejected, ours.beta)
+    loss_shift, grads_shift = _loss_and_grads(ours)
+    torch.testing.assert_close(loss_delta, loss_shift, rtol=1e-6,
+                               atol=1e-7 * loss_shift.abs().item())
+    scale = max(g.abs().max().item() for g in grads_shift)
+    for g_delta, g_shift in zip(grads_delta, grads_shift):
+        torch.testing.assert_close(g_delta, g_shift, rtol=1e-5, atol=1e-6 * scale)
+
+
 def test_default_dpo_path_keeps_the_plain_loss(tmp_path):
     """No TRL option set: the registered loss itself, no combining layer on the hot path."""
     trainer = AuxDPOTrainer(H.model(), args=H.config(tmp_path, method="dpo"),
@@ -188,19 +232,19 @@ def test_weights_and_sft_are_applied_once_for_auxdpo(tmp_path):
     data = H.dataset(4, weight=[1.0, 2.0, 0.5, 3.0])
     trainer = AuxDPOTrainer(H.model(), args=H.config(tmp_path, method="auxdpo",
                                                      loss_type=["sigmoid", "sft"],
-                                                     loss_weights=[1.0, 0.25],
-                                                     aux_fused_reference=False),
-                            train_dataset=data, processing_class=H.tokenizer())
+                                                     loss_weights=[1.0, 0.25]),
+                            train_dataset=data, processing_class=H.tokenizer(),
+                            path_options=PathOptions(fuse_reference=False))
     H.perturb(trainer.model)
     examples = [trainer.train_dataset[i] for i in range(4)]
     batch = trainer.data_collator(examples)
     trainer.model.train()
     loss = trainer.compute_loss(trainer.model, batch)
     with torch.no_grad():
-        policy = trainer._forward_logps(trainer.model, {k: batch[k] for k in
+        policy = trainer.sequence_logps(trainer.model, {k: batch[k] for k in
                                                         ("input_ids", "attention_mask")},
                                         batch)[0]
-        ref = trainer._forward_logps(trainer.ref_model, {k: batch[k] for k in
+        ref = trainer.sequence_logps(trainer.ref_model, {k: batch[k] for k in
                                                          ("input_ids", "attention_mask")},
                                      batch)[0]
         pc, pr = policy.chunk(2)
@@ -503,9 +547,10 @@ def test_precomputed_reference_keeps_no_copy_for_dpo(tmp_path):
 def _auxdpo_run(out_dir, ref_model=None, model=None):
     model = model or H.model()
     config = H.config(out_dir, method="auxdpo", capacity="last-block", max_steps=3,
-                      precompute_ref_log_probs=True, aux_jvp="forward", delta_lr=0.5)
+                      precompute_ref_log_probs=True, delta_lr=0.5)
     trainer = AuxDPOTrainer(model, ref_model=ref_model, args=config,
-                            train_dataset=H.dataset(4), processing_class=H.tokenizer())
+                            train_dataset=H.dataset(4), processing_class=H.tokenizer(),
+                            path_options=PathOptions(jvp="forward"))
     trainer.train()
     deltas = trainer.offsets.deltas(torch.arange(4))
     return trainer, [p.detach().clone() for p in model.parameters()], deltas
@@ -519,7 +564,7 @@ def test_precomputed_reference_auxdpo_keeps_only_the_trainable_tensors(tmp_path)
                                                 model=with_copy)
     trainer_b, params_b, deltas_b = _auxdpo_run(tmp_path / "b")
     assert trainer_a.ref_model is not None and trainer_b.ref_model is None
-    snapshot = trainer_b.offsets.products._snapshot
+    snapshot = trainer_b.offsets.products.param_names      # θ₀ is kept for these only
     assert set(snapshot) == set(trainer_b.capacity_plan.trainable) != set(
         dict(trainer_b.model.named_parameters()))
     assert "ref_chosen_logps" in trainer_b.train_dataset.column_names
