@@ -28,7 +28,8 @@ $(STAMP): pyproject.toml $(LOCK)
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks docs/tools
+	$(VENV)/bin/ruff check src tests benchmarks docs/tools scripts
+	PYTHONPATH=src $(VENV)/bin/lint-imports
 
 test: lint
 	$(PY) -m pytest -q

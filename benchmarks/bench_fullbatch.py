@@ -5,7 +5,7 @@
 The task is the grid's ``tokens`` task (V = 6, L = 3, 16 + 4 prompts, width 32, 2 blocks),
 capacity ``norm``, anti-aligned design, β = 100, seed 0, one thread (as ``auxdpo oracle``
 runs). For every n, one sample and each method's exact empirical minimiser
-(:mod:`auxdpo.oracle.fullbatch`): DPO, response-keyed AuxDPO (``prompt`` and
+(:mod:`auxdpo.harness.oracle.fullbatch`): DPO, response-keyed AuxDPO (``prompt`` and
 ``multiplicity`` weights), row-keyed AuxDPO and IW-DPO. The baseline, in the same run, is
 what the trainer path needs for one method at the smallest n: ``AuxDPOTrainer`` running DPO
 for the finite regime's default 20 epochs (``--trainer-epochs``). Printed: seconds per solve,
@@ -19,20 +19,20 @@ import time
 
 import torch
 
-from auxdpo.oracle.capacity import FlatCapacity
-from auxdpo.oracle.cells import cell_setup
-from auxdpo.oracle.designs import design_counts
-from auxdpo.oracle.finite import train_method
-from auxdpo.oracle.fullbatch import (
+from auxdpo.harness.oracle.capacity import FlatCapacity
+from auxdpo.harness.oracle.cells import cell_setup
+from auxdpo.harness.oracle.designs import design_counts
+from auxdpo.harness.oracle.finite import train_method
+from auxdpo.harness.oracle.fullbatch import (
     empirical_problem,
     fit_auxdpo_rows,
     importance_weights,
     response_weights,
 )
-from auxdpo.oracle.runner import OracleConfig
-from auxdpo.oracle.sampling import FiniteConfig, sample_pairs
-from auxdpo.oracle.solvers import fit_method
-from auxdpo.oracle.tasks import build_token_task
+from auxdpo.harness.oracle.runner import OracleConfig
+from auxdpo.harness.oracle.sampling import FiniteConfig, sample_pairs
+from auxdpo.harness.oracle.solvers import fit_method
+from auxdpo.harness.oracle.tasks import build_token_task
 
 
 def main() -> None:

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from auxdpo.geometry import base_weights, null_space_basis, score_matrix
-from auxdpo.lab.experiments import loglinear_gap, single_thread
-from auxdpo.lab.objectives import PairLossObjective
-from auxdpo.lab.problems import random_loglinear_instance
-from auxdpo.lab.solvers import solve
+from auxdpo.harness.lab.experiments import loglinear_gap, single_thread
+from auxdpo.harness.lab.objectives import PairLossObjective
+from auxdpo.harness.lab.problems import random_loglinear_instance
+from auxdpo.harness.lab.solvers import solve
 
 
 def lbfgs_auxdpo(policy, problem, max_iter: int) -> torch.Tensor:

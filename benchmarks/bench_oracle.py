@@ -10,9 +10,9 @@ sequences, 371,520 response pairs), seed 0, anti-aligned design, β = 100, one t
   (``FlatCapacity(tail=False)``), the pair log-probs gathered by 2-D advanced indexing
   ``logp[s, a]`` (its backward an accumulating index_put), and A_θ₀ in chunks of 64
   directions;
-* ``ours``: :func:`auxdpo.oracle.solvers.pair_loss_closure` on ``FlatCapacity`` (the frozen
+* ``ours``: :func:`auxdpo.harness.oracle.solvers.pair_loss_closure` on ``FlatCapacity`` (the frozen
   prefix recorded once; the head only at the scored positions; flat ``index_select``) and
-  :func:`~auxdpo.oracle.solvers.forward_score_matrix` with its default chunks of 8.
+  :func:`~auxdpo.harness.oracle.solvers.forward_score_matrix` with its default chunks of 8.
 
 Printed: median milliseconds per DPO loss evaluation with its gradient, per AuxDPO evaluation
 (θ and δ), and per A_θ₀ (d forward-mode passes), with the ratio baseline / ours and the largest
@@ -27,13 +27,13 @@ import time
 
 import torch
 
-from auxdpo.lab.problems import PreferenceProblem
+from auxdpo.harness.lab.problems import PreferenceProblem
+from auxdpo.harness.oracle.capacity import FlatCapacity
+from auxdpo.harness.oracle.cells import cell_setup
+from auxdpo.harness.oracle.runner import OracleConfig
+from auxdpo.harness.oracle.solvers import forward_score_matrix, pair_loss_closure
+from auxdpo.harness.oracle.tasks import build_token_task
 from auxdpo.losses import get_loss
-from auxdpo.oracle.capacity import FlatCapacity
-from auxdpo.oracle.cells import cell_setup
-from auxdpo.oracle.runner import OracleConfig
-from auxdpo.oracle.solvers import forward_score_matrix, pair_loss_closure
-from auxdpo.oracle.tasks import build_token_task
 
 
 def baseline_closure(method, log_probs, problem, theta0):

@@ -1,4 +1,4 @@
-"""A small log-linear policy class for the oracle's solver tests (tests/oracle/): one linear
+"""A small log-linear policy class for the oracle's solver tests (tests/harness/oracle/): one linear
 layer over fixed random features, so every quantity is cheap and exact in float64."""
 
 import torch

@@ -156,7 +156,7 @@ def test_oracle_out_a_file_and_nan_beta(tmp_path, capsys):
 
 
 def test_corrupt_encode_cache_is_named(tmp_path):
-    from auxdpo.oracle.mmlu import MmluTaskConfig, _encoded
+    from auxdpo.harness.oracle.mmlu import MmluTaskConfig, _encoded
 
     cache = tmp_path / "cache.pt"
     cache.write_bytes(b"\x80\x02garbage")

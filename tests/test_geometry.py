@@ -15,7 +15,7 @@ from auxdpo.geometry import (
     score_matrix,
     weighted_score_matrix,
 )
-from auxdpo.lab.policies import FunctionPolicy, LogLinearPolicy, three_response_policy
+from auxdpo.harness.lab.policies import FunctionPolicy, LogLinearPolicy, three_response_policy
 from tolerance import assert_close, roundoff
 
 D64 = torch.float64
@@ -156,7 +156,7 @@ def test_unit_rows_scales_live_rows_and_zeroes_dead_ones():
 def test_dead_score_row_does_not_shrink_the_offset_null_space():
     """A parameter whose score row is round-off (a dead channel) adds no constraint: the
     projector's null space is that of A without the row (it was one dimension short)."""
-    from auxdpo.oracle.solvers import NullProjector
+    from auxdpo.harness.oracle.solvers import NullProjector
 
     gen = torch.Generator().manual_seed(0)
     S, nA, d = 3, 4, 2

@@ -95,8 +95,8 @@ def figure(results: list[dict], path: str, patterns: list[str] | None = None) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from auxdpo.evaluation.report import save_figure
-    from auxdpo.oracle.runner import aggregate
+    from auxdpo.harness.evaluation.report import save_figure
+    from auxdpo.harness.oracle.runner import aggregate
 
     cols = min(len(results), 4)
     rows_ = -(-len(results) // cols)

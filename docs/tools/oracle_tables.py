@@ -1,7 +1,7 @@
 """Print the docs/results.md tables that pool `auxdpo oracle` runs.
 
 Each argument is an `auxdpo oracle --out` folder. Runs whose configs differ only in which
-seeds ran (the grid's rule, ``auxdpo.oracle.grid.cells._relevant``) are pooled, so a run done
+seeds ran (the grid's rule, ``auxdpo.harness.oracle.grid.cells.relevant_fields``) are pooled, so a run done
 in halves (``--first-seed``) gives one table row per (capacity, β). Each row has the gap closed
 (mean ± std over seeds, ``runner.aggregate``), the worst seed of DPO and AuxDPO, the mean
 reversal rates and, with ``--null-dim``, dim N(A_ρ) ∩ {per-state sums 0}. That dimension is
@@ -21,12 +21,12 @@ def null_dim(config: dict, capacity_spec: str, seed: int = 0) -> int:
     import torch
 
     from auxdpo.geometry import base_weights
-    from auxdpo.oracle.capacity import FlatCapacity
-    from auxdpo.oracle.cells import cell_setup
-    from auxdpo.oracle.mmlu import build_mmlu_task
-    from auxdpo.oracle.runner import OracleConfig
-    from auxdpo.oracle.solvers import NullProjector
-    from auxdpo.oracle.tasks import build_token_task
+    from auxdpo.harness.oracle.capacity import FlatCapacity
+    from auxdpo.harness.oracle.cells import cell_setup
+    from auxdpo.harness.oracle.mmlu import build_mmlu_task
+    from auxdpo.harness.oracle.runner import OracleConfig
+    from auxdpo.harness.oracle.solvers import NullProjector
+    from auxdpo.harness.oracle.tasks import build_token_task
 
     torch.set_num_threads(1)
     cfg = OracleConfig(**json.loads(json.dumps(config)))
@@ -42,8 +42,8 @@ def null_dim(config: dict, capacity_spec: str, seed: int = 0) -> int:
 
 
 def main(argv=None) -> None:
-    from auxdpo.oracle.grid.cells import _relevant
-    from auxdpo.oracle.runner import aggregate
+    from auxdpo.harness.oracle.grid.cells import relevant_fields
+    from auxdpo.harness.oracle.runner import aggregate
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="auxdpo oracle --out folders")
@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     for run in args.runs:
         with open(os.path.join(run, "results.json")) as f:
             result = json.load(f)
-        key = json.dumps(_relevant(result["config"]), sort_keys=True)
+        key = json.dumps(relevant_fields(result["config"]), sort_keys=True)
         pool = pools.setdefault(key, {"config": result["config"], "rows": []})
         pool["rows"] += result["rows"]
 

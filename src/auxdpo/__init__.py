@@ -1,8 +1,9 @@
 """auxdpo: preference optimization that fixes DPO's misspecification.
 
-The loss core lives in :mod:`auxdpo.losses`; the exact lab in :mod:`auxdpo.lab`; the TRL
-trainer in :mod:`auxdpo.train`, AuxDPO's offsets δ in :mod:`auxdpo.offsets`; the oracle
-benchmarks in :mod:`auxdpo.oracle`; metrics and ``auxdpo eval`` in :mod:`auxdpo.evaluation`
+The library a TRL user imports: the loss core in :mod:`auxdpo.losses`, the TRL trainer in
+:mod:`auxdpo.train`, AuxDPO's offsets δ in :mod:`auxdpo.offsets`, data loaders in
+:mod:`auxdpo.data`. The paper's research harness (exact lab, oracle benchmarks, evaluation
+protocol, ``auxdpo eval``) lives in :mod:`auxdpo.harness`, which the library never imports
 (docs/architecture.md has the map). Importing the package is cheap: submodules load on use.
 """
 

@@ -18,13 +18,13 @@ __all__ = ["build_parser", "main"]
 # Areas in the order `auxdpo --help` lists them. A module that does not exist yet is skipped;
 # one that exists but fails to import is an error (never hidden).
 COMMAND_MODULES = (
-    "auxdpo.lab.cli",
+    "auxdpo.harness.lab.cli",
     "auxdpo.train.cli",
     "auxdpo.data.cli",
-    "auxdpo.evaluation.cli",
-    "auxdpo.protocol.cli",
-    "auxdpo.oracle.cli",
-    "auxdpo.oracle.grid.cli",
+    "auxdpo.harness.evaluation.cli",
+    "auxdpo.harness.protocol.cli",
+    "auxdpo.harness.oracle.cli",
+    "auxdpo.harness.oracle.grid.cli",
 )
 
 

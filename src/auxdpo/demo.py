@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(argv[0] if argv else "runs/demo").resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    from auxdpo.lab.experiments import run_demo
+    from auxdpo.harness.lab.experiments import run_demo
 
     print("== exact lab ==", flush=True)
     files = list(run_demo(out / "lab"))

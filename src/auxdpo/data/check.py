@@ -100,7 +100,7 @@ def _pair_texts(fmt: str, records: list, options) -> tuple[list[tuple], list[Pro
         return [(item["prompt"], good, bad) for item in items for good in item["chosen"]
                 for bad in item["rejected"]], problems
     if fmt == "mmlu-pro":
-        from auxdpo.data.mmlu_pro import _rejected_indices, format_mmlu_prompt, normalize_mmlu_pro
+        from auxdpo.data.mmlu_pro import format_mmlu_prompt, normalize_mmlu_pro, rejected_indices
 
         questions, problems = normalize_mmlu_pro(records)
         texts = []
@@ -108,7 +108,7 @@ def _pair_texts(fmt: str, records: list, options) -> tuple[list[tuple], list[Pro
             prompt = format_mmlu_prompt(question["question"], question["options"])
             correct = question["options"][question["answer_index"]]
             texts += [(prompt, correct, question["options"][index])
-                      for index in _rejected_indices(question, "sample", 0)]
+                      for index in rejected_indices(question, "sample", 0)]
         return texts, problems
     from auxdpo.data.comparisons import normalize_comparisons
 

@@ -23,11 +23,11 @@ from typing import Any
 from auxdpo.data.schema import (
     CONTENT,
     Problem,
+    default_source,
     load_normalized,
     normalize_records,
     require_list,
     require_text,
-    shared_data_path,
     to_dataset,
 )
 
@@ -36,7 +36,7 @@ __all__ = ["LETTERS", "DEFAULT_MMLU_PRO", "QUESTION_COLUMNS", "MMLU_PAIR_COLUMNS
            "mmlu_pro_pairs"]
 
 LETTERS = "ABCDEFGHIJ"
-DEFAULT_MMLU_PRO = shared_data_path("mmlu_pro", "test.json")
+DEFAULT_MMLU_PRO = default_source("mmlu_pro/test.json", "TIGER-Lab/MMLU-Pro")
 QUESTION_COLUMNS = ("id", "question", "options", "answer_index", "category")
 MMLU_PAIR_COLUMNS = ("id", "question_id", "question", "prompt", "chosen", "rejected", "category")
 MIN_OPTIONS, MAX_OPTIONS = 3, 10
@@ -129,7 +129,7 @@ def load_mmlu_pro(source: str | os.PathLike = DEFAULT_MMLU_PRO, split: str = "te
     return load_normalized(source, split, normalize_mmlu_pro, QUESTION_COLUMNS, "questions")
 
 
-def _rejected_indices(question: dict, mode: str, seed: int) -> list[int]:
+def rejected_indices(question: dict, mode: str, seed: int) -> list[int]:
     candidates = incorrect_options(question["options"], question["answer_index"])
     if mode == "all":
         return candidates
@@ -145,7 +145,7 @@ def mmlu_pro_pairs(questions, mode: str = "sample", seed: int = 0):
     for question in questions:
         prompt = format_mmlu_prompt(question["question"], question["options"])
         correct = question["options"][question["answer_index"]]
-        for index in _rejected_indices(question, mode, seed):
+        for index in rejected_indices(question, mode, seed):
             pairs.append({"id": f"{question['id']}/{LETTERS[index]}",
                           "question_id": question["id"], "question": question["question"],
                           "prompt": prompt, "chosen": correct,

@@ -8,7 +8,7 @@ pairs them by N), which the scorer needs.
 
 * :func:`load_rewardbench2` keeps one row per prompt (``id, prompt, chosen, rejected, subset,
   num_correct``): the best-of-N evaluation set scored by
-  :func:`auxdpo.evaluation.rewardbench2.rewardbench2_scores`.
+  :func:`auxdpo.harness.evaluation.rewardbench2.rewardbench2_scores`.
 * :func:`rewardbench2_pairs` expands rows into training pairs for the ID setting: by default
   every chosen × rejected combination (``mode="all"``: 3 pairs for a usual 1-vs-3 row), or
   ``mode="one"``: the first chosen against one rejected drawn with ``seed``.

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -29,9 +28,14 @@ __all__ = [
     "split_conversation",
     "raise_on_schema_problems",
     "records_from_source",
-    "shared_data_path",
+    "DATA_DIR_ENV",
+    "default_source",
+    "local_data_path",
     "to_dataset",
 ]
+
+# A folder of local copies of the data sets (same layout as the hub files; docs/data.md).
+DATA_DIR_ENV = "AUXDPO_DATA_DIR"
 
 # Problem kinds: "schema" = a field is missing or has the wrong type (the file is not in the
 # format it claims); "content" = the row parses but is no usable preference (e.g. chosen ==
@@ -66,10 +70,18 @@ def is_local_path(source: str | os.PathLike) -> bool:
     return os.path.isfile(os.fspath(source))
 
 
-def shared_data_path(*parts: str) -> str:
-    """``<repo root>/../shared/data/<parts>``: where the project's real rows live read-only."""
-    repo_root = Path(__file__).resolve().parents[3]
-    return str(repo_root.parent / "shared" / "data" / Path(*parts))
+def local_data_path(relative: str) -> str:
+    """``$AUXDPO_DATA_DIR/<relative>``, or ``<relative>`` under the placeholder
+    ``$AUXDPO_DATA_DIR`` when the variable is unset (such a path does not exist, so a reader
+    fails naming the variable)."""
+    return os.path.join(os.environ.get(DATA_DIR_ENV) or f"${DATA_DIR_ENV}", relative)
+
+
+def default_source(relative: str, hub_name: str) -> str:
+    """A loader's default source: the local copy ``$AUXDPO_DATA_DIR/<relative>`` when the
+    environment variable ``AUXDPO_DATA_DIR`` names a folder of local copies, else the hub
+    data set ``hub_name``."""
+    return local_data_path(relative) if os.environ.get(DATA_DIR_ENV) else hub_name
 
 
 def records_from_source(source: str | os.PathLike, split: str, config: str | None = None

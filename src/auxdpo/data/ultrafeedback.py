@@ -2,7 +2,7 @@
 
 Accepted row schemas (detected per row):
 
-* **flat** (``../shared/data/ultrafeedback/train_1k.jsonl``, ``trl-lib`` style): ``prompt``,
+* **flat** (``$AUXDPO_DATA_DIR/ultrafeedback/train_1k.jsonl``, ``trl-lib`` style): ``prompt``,
   ``chosen``, ``rejected`` strings; optional ``source_index`` and ``metadata{score_chosen,
   score_rejected}``.
 * **HuggingFaceH4/ultrafeedback_binarized** (split ``train_prefs``): ``prompt`` string,
@@ -24,17 +24,18 @@ from typing import Any
 from auxdpo.data.schema import (
     CONTENT,
     Problem,
+    default_source,
     load_normalized,
     normalize_records,
     require_text,
-    shared_data_path,
     split_conversation,
 )
 
 __all__ = ["DEFAULT_ULTRAFEEDBACK", "PAIR_COLUMNS", "hub_split", "normalize_ultrafeedback",
            "load_ultrafeedback"]
 
-DEFAULT_ULTRAFEEDBACK = shared_data_path("ultrafeedback", "train_1k.jsonl")
+DEFAULT_ULTRAFEEDBACK = default_source("ultrafeedback/train_1k.jsonl",
+                                       "HuggingFaceH4/ultrafeedback_binarized")
 PAIR_COLUMNS = ("id", "prompt", "chosen", "rejected", "score_chosen", "score_rejected")
 _HUB_SPLITS = {"HuggingFaceH4/ultrafeedback_binarized": "train_prefs"}
 

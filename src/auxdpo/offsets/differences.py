@@ -14,13 +14,13 @@ from collections.abc import Callable
 
 import torch
 
-from auxdpo.offsets.reference import _check_vector
+from auxdpo.offsets.reference import check_vector
 
-__all__ = ["DIFFERENCE_METHODS", "DifferenceJVPMixin"]
+__all__ = ["DIFFERENCES", "DIFFERENCE_METHODS", "DifferenceJVPMixin"]
 
 # τ = c·eps^(1/2 or 1/3); c from benchmarks/jvp_accuracy.py (docs/offsets.md)
-_DIFFERENCES = {"finite-difference": 0.5, "central-difference": 0.1}
-DIFFERENCE_METHODS = tuple(_DIFFERENCES)
+DIFFERENCES = {"finite-difference": 0.5, "central-difference": 0.1}
+DIFFERENCE_METHODS = tuple(DIFFERENCES)
 
 
 class DifferenceJVPMixin:
@@ -44,14 +44,14 @@ class DifferenceJVPMixin:
         ‖s·A_Bᵀt‖/‖log π‖, is τ = 0.5·√eps (one-sided) or 0.1·eps^(1/3) (central): the
         balance of truncation and round-off, measured on GPT-2 tails (docs/offsets.md). It
         needs ‖A_Bᵀt‖/‖t‖, taken from the previous call (a pilot quotient on the first)."""
-        _check_vector("tangent", tangent, self.dim)
+        check_vector("tangent", tangent, self.dim)
         logps = logps.detach()
         norm_t = float(tangent.norm())
         if norm_t == 0.0:
             return torch.zeros_like(logps)
         central = self.jvp_method == "central-difference"
         eps = torch.finfo(logps.dtype).eps
-        tau = _DIFFERENCES[self.jvp_method] * eps ** (1 / 3 if central else 1 / 2)
+        tau = DIFFERENCES[self.jvp_method] * eps ** (1 / 3 if central else 1 / 2)
         scale = max(float(logps.norm()), 1.0)
         theta = tuple(self.reference.values())
         tangents = self._tangents(tangent, theta)

@@ -41,8 +41,8 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.autograd.forward_ad as fwad
 
-from auxdpo.offsets.differences import _DIFFERENCES, DIFFERENCE_METHODS, DifferenceJVPMixin
-from auxdpo.offsets.reference import ReferenceFunction, _check_vector, eval_mode
+from auxdpo.offsets.differences import DIFFERENCE_METHODS, DIFFERENCES, DifferenceJVPMixin
+from auxdpo.offsets.reference import ReferenceFunction, check_vector, eval_mode
 from auxdpo.offsets.tail import CapturedInputs
 
 __all__ = ["DIFFERENCE_METHODS", "JVP_METHODS", "Linearization", "ReferenceProducts",
@@ -91,7 +91,7 @@ class ReferenceProducts(DifferenceJVPMixin, ReferenceFunction):
         self.math_attention_vjp = math_attention_vjp
         self.jvp_method = jvp_method
         self._fd_gain: float | None = None      # last ‖A_Bᵀt‖/‖t‖ seen (difference methods)
-        if jvp_method in _DIFFERENCES and torch.finfo(self.dtype).bits < 32:
+        if jvp_method in DIFFERENCES and torch.finfo(self.dtype).bits < 32:
             raise ValueError(f"jvp_method {jvp_method!r} needs float32 or float64 parameters "
                              f"(got {self.dtype}): a difference quotient in 16-bit arithmetic "
                              "has no correct digits; use jvp_method='forward'")
@@ -133,7 +133,7 @@ class ReferenceProducts(DifferenceJVPMixin, ReferenceFunction):
         prefix does not run again (see :meth:`_logps_fn`).
         """
         fn = self._prepare(batch, captured)
-        difference = self.jvp_method in _DIFFERENCES
+        difference = self.jvp_method in DIFFERENCES
         if not keep_graph:
             if tangent is None or difference:
                 # Difference methods: the primal is the plain forward they difference against.
@@ -169,7 +169,7 @@ class ReferenceProducts(DifferenceJVPMixin, ReferenceFunction):
                 logps = fn(*theta)
         else:
             logps, theta = graph
-        _check_vector("cotangent", cotangent, logps.shape[0])
+        check_vector("cotangent", cotangent, logps.shape[0])
         grads = torch.autograd.grad(logps, theta, grad_outputs=cotangent.to(logps),
                                     allow_unused=True)
         grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, theta)]
@@ -178,7 +178,7 @@ class ReferenceProducts(DifferenceJVPMixin, ReferenceFunction):
     def _jvp_of(self, fn: Callable, tangent: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         theta = tuple(self.reference.values())
-        if self.jvp_method in _DIFFERENCES:
+        if self.jvp_method in DIFFERENCES:
             with torch.no_grad(), self._context(math_attention=False):
                 logps = fn(*theta)
             return logps, self._difference(fn, tangent, logps)
@@ -261,7 +261,7 @@ class Linearization:
     def jvp(self, tangent: torch.Tensor) -> torch.Tensor:
         """``A_Bᵀ @ tangent`` ``(N,)`` (a fresh pass through the tail; a difference method
         reuses this batch's reference log-probs as its base point)."""
-        if self.products.jvp_method in _DIFFERENCES:
+        if self.products.jvp_method in DIFFERENCES:
             return self.products._difference(self._fn, tangent, self.logps)
         return self.products._jvp_of(self._fn, tangent)[1]
 

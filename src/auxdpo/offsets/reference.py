@@ -22,7 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from auxdpo.logps import model_sequence_logps
 from auxdpo.offsets.tail import CapturedInputs, TailPlan, find_tail, same_inputs
 
-__all__ = ["ReferenceFunction", "eval_mode"]
+__all__ = ["ReferenceFunction", "check_vector", "eval_mode"]
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class ReferenceFunction:
         return tuple(t.to(p) for t, p in zip(self.unflatten(tangent), like))
 
 
-def _check_vector(name: str, vector: torch.Tensor, length: int) -> None:
+def check_vector(name: str, vector: torch.Tensor, length: int) -> None:
     if vector.shape != (length,):
         raise ValueError(f"{name} has shape {tuple(vector.shape)}, expected ({length},) — "
                          "one entry per row of the batch (chosen rows, then rejected)")

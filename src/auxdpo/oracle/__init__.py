@@ -1,4 +1,0 @@
-"""Oracle benchmarks: enumerable-response tasks on real transformers, exact RLHF optimum.
-
-See docs/oracle.md; entry point ``auxdpo oracle`` (:mod:`auxdpo.oracle.cli`).
-"""
