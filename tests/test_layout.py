@@ -22,14 +22,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
-MAX_LINES = 400
+MAX_LINES = 600   # one concept per module; a cohesive one may run to ~600 lines
 # Checked for private imports: everything but tests (which may reach into a module they test).
 CHECKED = ("src", "benchmarks", "docs/tools", "scripts")
-# Private imports inside auxdpo.train, left to its owners (see docs/architecture.md).
-KNOWN_PRIVATE_IMPORTS = {("src/auxdpo/train/trl_compat.py", "auxdpo.train.trl_losses",
-                          "_loss_types"),
-                         ("src/auxdpo/train/trl_compat.py", "auxdpo.train.trl_losses",
-                          "_method_of")}
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str, str]] = set()
 
 
 def test_no_module_over_the_line_limit():

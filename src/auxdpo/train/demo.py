@@ -1,7 +1,7 @@
 """A tiny end-to-end AuxDPO run (seconds on a CPU) for ``make demo``.
 
 The model is a random 2-layer GPT-2 with the offline character tokenizer; the data are the
-first rows of ``../shared/data/ultrafeedback/train_1k.jsonl`` (texts cut to a few dozen
+first rows of ``$AUXDPO_DATA_DIR/ultrafeedback/train_1k.jsonl`` (texts cut to a few dozen
 characters) when that file exists, else a synthetic arithmetic preference set.
 
 Both let AuxDPO's offsets act: the synthetic set compares four answers per question in all
@@ -20,9 +20,12 @@ import random
 from pathlib import Path
 from typing import Any
 
+from auxdpo.data.schema import local_data_path
+
 __all__ = ["DEFAULT_ULTRAFEEDBACK", "demo_rows", "run_tiny_demo"]
 
-DEFAULT_ULTRAFEEDBACK = Path("../shared/data/ultrafeedback/train_1k.jsonl")
+# The UltraFeedback sample under $AUXDPO_DATA_DIR (auxdpo.data.schema), read when present.
+DEFAULT_ULTRAFEEDBACK = "ultrafeedback/train_1k.jsonl"
 
 
 def _synthetic_rows(n: int, seed: int = 0) -> list[dict]:
@@ -48,6 +51,8 @@ def demo_rows(n: int = 32, path: Path | str | None = DEFAULT_ULTRAFEEDBACK,
     """Short preference rows and their source: ``n // 2`` UltraFeedback pairs (one per
     prompt: the demo's steps pass over them several times), or ``n`` synthetic
     multi-comparison rows."""
+    if path == DEFAULT_ULTRAFEEDBACK:
+        path = local_data_path(DEFAULT_ULTRAFEEDBACK)
     if path is not None and Path(path).is_file():
         rows = []
         with open(path, encoding="utf-8") as handle:

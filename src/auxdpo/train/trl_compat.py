@@ -16,9 +16,9 @@ from dataclasses import fields
 
 from auxdpo.train.trl_losses import (
     TRL_LOSS_TYPES,
-    _loss_types,
-    _method_of,
     build_objective,
+    loss_types_of,
+    method_of,
     objective_terms,
     resolve_loss_options,
 )
@@ -63,9 +63,9 @@ def as_aux_config(args):
     from auxdpo.train.config import AuxDPOConfig
 
     values = {f.name: getattr(args, f.name) for f in fields(DPOConfig) if f.init}
-    method = _method_of(_loss_types(args))
+    method = method_of(loss_types_of(args))
     logger.warning("AuxDPOTrainer: converted DPOConfig to AuxDPOConfig(method=%r, loss_type=%s)",
-                   method, _loss_types(args))
+                   method, loss_types_of(args))
     return AuxDPOConfig(**values, method=method)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from auxdpo.losses import LOSSES, PAPER_METHODS
 from auxdpo.train.trl_objective import AVERAGED, MARGIN_LOSSES, TRLObjective
 
-__all__ = ["TRL_LOSS_TYPES", "build_objective", "objective_terms", "resolve_loss_options"]
+__all__ = ["TRL_LOSS_TYPES", "build_objective", "loss_types_of", "method_of", "objective_terms",
+           "resolve_loss_options"]
 
 # Every loss_type TRL 1.16 accepts (trl/trainer/dpo_trainer.py); "sigmoid" is our "dpo".
 TRL_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair",
@@ -22,12 +23,12 @@ _SMOOTHED = ("robust", "exo_pair", "aot", "aot_unpaired")  # losses that read la
 _SORTED = ("aot", "aot_unpaired")                          # batch-sorted: no per-pair weight
 
 
-def _loss_types(config) -> list[str]:
+def loss_types_of(config) -> list[str]:
     value = config.loss_type
     return [value] if isinstance(value, str) else list(value)
 
 
-def _method_of(loss_types: list[str]) -> str:
+def method_of(loss_types: list[str]) -> str:
     """The method a DPOConfig's loss_type names: its first preference loss."""
     for name in loss_types:
         if name != "sft":
@@ -42,7 +43,7 @@ def objective_terms(config) -> tuple[list[tuple[str, float]], float]:
     maps to a registered loss ("sigmoid" → ``dpo``, or ``auxdpo`` when that is the method) and
     ``method`` must be one of them.
     """
-    loss_types = _loss_types(config)
+    loss_types = loss_types_of(config)
     weights = list(config.loss_weights or [1.0] * len(loss_types))
     if len(weights) != len(loss_types):
         raise ValueError(f"loss_weights has {len(weights)} entries for {len(loss_types)} "

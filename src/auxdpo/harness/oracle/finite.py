@@ -160,7 +160,7 @@ def trainer_pair_logps(trainer) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         for batch in trainer.dataset_batches():
             kwargs = {k: batch[k] for k in ("input_ids", "attention_mask")}
-            logps, _ = trainer._forward_logps(model, {**kwargs, "use_cache": False}, batch)
+            logps, _ = trainer.sequence_logps(model, {**kwargs, "use_cache": False}, batch)
             chosen, rejected = logps.chunk(2)
             out_chosen.append(chosen)
             out_rejected.append(rejected)
