@@ -231,3 +231,20 @@ def test_a_recipe_finds_its_data_file_beside_it_from_any_folder(tmp_path, monkey
                                f"folder) and {own.parent / 'data' / 'prefs.jsonl'} (beside "
                                "the recipe)")
     assert check_recipe(str(own), ["--dataset_name", "tiny_prefs.jsonl"])  # override: cwd
+
+
+@pytest.mark.parametrize("key", ["aux_fused_reference", "aux_share_prefix",
+                                 "aux_truncate_products", "aux_keep_reference_graph", "aux_jvp",
+                                 "amp_sign", "delta_optimizer", "recompute_u_every"])
+def test_a_removed_key_is_named_with_what_replaced_it(tmp_path, capsys, key):
+    """The performance switches became automatic: a recipe that still sets one gets one
+    line naming the key and what to do, exit code 2, before anything loads."""
+    from auxdpo.train.config_check import RENAMED_KEYS
+
+    data = tmp_path / "prefs.jsonl"
+    data.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n', encoding="utf-8")
+    path = _recipe(tmp_path, f"dataset_name: {data}\n{key}: 1\n")
+    assert main(["train", "--config", path, "--check"]) == 2
+    line = _one_line_error(capsys)
+    assert line == f"{path}: unknown config key(s): {key} ({RENAMED_KEYS[key]})"
+    assert RENAMED_KEYS[key].startswith("removed: ")
