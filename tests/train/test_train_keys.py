@@ -14,7 +14,7 @@ import train_helpers as H
 from test_train_resume import StopAt
 
 from auxdpo.train.aux_defaults import DEFAULT_NULL_WEIGHTS
-from auxdpo.train.offset_setup import COVERAGE_FILE
+from auxdpo.train.offsets_training import COVERAGE_FILE
 from auxdpo.train.trainer import AuxDPOTrainer
 
 

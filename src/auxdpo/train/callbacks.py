@@ -1,4 +1,4 @@
-"""Trainer callbacks: the offsets' optimizer step and the JSONL metrics file."""
+"""The trainer's JSONL metrics file (:class:`JsonlMetricsCallback`)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-__all__ = ["JsonlMetricsCallback", "OffsetsStepCallback"]
-
-
-class OffsetsStepCallback(TrainerCallback):
-    """After each model optimizer step, step AuxDPO's offsets δ (their own optimizer).
-
-    The model's gradient clipping has already run on the model's parameters only, so δ is
-    never clipped with them.
-    """
-
-    def __init__(self, trainer) -> None:
-        self.trainer = trainer
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        if self.trainer.aux is not None:
-            self.trainer.aux.after_optimizer_step()
-        return control
+__all__ = ["JsonlMetricsCallback"]
 
 
 class JsonlMetricsCallback(TrainerCallback):

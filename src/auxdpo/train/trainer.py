@@ -35,7 +35,7 @@ from auxdpo.files import honour_umask
 from auxdpo.lengths import clamp_to_positions, drop_far_overlong_rows
 from auxdpo.logps import sequence_logps
 from auxdpo.train import trl_compat
-from auxdpo.train.callbacks import JsonlMetricsCallback, OffsetsStepCallback
+from auxdpo.train.callbacks import JsonlMetricsCallback
 from auxdpo.train.capacity import CapacityPlan, apply_capacity
 from auxdpo.train.checkpoint import (
     pickles_refused_by_name,
@@ -61,11 +61,14 @@ from auxdpo.train.guards import (
 )
 from auxdpo.train.model_card import base_model_id, record_adapter_base, write_model_card
 from auxdpo.train.notebook import NotebookTraining
-from auxdpo.train.offset_setup import DatasetBatches
-from auxdpo.train.offsets_training import DELTAS_FILE, OffsetsTraining
+from auxdpo.train.offsets_training import DELTAS_FILE, DatasetBatches, OffsetsTraining
 from auxdpo.train.precision import stalled_weights_message
-from auxdpo.train.reference import frozen_copy
-from auxdpo.train.reference_pass import PathOptions, choose_reference_passes, model_inputs
+from auxdpo.train.reference_pass import (
+    PathOptions,
+    choose_reference_passes,
+    frozen_copy,
+    model_inputs,
+)
 from auxdpo.train.trl_objective import (
     TokenStats,
     ld_weighted_logps,
@@ -137,7 +140,6 @@ class AuxDPOTrainer(DPOTrainer):
             self.aux = objective(self, options)
         self.offsets = self.aux.offsets if self.aux is not None else None
         self.reference_passes = choose_reference_passes(self, options)
-        self.add_callback(OffsetsStepCallback(self))
         if args.metrics_file:
             self.add_callback(JsonlMetricsCallback(Path(args.output_dir) / args.metrics_file))
 
