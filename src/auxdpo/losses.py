@@ -192,7 +192,7 @@ def auxdpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.
 
 # ---- TRL 1.16's other pairwise losses (loss_type names), same conventions -----------------
 # r_w = β·(log π(a_w) − log π_ref(a_w)), r_l likewise; z = β·h. TRL's formulas are the spec:
-# tests/train/test_trl_compat.py checks each against trl's DPOTrainer on the same batch.
+# tests/train/test_train_trl_compat.py checks each against trl's DPOTrainer on the same batch.
 
 def _hinge_dir(pw, pl, rw, rl, *, beta):
     return torch.relu(1 - beta * ((pw - rw) - (pl - rl)))  # SLiC hinge, Zhao et al. 2023 Eq. 1

@@ -11,7 +11,7 @@ import datasets
 import pytest
 import torch
 import train_helpers as H
-from test_train_resume import StopAt
+from test_train_checkpoint import StopAt
 
 from auxdpo.train.aux_defaults import DEFAULT_NULL_WEIGHTS
 from auxdpo.train.offsets_training import COVERAGE_FILE
