@@ -68,7 +68,7 @@ def measure(model_name: str, capacity: str, draws: int, scales: dict[str, float]
     from auxdpo.train.capacity import trainable_parameter_names
 
     if scales:
-        differences_module._DIFFERENCES.update(scales)
+        differences_module.DIFFERENCE_SCALES.update(scales)
     with tempfile.TemporaryDirectory() as out:
         trainer, batch = _setup(model_name, capacity, out)
     policy = trainer.accelerator.unwrap_model(trainer.model)

@@ -312,7 +312,7 @@ def test_tail_products_match_explicit_columns(arch, subset):
             f"{blocks}.{i}." for i in range(first, 3))))
     batch = preference_batch(3, seed=17)
     products = ReferenceProducts(model)
-    assert products.truncated and products._tail.first == first
+    assert products.truncated and products.tail_plan.first == first
     _check_products(model, products, batch, names)
     full = ReferenceProducts(model, truncate=False)
     assert not full.truncated
@@ -331,7 +331,7 @@ def test_tail_lora_linearize(jvp_method):
     model = peft.get_peft_model(tiny_family("llama", layers=3), config)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     products = ReferenceProducts(model, jvp_method=jvp_method)
-    assert products.truncated and products._tail.first == 2
+    assert products.truncated and products.tail_plan.first == 2
     batch = preference_batch(2, seed=4)
     _check_linearize(products, batch, brute_force_columns(model, batch, names),
                      ReferenceProducts(model, truncate=False).logps(batch))
