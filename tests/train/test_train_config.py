@@ -10,7 +10,7 @@ import torch
 import train_helpers as H
 from test_train_keys import comparison_dataset
 
-from auxdpo.offsets.prior import PriorMixin
+from auxdpo.offsets.prior import OffsetPrior
 from auxdpo.train import aux_defaults
 from auxdpo.train.config import AuxDPOConfig
 from auxdpo.train.config_check import check_config_values
@@ -78,7 +78,7 @@ def test_no_prior_runs_no_prior_code_in_the_trainer(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("prior code ran")
 
-    monkeypatch.setattr(PriorMixin, "_add_prior_grad", refuse)
+    monkeypatch.setattr(OffsetPrior, "add_grad", refuse)
     monkeypatch.setattr(NotebookPreset, "prior", refuse)
     trainer = _trainer(tmp_path / "off", aux_delta_scale=None)
     trainer.train()

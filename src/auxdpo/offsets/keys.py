@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["KEYINGS", "NULL_WEIGHTS", "OffsetKeys", "coverage", "inactive_warning",
-           "keys_from_ids", "row_keys", "slot_weights"]
+__all__ = ["KEYINGS", "NULL_WEIGHTS", "OffsetKeys", "SlotWeights", "coverage",
+           "inactive_warning", "keys_from_ids", "row_keys", "slot_weights"]
 
 KEYINGS = ("response", "row")
 NULL_WEIGHTS = ("multiplicity", "reference", "prompt")
@@ -188,6 +188,33 @@ def slot_weights(keys: OffsetKeys, weighting: str,
     scores = (logps - top[prompts]).exp()
     totals = torch.zeros(groups, dtype=torch.float64).index_add_(0, prompts, scores)
     return per_prompt * scores / totals[prompts]
+
+
+class SlotWeights:
+    """ω ``(K,)`` of one offsets object and the factor f = ω/c its occurrences carry
+    (``weights`` None until set: the reference and prompt weightings are known only after a
+    pass over the data).
+
+    Args:
+        counts: c ``(K,)``, every slot's occurrences, in the offsets' dtype and device.
+    """
+
+    def __init__(self, counts: torch.Tensor) -> None:
+        self.counts = counts
+        self.weights: torch.Tensor | None = None
+        self.factors: torch.Tensor | None = None     # f = ω/c per occurrence (None: all 1)
+        self.unit = False                            # ω = 1 everywhere (row multiplicity)
+
+    def set(self, weights: torch.Tensor) -> None:
+        """Take ω (moved to the counts' dtype and device)."""
+        self.weights = weights.to(self.counts.device, self.counts.dtype)
+        factors = self.weights / self.counts
+        self.factors = None if torch.equal(factors, torch.ones_like(factors)) else factors
+        self.unit = bool(torch.all(self.weights == 1))
+
+    def per_occurrence(self, values: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """``values`` of occurrences of ``slots`` times their f (unchanged when f = 1)."""
+        return values if self.factors is None else values * self.factors[slots]
 
 
 def coverage(keys: OffsetKeys) -> dict[str, float]:

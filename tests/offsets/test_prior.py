@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from auxdpo.offsets import AuxOffsets
 from auxdpo.offsets.keys import keys_from_ids, slot_weights
-from auxdpo.offsets.prior import PriorMixin, prior_precision
+from auxdpo.offsets.prior import OffsetPrior, prior_precision
 from auxdpo.offsets.products import ReferenceProducts
 from offsets_fixtures import (
     brute_force_dataset_matrix,
@@ -179,7 +179,7 @@ def test_no_prior_runs_no_prior_code(small, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("prior code ran without a prior")
 
-    monkeypatch.setattr(PriorMixin, "_add_prior_grad", refuse)
+    monkeypatch.setattr(OffsetPrior, "add_grad", refuse)
     for mode in ("global", "batch", "projection"):
         offsets = _make(small, mode=mode, lambda_null=1.0 if mode != "projection" else 0.0)
         assert offsets.prior_precision == 0.0

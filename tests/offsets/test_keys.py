@@ -258,8 +258,9 @@ def test_state_round_trip_and_mismatches(world, mode):
         make(world, **kwargs).load_state_dict(shuffled)
 
 
-def test_state_saved_before_keying_loads_as_row_keys():
-    """A state of the (n, 2) row layout (δ, moments, one step count per row) resumes."""
+def test_state_saved_before_keying_is_refused():
+    """A state of the old (n, 2) row layout (no keying recorded) is not read: 0.1 has no
+    states from before slot keying to resume."""
     world = _world(comparison_rows(num_prompts=1))
     row = AuxOffsets(world["n"], ReferenceProducts(world["model"]), mode="global",
                      dtype=F64, delta_lr=0.1)
@@ -270,16 +271,11 @@ def test_state_saved_before_keying_loads_as_row_keys():
     legacy = {k: v for k, v in state.items()
               if k not in ("keying", "null_weights", "slots", "weights")}
     legacy["raw"] = state["raw"].view(n, 2)
-    optimizer = state["optimizer"]
-    legacy["optimizer"] = {"exp_avg": optimizer["exp_avg"].view(n, 2),
-                           "exp_avg_sq": optimizer["exp_avg_sq"].view(n, 2),
-                           "steps": optimizer["steps"][::2].clone()}
     resumed = AuxOffsets(n, ReferenceProducts(world["model"]), mode="global", dtype=F64,
                          delta_lr=0.1)
-    resumed.load_state_dict(legacy)
-    _steps(row, world, seed=6)
-    _steps(resumed, world, seed=6)
-    assert torch.equal(resumed.values(), row.values())
+    with pytest.raises(ValueError, match="keying=None"):
+        resumed.load_state_dict(legacy)
+    assert torch.equal(resumed.values(), torch.zeros(2 * n, dtype=F64))
 
 
 def test_unique_responses_give_the_row_layout(world):
