@@ -345,3 +345,24 @@ def test_slot_weights_by_hand_count_every_prompt_once():
                                4 * logps.exp(), rtol=1e-13, atol=0)
     want = torch.tensor([4 * 0.5, 4 * 0.3, 4 * 0.2, 4 * 0.2, 4 * 0.8], dtype=torch.float64)
     torch.testing.assert_close(slot_weights(keys, "prompt", logps), want, rtol=1e-13, atol=0)
+
+
+def test_slot_weights_factors_and_checkpoint():
+    """f = ω/c per occurrence: None when ω = c (multiplicity), else applied per slot; a state's
+    ω is taken when it agrees to 1e-6 and refused otherwise."""
+    from auxdpo.offsets.keys import SlotWeights
+
+    counts = torch.tensor([1.0, 2.0, 4.0], dtype=F64)
+    weights = SlotWeights(counts)
+    weights.set(counts)
+    assert weights.factors is None and not weights.unit
+    values, slots = torch.tensor([1.0, 1.0, 1.0], dtype=F64), torch.tensor([2, 0, 2])
+    assert weights.per_occurrence(values, slots) is values
+    weights.set(torch.tensor([2.0, 1.0, 1.0], dtype=F64))
+    assert weights.per_occurrence(values, slots).tolist() == [0.25, 2.0, 0.25]
+    weights.load_state_dict({"weights": torch.tensor([2.0, 1.0, 1.0 + 1e-9])}, "prompt")
+    with pytest.raises(ValueError, match="differ"):
+        weights.load_state_dict({"weights": torch.tensor([2.0, 1.0, 1.1])}, "prompt")
+    ones = SlotWeights(torch.ones(2, dtype=F64))
+    ones.set(torch.ones(2))
+    assert ones.unit and ones.factors is None

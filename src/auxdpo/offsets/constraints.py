@@ -14,10 +14,12 @@ tangent), ``after_step(num_steps, batches)``, ``null_image()``; they are
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 
+from auxdpo.offsets.keys import NULL_WEIGHTS
 from auxdpo.offsets.micro_batch import BatchProducts
 from auxdpo.offsets.prior import OffsetPrior
 
@@ -73,8 +75,10 @@ def first_occurrences(index: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
 
 
 def validate_offsets_config(num_examples, mode, lambda_null, lambda_amp, amp_sign, delta_cap,
-                            recompute_every) -> None:
-    """ValueError naming the field for a bad :class:`auxdpo.offsets.AuxOffsets` setting."""
+                            recompute_every, keys=None, null_weights="multiplicity") -> None:
+    """ValueError naming the field for a bad :class:`auxdpo.offsets.AuxOffsets` setting
+    (``keys``: its :class:`~auxdpo.offsets.keys.OffsetKeys`, if given); a warning for an
+    unbounded batch objective."""
     if not (isinstance(num_examples, int) and num_examples > 0):
         raise ValueError(f"num_examples must be a positive int, got {num_examples!r}")
     if mode not in MODES:
@@ -92,3 +96,12 @@ def validate_offsets_config(num_examples, mode, lambda_null, lambda_amp, amp_sig
                          f"(cap·tanh would leave N(A)); got {delta_cap!r} with mode={mode!r}")
     if not (isinstance(recompute_every, int) and recompute_every >= 0):
         raise ValueError(f"recompute_every must be an int >= 0, got {recompute_every!r}")
+    if keys is not None and keys.num_examples != num_examples:
+        raise ValueError(f"keys cover {keys.num_examples} rows, expected {num_examples}")
+    if null_weights not in NULL_WEIGHTS:
+        raise ValueError(f"null_weights must be one of {NULL_WEIGHTS}, got {null_weights!r}")
+    if null_weights != "multiplicity" and keys is not None and keys.prompts is None:
+        raise ValueError(f"null_weights={null_weights!r} needs keys with each slot's prompt")
+    if mode == "batch" and amp_sign < 0 and lambda_amp > 0 and delta_cap is None:
+        warnings.warn("amp_sign=-1 rewards ‖δ_B‖² without bound along the null space of "
+                      "A_B; set delta_cap to keep δ finite", RuntimeWarning, stacklevel=3)

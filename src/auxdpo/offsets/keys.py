@@ -24,11 +24,14 @@ occurrences of a pass over the data then add up to ω_k (the estimate stays unbi
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from auxdpo.offsets.collectives import broadcast_
 
 __all__ = ["KEYINGS", "NULL_WEIGHTS", "OffsetKeys", "SlotWeights", "coverage",
            "inactive_warning", "keys_from_ids", "row_keys", "slot_weights"]
@@ -215,6 +218,37 @@ class SlotWeights:
     def per_occurrence(self, values: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """``values`` of occurrences of ``slots`` times their f (unchanged when f = 1)."""
         return values if self.factors is None else values * self.factors[slots]
+
+    def measure(self, keys: OffsetKeys, weighting: str, reference_logps: torch.Tensor) -> None:
+        """Set ω of the reference/prompt weighting from log π_ref ``(K,)`` of every slot (NaN:
+        a slot the pass did not meet, refused); warns where ω underflows to 0."""
+        if bool(torch.isnan(reference_logps).any()):
+            raise ValueError(f"null_weights={weighting!r}: "
+                             f"{int(torch.isnan(reference_logps).sum())} slots are missing "
+                             "from the batches given to prepare()")
+        weights = slot_weights(keys, weighting, reference_logps).to(self.counts.device)
+        if bool((weights == 0).any()):
+            advice = ("use null_weights='prompt'" if weighting == "reference" else
+                      "they are far less likely under π_ref than another response to their "
+                      "prompt")
+            warnings.warn(f"null_weights={weighting!r}: ω underflows to 0 for "
+                          f"{int((weights == 0).sum())} of {weights.numel()} responses (π_ref "
+                          f"of long sequences), which leaves their δ unconstrained; {advice}",
+                          RuntimeWarning, stacklevel=4)
+        self.set(broadcast_(weights))          # every process: rank 0's ω, bit for bit
+
+    def load_state_dict(self, state: dict, weighting: str) -> None:
+        """Take ω from a checkpoint ``state`` (if it has one); ValueError if this run's ω
+        differs by more than 1e-6 relative (another reference model or data)."""
+        if "weights" not in state:
+            return
+        weights = state["weights"].to(self.counts.device, self.counts.dtype)
+        if self.weights is not None and not torch.allclose(weights, self.weights,
+                                                           rtol=1e-6, atol=0):
+            raise ValueError(f"state's constraint weights ω ({weighting}) differ from this "
+                             "run's by more than 1e-6 relative: another reference model or "
+                             "data")
+        self.set(weights)
 
 
 def coverage(keys: OffsetKeys) -> dict[str, float]:

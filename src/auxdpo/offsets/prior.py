@@ -35,6 +35,7 @@ apply to it as to the penalty), the full value (``aux/prior``) and the shares of
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -95,6 +96,20 @@ class OffsetPrior:
         self.slot_tau = slot_precision(self.precision, counts, half_count)      # τ or τ_k
         self.counts, self.slots = counts, slots
         self.num_examples = slots.shape[0]
+
+    def state_dict(self) -> dict:
+        return {"delta_scale": self.delta_scale, "delta_half_count": self.half_count}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Warns when the checkpoint's σ or c½ differ from this prior's (the objective
+        changes at the resumed step); this prior stays."""
+        for key, name, value in (("delta_scale", "σ", self.delta_scale),
+                                 ("delta_half_count", "c½", self.half_count)):
+            if key in state and state[key] != value:
+                warnings.warn(f"resuming offsets trained with the prior's {name} = "
+                              f"{state[key]} ({key}) under {name} = {value}: "
+                              "the objective changes at this step", RuntimeWarning,
+                              stacklevel=3)
 
     @property
     def active(self) -> bool:

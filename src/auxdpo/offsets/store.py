@@ -37,25 +37,18 @@ global mode's u += A_B·Δδ_B sums each process's VJP over the rows it owns (al
 floats); the batch mode's A_B·δ_B is all-reduced before its JVPs. Every process then applies
 the identical row update, so δ, its optimizer state and u stay equal everywhere.
 
-Composition: :class:`AuxOffsets` owns the slot map, the slot weights ω
-(:class:`~auxdpo.offsets.keys.SlotWeights`), the step's pending micro-batches and the
-lifecycle; it holds one constraint object (:class:`~.global_mode.GlobalConstraint`: δ's
-:class:`~.rows.RowOffsets`, u and u's version; :class:`~.batch_mode.BatchConstraint`: δ's
-row offsets only; :class:`~.projection.ProjectionConstraint`: Aᵀ, Γ, c and c's optimizer), the
-prior (:class:`~.prior.OffsetPrior`), the metric scales (:class:`~.health.ColumnScales`) and
-the fused pass's queue (:class:`~.micro_batch.LinearizationQueue`). Checkpoint state is
-assembled here from the parts' own ``state_dict``.
+Composition: :class:`AuxOffsets` owns the slot map, ω, the pending micro-batches and the
+lifecycle, and holds its parts (the package's docstring, :mod:`auxdpo.offsets`, has the map).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Iterator
 
 import torch
 
 from auxdpo.offsets.batch_mode import BatchConstraint
-from auxdpo.offsets.collectives import all_reduce_, broadcast_, check_engine_support
+from auxdpo.offsets.collectives import all_reduce_, check_engine_support
 from auxdpo.offsets.constraints import (
     MODES,
     StepInputs,
@@ -64,7 +57,7 @@ from auxdpo.offsets.constraints import (
 )
 from auxdpo.offsets.global_mode import GlobalConstraint
 from auxdpo.offsets.health import ColumnScales, scaled_residual, take_probe_batches
-from auxdpo.offsets.keys import NULL_WEIGHTS, OffsetKeys, SlotWeights, row_keys, slot_weights
+from auxdpo.offsets.keys import OffsetKeys, SlotWeights, row_keys
 from auxdpo.offsets.micro_batch import (
     Batch,
     BatchProducts,
@@ -136,23 +129,15 @@ class AuxOffsets:
                  keep_reference_graph: bool = False, keys: OffsetKeys | None = None,
                  null_weights: str = "multiplicity", delta_scale: float | None = None,
                  delta_half_count: float | None = None) -> None:
+        if isinstance(num_examples, int) and num_examples > 0 and keys is None:
+            keys = row_keys(num_examples)
         validate_offsets_config(num_examples, mode, lambda_null, lambda_amp, amp_sign,
-                                delta_cap, recompute_every)
-        keys = row_keys(num_examples) if keys is None else keys
-        if keys.num_examples != num_examples:
-            raise ValueError(f"keys cover {keys.num_examples} rows, expected {num_examples}")
-        if null_weights not in NULL_WEIGHTS:
-            raise ValueError(f"null_weights must be one of {NULL_WEIGHTS}, got {null_weights!r}")
-        if null_weights != "multiplicity" and keys.prompts is None:
-            raise ValueError(f"null_weights={null_weights!r} needs keys with each slot's prompt")
+                                delta_cap, recompute_every, keys, null_weights)
         check_engine_support(mode, getattr(products, "model", None))
         if torch.finfo(dtype).bits < 32:
             dtype = torch.float32   # u accumulates many small updates: never in bf16/fp16
         make_optimizer = row_optimizer(optimizer, lr=delta_lr, betas=betas, eps=eps,
                                        dtype=dtype, device=products.device)
-        if mode == "batch" and amp_sign < 0 and lambda_amp > 0 and delta_cap is None:
-            warnings.warn("amp_sign=-1 rewards ‖δ_B‖² without bound along the null space of "
-                          "A_B; set delta_cap to keep δ finite", RuntimeWarning, stacklevel=2)
         self.num_examples, self.products, self.mode = num_examples, products, mode
         self.lambda_null, self.lambda_amp, self.amp_sign = lambda_null, lambda_amp, amp_sign
         self.delta_cap, self.recompute_every, self.dtype = delta_cap, recompute_every, dtype
@@ -189,67 +174,31 @@ class AuxOffsets:
                     rows, self.slot_weights, self.health, lambda_null=lambda_null,
                     lambda_amp=lambda_amp, amp_sign=amp_sign, dtype=dtype)
 
-    # ---- the parts' state, by name -----------------------------------------------------------
+    # ---- the parts' state under the public names (AttributeError where a mode has none) ----
 
-    @property
-    def weights(self) -> torch.Tensor | None:
-        """ω ``(K,)`` (None until :meth:`prepare` for the reference/prompt weightings)."""
-        return self.slot_weights.weights
-
-    @property
-    def optimizer(self):
-        """δ's (or c's) lazy row-wise optimizer."""
-        return self.constraint.optimizer
-
-    @property
-    def raw(self) -> torch.Tensor:
-        """global/batch: the trained parameter ``(K,)``; δ = raw, or cap·tanh(raw)."""
-        return self.constraint.row_offsets.raw
-
-    @property
-    def u(self) -> torch.Tensor | None:
-        """global: u = A·δ ``(d,)``; None in the other modes."""
-        return getattr(self.constraint, "u", None)
-
-    @property
-    def basis(self) -> torch.Tensor:
-        """projection: Γ ``(K, K − rank)``."""
-        return self.constraint.basis
-
-    @property
-    def coef(self) -> torch.Tensor:
-        """projection: c ``(1, K − rank)``, the trained parameter (δ = Γc)."""
-        return self.constraint.coef
-
-    @property
-    def jacobian_t(self) -> torch.Tensor | None:
-        """projection: Aᵀ ``(K, d)`` (None before :meth:`prepare`)."""
-        return self.constraint.jacobian_t
-
-    @property
-    def rank(self) -> int | None:
-        """projection: rank(A) (None before :meth:`prepare`)."""
-        return self.constraint.rank
-
-    @property
-    def prior_precision(self) -> float:
-        """τ = 1/σ² of the prior (0.0 without one)."""
-        return self.prior.precision
-
-    @property
-    def slot_tau(self) -> float | torch.Tensor:
-        """τ, or τ_k ``(K,)`` with ``delta_half_count``."""
-        return self.prior.slot_tau
-
-    @property
-    def column_scale(self) -> float | None:
-        """ā (:mod:`auxdpo.offsets.health`; None until measured)."""
-        return self.health.column_scale
-
-    @property
-    def occurrence_scale(self) -> float | None:
-        """ā_B (global/batch; None until measured)."""
-        return self.health.occurrence_scale
+    weights = property(lambda self: self.slot_weights.weights,
+                       doc="ω ``(K,)`` (None until prepare() for the reference/prompt weightings)")
+    optimizer = property(lambda self: self.constraint.optimizer,
+                         doc="δ's (or c's) lazy row-wise optimizer")
+    raw = property(lambda self: self.constraint.row_offsets.raw,
+                   doc="global/batch: the trained parameter ``(K,)``; δ = raw or cap·tanh(raw)")
+    u = property(lambda self: getattr(self.constraint, "u", None),
+                 doc="global: u = A·δ ``(d,)``; None in the other modes")
+    basis = property(lambda self: self.constraint.basis, doc="projection: Γ ``(K, K − rank)``")
+    coef = property(lambda self: self.constraint.coef,
+                    doc="projection: c ``(1, K − rank)``, the trained parameter (δ = Γc)")
+    jacobian_t = property(lambda self: self.constraint.jacobian_t,
+                          doc="projection: Aᵀ ``(K, d)`` (None before prepare())")
+    rank = property(lambda self: self.constraint.rank,
+                    doc="projection: rank(A) (None before prepare())")
+    prior_precision = property(lambda self: self.prior.precision,
+                               doc="τ = 1/σ² of the prior (0.0 without one)")
+    slot_tau = property(lambda self: self.prior.slot_tau,
+                        doc="τ, or τ_k ``(K,)`` with ``delta_half_count``")
+    column_scale = property(lambda self: self.health.column_scale,
+                            doc="ā (auxdpo.offsets.health; None until measured)")
+    occurrence_scale = property(lambda self: self.health.occurrence_scale,
+                                doc="ā_B (global/batch; None until measured)")
 
     def prior_total(self, values: torch.Tensor) -> float:
         """The prior's full value (1/2n)Σ_k τ_k δ_k² at offsets ``values`` ``(K,)``."""
@@ -273,10 +222,8 @@ class AuxOffsets:
         return self.values()[self.slots]
 
     def deltas(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(δ_chosen, δ_rejected), each ``(B,)``, of dataset rows ``index`` ``(B,)``.
-
-        Differentiable with respect to δ's own parameters (raw offsets or c).
-        """
+        """(δ_chosen, δ_rejected), each ``(B,)``, of dataset rows ``index`` ``(B,)``,
+        differentiable with respect to δ's own parameters (raw offsets or c)."""
         rows = self.constraint.rows(self.slots[self._check_index(index)])      # (B, 2)
         return rows[:, 0], rows[:, 1]
 
@@ -341,12 +288,8 @@ class AuxOffsets:
         return linear.logps
 
     def recompute_u(self, batches: Iterable[Batch] | None) -> None:
-        """u = A·δ from scratch (global mode; a no-op in the others).
-
-        ``batches`` must cover every dataset row whose δ is non-zero; rows seen twice count
-        once, and each row's responses count with f_k (their c_k occurrences sum to ω_k).
-        One VJP per batch; none while δ = 0.
-        """
+        """u = A·δ from scratch (global mode, :meth:`GlobalConstraint.recompute_u`: ``batches``
+        cover every row whose δ ≠ 0); a no-op in the other modes."""
         if self.mode == "global":
             self.constraint.recompute_u(batches)
 
@@ -357,20 +300,7 @@ class AuxOffsets:
         for batch in batches:
             slots = occurrence_slots(self.slots, self._batch_index(batch))
             logps[slots] = self.products.logps(batch).to(torch.float64)
-        if bool(torch.isnan(logps).any()):
-            raise ValueError(f"null_weights={self.null_weights!r}: "
-                             f"{int(torch.isnan(logps).sum())} slots are missing from the "
-                             "batches given to prepare()")
-        weights = slot_weights(self.keys, self.null_weights, logps).to(self.device)
-        if bool((weights == 0).any()):
-            advice = ("use null_weights='prompt'" if self.null_weights == "reference" else
-                      "they are far less likely under π_ref than another response to their "
-                      "prompt")
-            warnings.warn(f"null_weights={self.null_weights!r}: ω underflows to 0 for "
-                          f"{int((weights == 0).sum())} of {weights.numel()} responses (π_ref "
-                          f"of long sequences), which leaves their δ unconstrained; {advice}",
-                          RuntimeWarning, stacklevel=3)
-        self.slot_weights.set(broadcast_(weights))  # every process: rank 0's ω, bit for bit
+        self.slot_weights.measure(self.keys, self.null_weights, logps)
 
     def _probe_column_scales(self, batches: list[Batch]) -> None:
         occurrences = [occurrence_slots(self.slots, self._batch_index(b)) for b in batches]
@@ -436,7 +366,7 @@ class AuxOffsets:
         state = {"mode": self.mode, "num_examples": self.num_examples,
                  "num_steps": self.num_steps, "keying": self.keys.keying,
                  "null_weights": self.null_weights, "slots": self.slots.clone(),
-                 "delta_scale": self.delta_scale, "delta_half_count": self.delta_half_count}
+                 **self.prior.state_dict()}
         if self.weights is not None:
             state["weights"] = self.weights.clone()
         state.update(self.constraint.state_dict())   # optimizer; raw (and u), or coef, basis
@@ -454,24 +384,12 @@ class AuxOffsets:
                               ("null_weights", self.null_weights)):
             if state.get(key) != expected:
                 raise ValueError(f"state {key}={state.get(key)!r} does not match {expected!r}")
-        for key, name in (("delta_scale", "σ"), ("delta_half_count", "c½")):
-            if key in state and state[key] != getattr(self, key):
-                warnings.warn(f"resuming offsets trained with the prior's {name} = "
-                              f"{state[key]} ({key}) under {name} = {getattr(self, key)}: "
-                              "the objective changes at this step", RuntimeWarning,
-                              stacklevel=2)
+        self.prior.load_state_dict(state)                    # warns if σ or c½ changed
         if not torch.equal(state["slots"].cpu(), self.slots.cpu()):
             raise ValueError("state's slot map differs from this data's: the checkpoint's "
                              "offsets key other rows or responses (different data, order or "
                              "tokenizer)")
-        if "weights" in state:
-            weights = state["weights"].to(self.device, self.dtype)
-            if self.weights is not None and not torch.allclose(weights, self.weights,
-                                                               rtol=1e-6, atol=0):
-                raise ValueError(f"state's constraint weights ω ({self.null_weights}) differ "
-                                 "from this run's by more than 1e-6 relative: another "
-                                 "reference model or data")
-            self.slot_weights.set(weights)
+        self.slot_weights.load_state_dict(state, self.null_weights)
         self._pending = []
         self.linearizations.clear()
         self.num_steps = int(state["num_steps"])
