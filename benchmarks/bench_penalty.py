@@ -61,7 +61,7 @@ def per_example_loop(products: ReferenceProducts, batch, u: torch.Tensor) -> tor
     """The notebook's way: A_B explicitly, one backward pass per response, then products."""
     theta = [t.detach().requires_grad_(True) for t in products.reference.values()]
     with eval_mode(products.model), torch.enable_grad():
-        logps = products._logps_fn(batch)(*theta)
+        logps = products.function.logps_fn(batch)(*theta)
         columns = []
         for j in range(logps.shape[0]):
             grads = torch.autograd.grad(logps[j], theta, retain_graph=True)

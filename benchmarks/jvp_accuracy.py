@@ -1,4 +1,4 @@
-"""Accuracy of the penalty's δ-gradient A_Bᵀu by each JVP method (``PathOptions.jvp``), in float32.
+"""Accuracy of the penalty's δ-gradient A_Bᵀu by each ``aux_jvp`` method, in float32.
 
     PYTHONPATH=src .venv/bin/python benchmarks/jvp_accuracy.py [--models tiny,small] [--tau ...]
 
@@ -68,7 +68,7 @@ def measure(model_name: str, capacity: str, draws: int, scales: dict[str, float]
     from auxdpo.train.capacity import trainable_parameter_names
 
     if scales:
-        differences_module.DIFFERENCES.update(scales)
+        differences_module.DIFFERENCE_SCALES.update(scales)
     with tempfile.TemporaryDirectory() as out:
         trainer, batch = _setup(model_name, capacity, out)
     policy = trainer.accelerator.unwrap_model(trainer.model)

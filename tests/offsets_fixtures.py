@@ -182,3 +182,54 @@ def id_batches(ids, batch_size: int) -> list[dict]:
     n = len(ids[0])
     return [id_batch(ids, list(range(s, min(s + batch_size, n))))
             for s in range(0, n, batch_size)]
+
+
+# ---- a small dataset with its brute-force A, for the offsets' modes (tests/offsets/) --------
+
+STORE_EXAMPLES = 12
+
+
+def store_world():
+    """(model, dataset batches, brute-force A (d × 2n), per-example model margins), n = 12."""
+    model = tiny_gpt2("sdpa", layers=1)
+    dataset = dataset_batches(STORE_EXAMPLES, 4)
+    names = [n for n, _ in model.named_parameters()]
+    matrix = brute_force_dataset_matrix(model, dataset, names, STORE_EXAMPLES)
+    margins = torch.linspace(-2, 2, STORE_EXAMPLES, dtype=torch.float64)
+    return model, dataset, matrix, margins
+
+
+def make_offsets(world, **kwargs):
+    """AuxOffsets over the store world's n rows (float64 unless ``dtype`` is given)."""
+    from auxdpo.offsets import AuxOffsets
+    from auxdpo.offsets.products import ReferenceProducts
+
+    kwargs.setdefault("dtype", torch.float64)
+    return AuxOffsets(STORE_EXAMPLES, ReferenceProducts(world[0]), **kwargs)
+
+
+def dpo_backward(offsets, batch, margins, global_batch_size):
+    """The trainer's part: mean-over-G AuxDPO-style loss of the batch, backward into δ."""
+    chosen, rejected = offsets.deltas(batch["aux_index"])
+    m = margins[batch["aux_index"]]
+    loss = -torch.nn.functional.logsigmoid(m + chosen - rejected).sum() / global_batch_size
+    loss.backward()
+    offsets.accumulate(batch)
+
+
+def dpo_grad(delta, rows, margins, global_batch_size):
+    """Brute-force ∂(mean DPO loss)/∂δ, (n, 2)."""
+    delta = delta.clone().requires_grad_(True)
+    index = torch.tensor(rows)
+    loss = -torch.nn.functional.logsigmoid(margins[index] + delta[index, 0]
+                                           - delta[index, 1]).sum()
+    (loss / global_batch_size).backward()
+    return delta.grad
+
+
+def flat(delta):
+    return delta.reshape(-1)                   # (δ_0w, δ_0l, δ_1w, ...), A's column order
+
+
+def random_rows(gen, size=4, num_examples=STORE_EXAMPLES):
+    return torch.randperm(num_examples, generator=gen)[:size].tolist()

@@ -168,3 +168,24 @@ def test_dead_score_row_does_not_shrink_the_offset_null_space():
     assert with_dead.null_dim == without.null_dim == S * nA - d - S
     c = torch.randn(S * nA, generator=gen, dtype=torch.float64)
     assert_close(with_dead(c), without(c), ops=1e3)
+
+
+def test_null_space_rank_shapes_and_dtype():
+    """null_space: (Γ, r) for wide and tall matrices (the QR completion when k < n), Γ
+    orthonormal and annihilated; a float32 matrix keeps float32 with float32's tolerance;
+    integer input is read as float64."""
+    from auxdpo.geometry import null_space
+
+    gen = torch.Generator().manual_seed(5)
+    for k, n, r in ((3, 7, 3), (9, 5, 4), (4, 4, 2)):
+        m = torch.randn(k, r, generator=gen, dtype=D64) @ torch.randn(r, n, generator=gen,
+                                                                      dtype=D64)
+        basis, rank = null_space(m)
+        assert rank == r and basis.shape == (n, n - r)
+        assert_close(basis.T @ basis, torch.eye(n - r, dtype=D64), ops=100)
+        assert float((m @ basis).abs().max()) < roundoff(ops=100, scale=float(m.norm()))
+        assert torch.equal(null_space_basis(m), basis)
+    single = torch.randn(3, 6, generator=gen).float()
+    basis, rank = null_space(single)
+    assert basis.dtype == torch.float32 and rank == 3 and basis.shape == (6, 3)
+    assert null_space(torch.tensor([[1, 1, 0]]))[0].dtype == D64

@@ -7,10 +7,10 @@ Notation (m = |S|·|A| responses, index (s, a) in row-major order, d parameters)
 * A_ρ,θ₀ = A·D ``(d, m)``, columns ρ(s)∇π_θ₀(a|s);
 * F_ρ,θ₀ = A D Aᵀ = A_ρ D⁻¹ A_ρᵀ ``(d, d)``: the Fisher information at θ₀.
 
-All functions take and return float64 torch tensors. Rank decisions (null spaces,
-pseudo-inverses) use singular values with the relative tolerance ``rtol`` (default:
-max(rows, cols)·machine-ε, NumPy's ``matrix_rank`` convention): a singular value σ counts as
-zero when σ ≤ rtol·σ_max.
+All functions take and return float64 torch tensors (:func:`null_space` keeps a float32
+input's dtype). Rank decisions (null spaces, pseudo-inverses) use singular values with the
+relative tolerance ``rtol`` (default: max(rows, cols)·machine-ε, NumPy's ``matrix_rank``
+convention): a singular value σ counts as zero when σ ≤ rtol·σ_max.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "local_rlhf_step",
     "min_norm_reward",
     "min_norm_solution",
+    "null_space",
     "null_space_basis",
     "numerical_rank",
     "score_matrix",
@@ -93,18 +94,42 @@ def unit_rows(matrix: torch.Tensor, rtol: float | None = None) -> torch.Tensor:
                        torch.zeros_like(matrix))
 
 
-def null_space_basis(matrix: torch.Tensor, rtol: float | None = None) -> torch.Tensor:
-    """Orthonormal basis Γ ``(n, n − r)`` of N(matrix) for ``matrix`` ``(k, n)`` of rank r.
+def null_space(matrix: torch.Tensor, rtol: float | None = None) -> tuple[torch.Tensor, int]:
+    """``(Γ, r)``: an orthonormal basis Γ ``(n, n − r)`` of N(matrix) and r = rank(matrix), for
+    ``matrix`` ``(k, n)``.
 
-    From the full SVD: the right singular vectors whose singular values fall under the rank
-    tolerance. Γᵀ Γ = I and matrix·Γ ≈ 0; AuxDPO's offsets are δ = Γ c (paper Sec. 7.2).
+    Thin SVD of the transpose, matrixᵀ = U S Vᵀ: the columns of U whose singular value is at
+    most ``rtol · s_max`` span part of N(matrix); when k < n a QR factorisation completes U's
+    columns with the orthogonal complement of its span (the rest of N(matrix)). Default
+    ``rtol = max(k, n) · eps(dtype)``. A floating-point ``matrix`` keeps its dtype (float32 in,
+    float32 out, with float32's ε); anything else is converted to float64. This is the one
+    null-space implementation: AuxDPO's projection mode (:mod:`auxdpo.offsets.projection`)
+    and the lab's solvers both call it.
     """
-    m = torch.as_tensor(matrix, dtype=DTYPE)
+    m = matrix if isinstance(matrix, torch.Tensor) and matrix.is_floating_point() else \
+        torch.as_tensor(matrix, dtype=DTYPE)
     if m.ndim != 2:
         raise ValueError(f"matrix must be 2-d, got shape {tuple(m.shape)}")
-    _, s, vh = torch.linalg.svd(m, full_matrices=True)
-    rank = _svd_rank(s, tuple(m.shape), rtol)
-    return vh[rank:].T.contiguous()
+    transpose = m.T                                             # (n, k)
+    rows, cols = transpose.shape
+    if rtol is None:
+        rtol = max(rows, cols) * torch.finfo(m.dtype).eps
+    left, singular, _ = torch.linalg.svd(transpose, full_matrices=False)
+    threshold = rtol * singular.max() if singular.numel() else 0.0
+    rank = int((singular > threshold).sum()) if singular.numel() else 0
+    pieces = [left[:, rank:]]
+    if cols < rows:
+        complete, _ = torch.linalg.qr(left, mode="complete")
+        pieces.append(complete[:, cols:])
+    return torch.cat(pieces, dim=1), rank
+
+
+def null_space_basis(matrix: torch.Tensor, rtol: float | None = None) -> torch.Tensor:
+    """Orthonormal basis Γ ``(n, n − r)`` of N(matrix) for ``matrix`` ``(k, n)`` of rank r
+    (:func:`null_space`). Γᵀ Γ = I and matrix·Γ ≈ 0; AuxDPO's offsets are δ = Γ c (paper
+    Sec. 7.2).
+    """
+    return null_space(matrix, rtol)[0]
 
 
 def min_norm_reward(A: torch.Tensor, theta: torch.Tensor, theta0: torch.Tensor,

@@ -10,6 +10,7 @@ import torch
 import train_helpers as H
 from test_train_keys import comparison_dataset
 
+from auxdpo.offsets.prior import OffsetPrior
 from auxdpo.train import aux_defaults
 from auxdpo.train.config import AuxDPOConfig
 from auxdpo.train.config_check import check_config_values
@@ -78,15 +79,15 @@ def test_no_prior_runs_no_prior_code_in_the_trainer(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("prior code ran")
 
+    monkeypatch.setattr(OffsetPrior, "add_grad", refuse)
     monkeypatch.setattr(NotebookTraining, "prior", refuse)
     trainer = _trainer(tmp_path / "off", aux_delta_scale=None)
     trainer.train()
     assert not trainer.offsets.prior_precision
     assert not any("aux/prior" in e for e in trainer.state.log_history)
-    with_prior = _trainer(tmp_path / "on_global", aux_delta_scale=1.0)
-    with_prior.train()
-    assert any("aux/prior" in e for e in with_prior.state.log_history)
     notebook = dict(aux_preset="notebook", lambda_null=1.0, delta_lr=1e-2, aux_offsets="row")
     _trainer(tmp_path / "nb_off", aux_delta_scale=None, **notebook).train()
+    with pytest.raises(AssertionError, match="prior code ran"):
+        _trainer(tmp_path / "on", aux_delta_scale=1.0).train()
     with pytest.raises(AssertionError, match="prior code ran"):
         _trainer(tmp_path / "nb_on", aux_delta_scale=1.0, **notebook).train()

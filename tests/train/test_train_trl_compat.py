@@ -564,9 +564,11 @@ def test_precomputed_reference_auxdpo_keeps_only_the_trainable_tensors(tmp_path)
                                                 model=with_copy)
     trainer_b, params_b, deltas_b = _auxdpo_run(tmp_path / "b")
     assert trainer_a.ref_model is not None and trainer_b.ref_model is None
-    snapshot = trainer_b.offsets.products.param_names      # θ₀ is kept for these only
+    snapshot = trainer_b.offsets.products.reference
     assert set(snapshot) == set(trainer_b.capacity_plan.trainable) != set(
         dict(trainer_b.model.named_parameters()))
+    live = dict(trainer_b.model.named_parameters())          # θ₀ is a copy, not the model's
+    assert all(t.data_ptr() != live[name].data_ptr() for name, t in snapshot.items())
     assert "ref_chosen_logps" in trainer_b.train_dataset.column_names
     assert deltas_b[0].abs().max() > 1e-4  # δ moved
     for a, b in zip((*params_a, *deltas_a), (*params_b, *deltas_b)):

@@ -160,7 +160,7 @@ def offsets_state_bytes(offsets) -> int:
     from its tensors; excludes the reference products' own snapshot of θ₀, if any."""
     tensors = [getattr(offsets, "raw", None), getattr(offsets, "coef", None), offsets.u,
                getattr(offsets, "basis", None), getattr(offsets, "jacobian_t", None),
-               offsets.slots, offsets.weights, offsets._factors]
+               offsets.slots, offsets.weights, offsets.slot_weights.factors]
     tensors += [value for value in offsets.optimizer.state_dict().values()]
     return int(sum(t.numel() * t.element_size() for t in tensors if t is not None))
 

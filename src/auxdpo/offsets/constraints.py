@@ -1,16 +1,48 @@
-"""Building blocks of AuxDPO's constraint modes: the null-space basis of A, the memory check
-that guards the exact ``projection`` mode, and the lazy row-wise Adam that keeps the
-``global`` mode's running product u = A·δ exact.
+"""What AuxDPO's constraint modes share: the mode names and the checks of an
+:class:`auxdpo.offsets.AuxOffsets` configuration, the memory check that guards the exact
+``projection`` mode, :func:`first_occurrences` (count every row once over several batches),
+and :class:`StepInputs`, what :meth:`AuxOffsets.step` hands the mode's constraint object.
+
+The constraint objects themselves, one per mode, have the same small interface:
+``prepare(batches)``, ``step(inputs) -> metrics``, ``values()``, ``rows(slots)``,
+``state_dict()``/``load_state_dict(state)``, ``tangent()`` and ``version`` (the fused pass's
+tangent), ``after_step(num_steps, batches)``, ``null_image()``; they are
+:class:`auxdpo.offsets.global_mode.GlobalConstraint`,
+:class:`auxdpo.offsets.batch_mode.BatchConstraint` and
+:class:`auxdpo.offsets.projection.ProjectionConstraint`.
 """
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import torch
 
-__all__ = ["MODES", "ROW_OPTIMIZERS", "RowAdam", "RowSGD", "check_projection_memory",
-           "first_occurrences", "null_space_basis", "validate_offsets_config"]
+from auxdpo.offsets.keys import NULL_WEIGHTS
+from auxdpo.offsets.micro_batch import BatchProducts
+from auxdpo.offsets.prior import OffsetPrior
+
+__all__ = ["MODES", "StepInputs", "check_projection_memory", "first_occurrences",
+           "validate_offsets_config"]
 
 MODES = ("global", "batch", "projection")
+
+
+@dataclass
+class StepInputs:
+    """One optimizer step's micro-batches, as the constraint objects see them.
+
+    ``products``: each micro-batch's products; ``occurrences``: each one's ``(2B,)`` slots
+    (chosen, then rejected); ``global_batch_size``: G, summed over processes;
+    ``local_weight``: this process's share G_r/G of the mean loss; ``prior``: the prior, whose
+    gradient joins the penalty's."""
+
+    products: list[BatchProducts]
+    occurrences: list[torch.Tensor]
+    global_batch_size: int
+    local_weight: float
+    prior: OffsetPrior
 
 
 def check_projection_memory(dim: int, num_examples: int, dtype: torch.dtype,
@@ -28,30 +60,6 @@ def check_projection_memory(dim: int, num_examples: int, dtype: torch.dtype,
     return needed
 
 
-def null_space_basis(jacobian_t: torch.Tensor, rtol: float | None = None
-                     ) -> tuple[torch.Tensor, int]:
-    """Orthonormal basis Γ of N(A) ⊂ R^{2n} from Aᵀ given as ``(2n, d)``, and rank(A).
-
-    Thin SVD Aᵀ = U S Vᵀ: the columns of U whose singular value is below
-    ``rtol · s_max`` span N(A) together with, when d < 2n, the orthogonal complement of U's
-    columns (completed by a QR factorisation). Default ``rtol = max(2n, d) · eps(dtype)``.
-
-    Returns:
-        ``(Γ, rank)`` with Γ of shape ``(2n, 2n − rank)`` and orthonormal columns.
-    """
-    rows, dim = jacobian_t.shape
-    if rtol is None:
-        rtol = max(rows, dim) * torch.finfo(jacobian_t.dtype).eps
-    left, singular, _ = torch.linalg.svd(jacobian_t, full_matrices=False)
-    threshold = rtol * singular.max() if singular.numel() else 0.0
-    rank = int((singular > threshold).sum()) if singular.numel() else 0
-    pieces = [left[:, rank:]]
-    if dim < rows:
-        complete, _ = torch.linalg.qr(left, mode="complete")
-        pieces.append(complete[:, dim:])
-    return torch.cat(pieces, dim=1), rank
-
-
 def first_occurrences(index: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
     """``(B,)`` bool: position k holds a row not in ``seen`` and not earlier in ``index``.
 
@@ -66,89 +74,11 @@ def first_occurrences(index: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
     return keep
 
 
-class RowAdam:
-    """Adam whose moments and step counts live per row and change only for given rows.
-
-    Plain Adam keeps moving every entry through its momentum even when its gradient is zero;
-    for δ that would change rows outside the batch and silently invalidate u = A·δ. Here a
-    row's moments, its step count (which drives its own bias correction) and its value are
-    touched only when the row is in the step's batch.
-
-    Args:
-        shape: ``(rows, ...)`` of the parameter.
-        lr, betas, eps: as ``torch.optim.Adam``.
-    """
-
-    def __init__(self, shape: tuple[int, ...], *, lr: float, betas: tuple[float, float],
-                 eps: float, dtype: torch.dtype, device: torch.device | str) -> None:
-        if lr <= 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or eps <= 0:
-            raise ValueError(f"bad Adam hyperparameters lr={lr}, betas={betas}, eps={eps}")
-        self.lr, self.betas, self.eps = lr, betas, eps
-        self.exp_avg = torch.zeros(shape, dtype=dtype, device=device)
-        self.exp_avg_sq = torch.zeros(shape, dtype=dtype, device=device)
-        self.steps = torch.zeros(shape[0], dtype=torch.long, device=device)
-
-    @torch.no_grad()
-    def update(self, param: torch.Tensor, rows: torch.Tensor, grad_rows: torch.Tensor) -> None:
-        """One Adam step on ``param[rows]`` (``rows`` unique, ``(k,)``) with ``grad_rows``."""
-        beta1, beta2 = self.betas
-        steps = self.steps[rows] + 1
-        self.steps[rows] = steps
-        exp_avg = self.exp_avg[rows].mul_(beta1).add_(grad_rows, alpha=1 - beta1)
-        exp_avg_sq = self.exp_avg_sq[rows].mul_(beta2).addcmul_(grad_rows, grad_rows,
-                                                                 value=1 - beta2)
-        self.exp_avg[rows] = exp_avg
-        self.exp_avg_sq[rows] = exp_avg_sq
-        shape = (-1,) + (1,) * (param.dim() - 1)
-        correction1 = (1 - beta1 ** steps.to(param.dtype)).view(shape)
-        correction2 = (1 - beta2 ** steps.to(param.dtype)).view(shape)
-        denom = (exp_avg_sq / correction2).sqrt_().add_(self.eps)
-        param[rows] = param[rows] - self.lr * (exp_avg / correction1) / denom
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(),
-                "steps": self.steps.clone()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for key in ("exp_avg", "exp_avg_sq", "steps"):
-            target = getattr(self, key)
-            if state[key].shape != target.shape:
-                raise ValueError(f"optimizer state {key!r} has shape "
-                                 f"{tuple(state[key].shape)}, expected {tuple(target.shape)}")
-            target.copy_(state[key])
-
-
-class RowSGD:
-    """Plain SGD on given rows: ``param[rows] -= lr · grad_rows`` (lazy by construction).
-
-    Mostly for tests and diagnostics: the update reveals the gradient exactly.
-    """
-
-    def __init__(self, shape: tuple[int, ...], *, lr: float, dtype: torch.dtype,
-                 device: torch.device | str, **_: object) -> None:
-        if lr <= 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        self.lr, self.betas, self.eps = lr, (0.0, 0.0), 0.0
-        self.steps = torch.zeros(shape[0], dtype=torch.long, device=device)
-
-    @torch.no_grad()
-    def update(self, param: torch.Tensor, rows: torch.Tensor, grad_rows: torch.Tensor) -> None:
-        self.steps[rows] += 1
-        param[rows] = param[rows] - self.lr * grad_rows
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"steps": self.steps.clone()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.steps.copy_(state["steps"])
-
-
-ROW_OPTIMIZERS = {"adam": RowAdam, "sgd": RowSGD}
-
-
 def validate_offsets_config(num_examples, mode, lambda_null, lambda_amp, amp_sign, delta_cap,
-                            recompute_every) -> None:
-    """ValueError naming the field for a bad :class:`auxdpo.offsets.AuxOffsets` setting."""
+                            recompute_every, keys=None, null_weights="multiplicity") -> None:
+    """ValueError naming the field for a bad :class:`auxdpo.offsets.AuxOffsets` setting
+    (``keys``: its :class:`~auxdpo.offsets.keys.OffsetKeys`, if given); a warning for an
+    unbounded batch objective."""
     if not (isinstance(num_examples, int) and num_examples > 0):
         raise ValueError(f"num_examples must be a positive int, got {num_examples!r}")
     if mode not in MODES:
@@ -166,3 +96,12 @@ def validate_offsets_config(num_examples, mode, lambda_null, lambda_amp, amp_sig
                          f"(cap·tanh would leave N(A)); got {delta_cap!r} with mode={mode!r}")
     if not (isinstance(recompute_every, int) and recompute_every >= 0):
         raise ValueError(f"recompute_every must be an int >= 0, got {recompute_every!r}")
+    if keys is not None and keys.num_examples != num_examples:
+        raise ValueError(f"keys cover {keys.num_examples} rows, expected {num_examples}")
+    if null_weights not in NULL_WEIGHTS:
+        raise ValueError(f"null_weights must be one of {NULL_WEIGHTS}, got {null_weights!r}")
+    if null_weights != "multiplicity" and keys is not None and keys.prompts is None:
+        raise ValueError(f"null_weights={null_weights!r} needs keys with each slot's prompt")
+    if mode == "batch" and amp_sign < 0 and lambda_amp > 0 and delta_cap is None:
+        warnings.warn("amp_sign=-1 rewards ‖δ_B‖² without bound along the null space of "
+                      "A_B; set delta_cap to keep δ finite", RuntimeWarning, stacklevel=3)

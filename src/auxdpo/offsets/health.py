@@ -32,10 +32,9 @@ from collections.abc import Iterable, Iterator, Mapping
 import torch
 
 from auxdpo.offsets.collectives import broadcast_
-from auxdpo.offsets.micro_batch import occurrence_slots
 from auxdpo.offsets.products import ReferenceProducts
 
-__all__ = ["PROBE_PAIRS", "HealthMixin", "column_scales", "exact_column_scale",
+__all__ = ["PROBE_PAIRS", "ColumnScales", "column_scales", "exact_column_scale",
            "probe_score_norms", "scaled_residual", "take_probe_batches"]
 
 PROBE_PAIRS = 16
@@ -130,28 +129,40 @@ def scaled_residual(image_norm: float | torch.Tensor, delta_norm: float | torch.
     return float(image_norm) / denominator if denominator > 0 else 0.0
 
 
-class HealthMixin:
-    """ā and ā_B of :class:`auxdpo.offsets.AuxOffsets` (``column_scale``, ``occurrence_scale``;
-    None until measured)."""
+class ColumnScales:
+    """ā and ā_B of one :class:`auxdpo.offsets.AuxOffsets` (``column_scale``,
+    ``occurrence_scale``; None until measured): probed from score norms in the global and
+    batch modes (:meth:`probe`), exact from Aᵀ in projection mode (:meth:`set_exact`)."""
 
-    column_scale: float | None = None
-    occurrence_scale: float | None = None
+    def __init__(self) -> None:
+        self.column_scale: float | None = None
+        self.occurrence_scale: float | None = None
 
-    def _probe_column_scales(self, batches: list[Batch]) -> None:
+    @property
+    def measured(self) -> bool:
+        return self.column_scale is not None
+
+    def set_exact(self, jacobian_t: torch.Tensor) -> None:
+        """ā of an explicit Aᵀ ``(K, d)`` (:func:`exact_column_scale`)."""
+        self.column_scale = exact_column_scale(jacobian_t)
+
+    def probe(self, products: ReferenceProducts, batches: list[Batch],
+              occurrences: list[torch.Tensor], weights: torch.Tensor,
+              counts: torch.Tensor) -> None:
         """ā and ā_B from the first :data:`PROBE_PAIRS` pairs of ``batches`` (every process:
-        rank 0's, bit for bit)."""
+        rank 0's, bit for bit); ``occurrences``: each batch's ``(2B,)`` slots, ``weights``
+        ω and ``counts`` c ``(K,)``."""
         slots, norms, known = [], [], {}
         left = PROBE_PAIRS
-        for batch in batches:
+        for batch, occurrence in zip(batches, occurrences):
             if left <= 0:
                 break
-            occurrences = occurrence_slots(self.slots, self._batch_index(batch))
-            probed = probe_score_norms(self.products, batch, occurrences, left, known)
+            probed = probe_score_norms(products, batch, occurrence, left, known)
             slots.append(probed[0])
             norms.append(probed[1])
             left -= probed[0].numel() // 2
         if not slots:
             return
-        scales = column_scales(torch.cat(slots), torch.cat(norms), self.weights, self._counts)
-        packed = broadcast_(torch.tensor(scales, dtype=torch.float64, device=self.device))
+        scales = column_scales(torch.cat(slots), torch.cat(norms), weights, counts)
+        packed = broadcast_(torch.tensor(scales, dtype=torch.float64, device=weights.device))
         self.column_scale, self.occurrence_scale = (float(v) for v in packed)

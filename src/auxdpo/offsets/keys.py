@@ -24,14 +24,17 @@ occurrences of a pass over the data then add up to ω_k (the estimate stays unbi
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["KEYINGS", "NULL_WEIGHTS", "OffsetKeys", "coverage", "inactive_warning",
-           "keys_from_ids", "row_keys", "slot_weights"]
+from auxdpo.offsets.collectives import broadcast_
+
+__all__ = ["KEYINGS", "NULL_WEIGHTS", "OffsetKeys", "SlotWeights", "coverage",
+           "inactive_warning", "keys_from_ids", "row_keys", "slot_weights"]
 
 KEYINGS = ("response", "row")
 NULL_WEIGHTS = ("multiplicity", "reference", "prompt")
@@ -188,6 +191,64 @@ def slot_weights(keys: OffsetKeys, weighting: str,
     scores = (logps - top[prompts]).exp()
     totals = torch.zeros(groups, dtype=torch.float64).index_add_(0, prompts, scores)
     return per_prompt * scores / totals[prompts]
+
+
+class SlotWeights:
+    """ω ``(K,)`` of one offsets object and the factor f = ω/c its occurrences carry
+    (``weights`` None until set: the reference and prompt weightings are known only after a
+    pass over the data).
+
+    Args:
+        counts: c ``(K,)``, every slot's occurrences, in the offsets' dtype and device.
+    """
+
+    def __init__(self, counts: torch.Tensor) -> None:
+        self.counts = counts
+        self.weights: torch.Tensor | None = None
+        self.factors: torch.Tensor | None = None     # f = ω/c per occurrence (None: all 1)
+        self.unit = False                            # ω = 1 everywhere (row multiplicity)
+
+    def set(self, weights: torch.Tensor) -> None:
+        """Take ω (moved to the counts' dtype and device)."""
+        self.weights = weights.to(self.counts.device, self.counts.dtype)
+        factors = self.weights / self.counts
+        self.factors = None if torch.equal(factors, torch.ones_like(factors)) else factors
+        self.unit = bool(torch.all(self.weights == 1))
+
+    def per_occurrence(self, values: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """``values`` of occurrences of ``slots`` times their f (unchanged when f = 1)."""
+        return values if self.factors is None else values * self.factors[slots]
+
+    def measure(self, keys: OffsetKeys, weighting: str, reference_logps: torch.Tensor) -> None:
+        """Set ω of the reference/prompt weighting from log π_ref ``(K,)`` of every slot (NaN:
+        a slot the pass did not meet, refused); warns where ω underflows to 0."""
+        if bool(torch.isnan(reference_logps).any()):
+            raise ValueError(f"null_weights={weighting!r}: "
+                             f"{int(torch.isnan(reference_logps).sum())} slots are missing "
+                             "from the batches given to prepare()")
+        weights = slot_weights(keys, weighting, reference_logps).to(self.counts.device)
+        if bool((weights == 0).any()):
+            advice = ("use null_weights='prompt'" if weighting == "reference" else
+                      "they are far less likely under π_ref than another response to their "
+                      "prompt")
+            warnings.warn(f"null_weights={weighting!r}: ω underflows to 0 for "
+                          f"{int((weights == 0).sum())} of {weights.numel()} responses (π_ref "
+                          f"of long sequences), which leaves their δ unconstrained; {advice}",
+                          RuntimeWarning, stacklevel=4)
+        self.set(broadcast_(weights))          # every process: rank 0's ω, bit for bit
+
+    def load_state_dict(self, state: dict, weighting: str) -> None:
+        """Take ω from a checkpoint ``state`` (if it has one); ValueError if this run's ω
+        differs by more than 1e-6 relative (another reference model or data)."""
+        if "weights" not in state:
+            return
+        weights = state["weights"].to(self.counts.device, self.counts.dtype)
+        if self.weights is not None and not torch.allclose(weights, self.weights,
+                                                           rtol=1e-6, atol=0):
+            raise ValueError(f"state's constraint weights ω ({weighting}) differ from this "
+                             "run's by more than 1e-6 relative: another reference model or "
+                             "data")
+        self.set(weights)
 
 
 def coverage(keys: OffsetKeys) -> dict[str, float]:

@@ -1,6 +1,7 @@
-"""Per-micro-batch helpers of :class:`auxdpo.offsets.AuxOffsets` (kept apart so that the
-offsets' module stays readable): the micro-batch's products, the fused reference pass that
-files them for the step (:class:`FusedPassMixin`), and the slots of its responses."""
+"""Per-micro-batch helpers of :class:`auxdpo.offsets.AuxOffsets`: a batch's rows
+(:func:`batch_index`) and the slots of its responses (:func:`occurrence_slots`), its products
+for the step (:class:`BatchProducts`), and the queue in which the fused reference pass files
+them until the step (:class:`LinearizationQueue`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,33 @@ import torch
 
 from auxdpo.offsets.products import Linearization, ReferenceProducts
 
-__all__ = ["BatchProducts", "FusedPassMixin", "occurrence_slots"]
+__all__ = ["Batch", "BatchProducts", "LinearizationQueue", "batch_index", "check_index",
+           "occurrence_slots"]
 
 Batch = Mapping[str, torch.Tensor]
+
+
+def check_index(index: torch.Tensor, num_examples: int,
+                device: torch.device | str) -> torch.Tensor:
+    """``index`` as a flat long tensor on ``device``; ValueError if out of ``[0, n)``."""
+    index = torch.as_tensor(index, device=device).long().reshape(-1)
+    if index.numel() and (index.min() < 0 or index.max() >= num_examples):
+        raise ValueError(f"aux_index out of range [0, {num_examples}): "
+                         f"min {int(index.min())}, max {int(index.max())}")
+    return index
+
+
+def batch_index(batch: Batch, num_examples: int, device: torch.device | str) -> torch.Tensor:
+    """``(B,)`` the dataset rows of a preference batch (its ``aux_index``, checked against
+    its 2B rows and the dataset size n)."""
+    if "aux_index" not in batch:
+        raise ValueError("batch has no 'aux_index' (the dataset row of each example)")
+    index = check_index(batch["aux_index"], num_examples, device)
+    rows = batch["input_ids"].shape[0]
+    if rows != 2 * index.shape[0]:
+        raise ValueError(f"batch has {rows} rows but aux_index has {index.shape[0]} "
+                         "entries; expected 2B rows (B chosen, then B rejected)")
+    return index
 
 
 def occurrence_slots(slots: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -52,35 +77,31 @@ class BatchProducts:
             self.linear.release()
 
 
-class FusedPassMixin:
-    """The fused reference pass of :class:`auxdpo.offsets.AuxOffsets`: each micro-batch's
-    :class:`Linearization`, filed under its rows until :meth:`AuxOffsets.step` takes it."""
+class LinearizationQueue:
+    """The fused reference pass's products, filed per micro-batch until
+    :meth:`AuxOffsets.step` takes them: each micro-batch's :class:`Linearization` under its
+    rows, in order, with the version of the tangent it carries (a global mode's u version; a
+    linearization whose tangent went stale is not used)."""
 
-    def reference_logps(self, batch: Batch, captured=None) -> torch.Tensor:
-        """``(2B,)`` reference log-probs log π_θ₀ of a training micro-batch, from the products.
+    def __init__(self) -> None:
+        self._queues: dict[tuple[int, ...], list[tuple[int, Linearization]]] = {}
 
-        Fused path for a trainer whose loss needs the reference log-probs anyway: in global
-        mode the same pass carries the tangent u and gives A_Bᵀu (u is fixed until
-        :meth:`step`); the batch's prefix pass (truncated products) or graph
-        (``keep_reference_graph``) is kept, so :meth:`step` uses them for this micro-batch
-        instead of new passes. Call it before :meth:`accumulate` for the same batch.
-        ``captured``: the tail's inputs recorded from the policy's forward on this batch
-        (:meth:`auxdpo.offsets.tail.TailPlan.recording`); the frozen prefix then does not run again.
-        """
-        index = self._batch_index(batch)
-        tangent = None
-        if self.mode == "global" and torch.any(self.u != 0):
-            tangent = self.u.to(self.products.dtype)
-        keep = self.keep_reference_graph and self.mode != "projection"
-        linear = self.products.linearize(batch, tangent, keep_graph=keep, captured=captured)
-        if self.mode != "projection":
-            key = tuple(index.tolist())
-            self._linearized.setdefault(key, []).append((self._u_version, linear))
-        return linear.logps
+    def __len__(self) -> int:
+        """The number of linearizations filed and not yet taken."""
+        return sum(len(queue) for queue in self._queues.values())
 
-    def _take_linearization(self, index: torch.Tensor) -> Linearization | None:
-        queue = self._linearized.get(tuple(index.tolist()))
+    def file(self, index: torch.Tensor, linear: Linearization, version: int) -> None:
+        """File ``linear``, made for rows ``index`` with tangent version ``version``."""
+        self._queues.setdefault(tuple(index.tolist()), []).append((version, linear))
+
+    def take(self, index: torch.Tensor, version: int) -> Linearization | None:
+        """The oldest linearization filed for rows ``index`` (removed), if its tangent's
+        version is ``version``; else None."""
+        queue = self._queues.get(tuple(index.tolist()))
         if not queue:
             return None
-        version, linear = queue.pop(0)
-        return linear if version == self._u_version else None
+        filed, linear = queue.pop(0)
+        return linear if filed == version else None
+
+    def clear(self) -> None:
+        self._queues = {}

@@ -28,9 +28,11 @@ bit of the kernels, and because the fused CPU kernel's backward was slower in
 benchmarks/bench_penalty.py. On a GPU with long sequences pass ``False`` to keep the fused
 kernels' memory savings for the VJP (the JVP has no such choice).
 
-The function being differentiated (θ₀, the frozen rest, the tail) is
-:class:`auxdpo.offsets.reference.ReferenceFunction`; the difference-quotient JVPs are
-:mod:`auxdpo.offsets.differences`.
+:class:`ReferenceProducts` is composed of two parts: the function being differentiated (θ₀,
+the frozen rest, the tail; :class:`auxdpo.offsets.reference.ReferenceFunction`) and a JVP
+strategy object per ``jvp_method`` (:mod:`auxdpo.offsets.jvp` for the exact ones,
+:class:`auxdpo.offsets.differences.DifferenceJVP` for the difference quotients). The VJP, the
+Jacobian and the fused linearization are its own.
 """
 
 from __future__ import annotations
@@ -39,19 +41,19 @@ import warnings
 from collections.abc import Callable, Mapping
 
 import torch
-import torch.autograd.forward_ad as fwad
 
-from auxdpo.offsets.differences import DIFFERENCE_METHODS, DIFFERENCES, DifferenceJVPMixin
+from auxdpo.offsets.differences import DIFFERENCE_METHODS
+from auxdpo.offsets.jvp import JVP_METHODS, jvp_strategy
 from auxdpo.offsets.reference import ReferenceFunction, check_vector, eval_mode
-from auxdpo.offsets.tail import CapturedInputs
+from auxdpo.offsets.tail import CapturedInputs, TailPlan
 
 __all__ = ["DIFFERENCE_METHODS", "JVP_METHODS", "Linearization", "ReferenceProducts",
            "eval_mode"]
 
-JVP_METHODS = ("forward", "double-vjp", "finite-difference", "central-difference")
+Batch = Mapping[str, torch.Tensor]
 
 
-class ReferenceProducts(DifferenceJVPMixin, ReferenceFunction):
+class ReferenceProducts:
     """Products with A_B, the ``d × N`` matrix whose column j is ∇_θ log π_θ₀(a_j|s_j).
 
     θ are the trainable parameters (``d`` scalars in all) at the reference point θ₀ (their
@@ -66,7 +68,6 @@ class ReferenceProducts(DifferenceJVPMixin, ReferenceFunction):
         average: mean log-probs over completion tokens (IPO) instead of sums.
         snapshot: copy θ₀ (default). ``False`` reads the tensors live from ``model``; only for
             a model that stays at θ₀, e.g. a frozen reference copy (saves one copy of θ).
-        jacobian_chunk_size: rows of A_Bᵀ computed at once by ``jacobian`` (None: all).
         math_attention_vjp: run the VJP with math-backend attention (see the module notes).
         jvp_method: how A_Bᵀt is computed (see :meth:`logps_and_jvp`): ``"forward"``
             (default; exact, one forward-mode pass), ``"double-vjp"`` (exact, two backward
@@ -81,47 +82,118 @@ class ReferenceProducts(DifferenceJVPMixin, ReferenceFunction):
 
     def __init__(self, model: torch.nn.Module, param_names: list[str] | None = None, *,
                  average: bool = False, snapshot: bool = True,
-                 jacobian_chunk_size: int | None = None,
                  math_attention_vjp: bool = True, jvp_method: str = "forward",
                  truncate: bool = True) -> None:
         if jvp_method not in JVP_METHODS:
             raise ValueError(f"jvp_method must be one of {JVP_METHODS}, got {jvp_method!r}")
-        super().__init__(model, param_names, average=average, snapshot=snapshot)
-        self.jacobian_chunk_size = jacobian_chunk_size
+        self.function = ReferenceFunction(model, param_names, average=average,
+                                          snapshot=snapshot, truncate=truncate)
         self.math_attention_vjp = math_attention_vjp
         self.jvp_method = jvp_method
-        self._fd_gain: float | None = None      # last ‖A_Bᵀt‖/‖t‖ seen (difference methods)
-        if jvp_method in DIFFERENCES and torch.finfo(self.dtype).bits < 32:
-            raise ValueError(f"jvp_method {jvp_method!r} needs float32 or float64 parameters "
-                             f"(got {self.dtype}): a difference quotient in 16-bit arithmetic "
-                             "has no correct digits; use jvp_method='forward'")
-        self._find_tail(truncate)
+        self.strategy = jvp_strategy(jvp_method, self.function, math_attention_vjp)
+
+    # ---- the reference function's description --------------------------------------------
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.function.model
+
+    @property
+    def param_names(self) -> list[str]:
+        return self.function.param_names
+
+    @property
+    def average(self) -> bool:
+        return self.function.average
+
+    @property
+    def dim(self) -> int:
+        """d, the number of trainable scalars."""
+        return self.function.dim
+
+    @property
+    def reference(self) -> dict[str, torch.Tensor]:
+        """θ₀ as ``{name: tensor}`` (detached)."""
+        return self.function.reference
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.function.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.function.device
+
+    @property
+    def truncated(self) -> bool:
+        """True when the products run through the trainable tail only."""
+        return self.function.truncated
+
+    @property
+    def tail_plan(self) -> TailPlan | None:
+        """The trainable tail the products run through, or None (full model pass)."""
+        return self.function.tail_plan
+
+    @property
+    def share_prefix(self) -> bool:
+        """Whether tail inputs captured from the policy's forward are accepted (turns False
+        when the first such capture differs from the products' own)."""
+        return self.function.share_prefix
+
+    @share_prefix.setter
+    def share_prefix(self, value: bool) -> None:
+        self.function.share_prefix = bool(value)
+
+    @property
+    def difference_gain(self) -> float | None:
+        """The difference JVP's step-size state (last ‖A_Bᵀt‖/‖t‖; None before the first
+        call, and always for the exact methods). Saved in checkpoints so that a resumed run
+        takes the same steps."""
+        return self.strategy.gain
+
+    @difference_gain.setter
+    def difference_gain(self, value: float | None) -> None:
+        if self.strategy.reuses_primal:                 # only the difference quotients keep it
+            self.strategy.gain = None if value is None else float(value)
+
+    def flatten(self, tensors: list[torch.Tensor] | Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Concatenate per-parameter tensors (in ``param_names`` order) into a ``(d,)`` vector."""
+        return self.function.flatten(tensors)
+
+    def unflatten(self, vector: torch.Tensor) -> list[torch.Tensor]:
+        """Split a ``(d,)`` vector into tensors shaped like the trainable parameters."""
+        return self.function.unflatten(vector)
+
+    def logps(self, batch: Batch) -> torch.Tensor:
+        """``(N,)`` reference log-probs log π_θ₀(a_j|s_j) (no graph, dropout off)."""
+        return self.function.logps(batch)
 
     # ---- products ------------------------------------------------------------------------
 
-    def vjp(self, batch: Mapping[str, torch.Tensor], cotangent: torch.Tensor) -> torch.Tensor:
+    def vjp(self, batch: Batch, cotangent: torch.Tensor) -> torch.Tensor:
         """``A_B @ cotangent``: ``(N,) → (d,)``, one backward pass of Σ_j c_j log π_θ₀(a_j|s_j)."""
-        return self._vjp_of(self._prepare(batch), cotangent)
+        return self.vjp_of(self.function.prepare(batch), cotangent)
 
-    def jvp(self, batch: Mapping[str, torch.Tensor], tangent: torch.Tensor) -> torch.Tensor:
+    def jvp(self, batch: Batch, tangent: torch.Tensor) -> torch.Tensor:
         """``A_Bᵀ @ tangent``: ``(d,) → (N,)``."""
         return self.logps_and_jvp(batch, tangent)[1]
 
-    def logps_and_jvp(self, batch: Mapping[str, torch.Tensor], tangent: torch.Tensor
+    def logps_and_jvp(self, batch: Batch, tangent: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log π_θ₀(a_j|s_j), A_Bᵀ @ tangent)``, both ``(N,)``, from one product.
 
-        ``jvp_method="forward"`` (default): one forward-mode pass with ``torch.func.jvp``
-        (math attention). ``"double-vjp"``: with g(c) = A_B·c built by a backward pass that
-        keeps its graph (g is linear in c), A_Bᵀt = ∂⟨g(c), t⟩/∂c, a second backward pass.
+        ``jvp_method="forward"`` (default): one forward-mode pass (math attention).
+        ``"double-vjp"``: with g(c) = A_B·c built by a backward pass that keeps its graph (g is
+        linear in c), A_Bᵀt = ∂⟨g(c), t⟩/∂c, a second backward pass. The difference methods:
+        a plain forward and a quotient around it (:mod:`auxdpo.offsets.differences`).
         The primal comes for free, so a caller that needs the reference log-probs and A_Bᵀu
         for the same batch (u fixed within a step) can take both from one call.
         """
-        return self._jvp_of(self._prepare(batch), tangent)
+        return self.strategy.logps_and_jvp(self.function.prepare(batch), tangent)
 
-    def linearize(self, batch: Mapping[str, torch.Tensor], tangent: torch.Tensor | None = None,
+    def linearize(self, batch: Batch, tangent: torch.Tensor | None = None,
                   *, keep_graph: bool = False, captured: CapturedInputs | None = None
-                  ) -> "Linearization":
+                  ) -> Linearization:
         """One pass over ``batch`` giving its reference log-probs and, if ``tangent`` (d,) is
         given, A_Bᵀ·tangent; the returned object computes A_B·c and A_Bᵀ·t for the same batch
         later without running the frozen prefix again (it keeps the tail's input).
@@ -130,42 +202,29 @@ class ReferenceProducts(DifferenceJVPMixin, ReferenceFunction):
         tangents ride on it), so that the first ``vjp`` is a backward pass only; it holds the
         tail's activations until then. ``captured``: the tail's inputs recorded from the
         policy's forward on the same batch (:meth:`TailPlan.recording`), so that the frozen
-        prefix does not run again (see :meth:`_logps_fn`).
+        prefix does not run again (see :meth:`ReferenceFunction.logps_fn`).
         """
-        fn = self._prepare(batch, captured)
-        difference = self.jvp_method in DIFFERENCES
-        if not keep_graph:
-            if tangent is None or difference:
-                # Difference methods: the primal is the plain forward they difference against.
-                with torch.no_grad(), self._context(math_attention=not difference):
-                    logps = fn(*self.reference.values())
-                directional = None if tangent is None else self._difference(fn, tangent, logps)
-                return Linearization(self, fn, logps, directional)
-            return Linearization(self, fn, *self._jvp_of(fn, tangent))
-        leaves = [t.detach().requires_grad_(True) for t in self.reference.values()]
-        directional = None
-        # A difference quotient must see the same kernels at both points: default kernels.
-        use_math = not difference
-        with self._context(math_attention=use_math), torch.enable_grad():
-            if tangent is None or difference:
-                logps = fn(*leaves)
-            else:
-                with fwad.dual_level():
-                    duals = [fwad.make_dual(leaf, t) for leaf, t in
-                             zip(leaves, self._tangents(tangent, leaves))]
-                    logps, directional = fwad.unpack_dual(fn(*duals))
-                    directional = directional.detach().clone()
-        if difference and tangent is not None:
-            directional = self._difference(fn, tangent, logps.detach())
-        return Linearization(self, fn, logps, directional, graph=(logps, leaves))
+        fn = self.function.prepare(batch, captured)
+        strategy = self.strategy
+        if keep_graph:
+            leaves = [t.detach().requires_grad_(True) for t in self.reference.values()]
+            logps, directional = strategy.linearize_graph(fn, leaves, tangent)
+            return Linearization(self, fn, logps, directional, graph=(logps, leaves))
+        if tangent is not None and not strategy.reuses_primal:
+            return Linearization(self, fn, *strategy.logps_and_jvp(fn, tangent))
+        # No tangent, or a difference quotient around the plain forward it differences against.
+        with torch.no_grad(), self.function.context(math_attention=strategy.math_attention):
+            logps = fn(*self.reference.values())
+        directional = None if tangent is None else strategy.jvp_at(fn, tangent, logps)
+        return Linearization(self, fn, logps, directional)
 
-
-    # ---- products from a prepared log-prob function -------------------------------------
-
-    def _vjp_of(self, fn: Callable, cotangent: torch.Tensor, graph=None) -> torch.Tensor:
+    def vjp_of(self, fn: Callable, cotangent: torch.Tensor, graph=None) -> torch.Tensor:
+        """``A_B @ cotangent`` of a prepared log-prob function ``fn``
+        (:meth:`ReferenceFunction.prepare`); ``graph`` ``(logps, leaves)``: a kept graph to
+        run the backward pass on instead of a new forward."""
         if graph is None:
             theta = [t.detach().requires_grad_(True) for t in self.reference.values()]
-            with self._context(self.math_attention_vjp), torch.enable_grad():
+            with self.function.context(self.math_attention_vjp), torch.enable_grad():
                 logps = fn(*theta)
         else:
             logps, theta = graph
@@ -175,69 +234,35 @@ class ReferenceProducts(DifferenceJVPMixin, ReferenceFunction):
         grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, theta)]
         return self.flatten(grads)
 
-    def _jvp_of(self, fn: Callable, tangent: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        theta = tuple(self.reference.values())
-        if self.jvp_method in DIFFERENCES:
-            with torch.no_grad(), self._context(math_attention=False):
-                logps = fn(*theta)
-            return logps, self._difference(fn, tangent, logps)
-        tangents = self._tangents(tangent, theta)
-        if self.jvp_method == "forward":
-            # Dual tensors directly: the same products as torch.func.jvp, with less overhead
-            # (≈ 35% less time on the benchmarks' tiny models).
-            with self._context(math_attention=True), torch.no_grad(), fwad.dual_level():
-                duals = [fwad.make_dual(t, g) for t, g in zip(theta, tangents)]
-                logps, directional = fwad.unpack_dual(fn(*duals))
-                if directional is None:           # the log-probs do not depend on θ
-                    return logps.clone(), torch.zeros_like(logps)
-                return logps.clone(), directional.clone()
-        leaves = [t.detach().requires_grad_(True) for t in theta]
-        with self._context(self.math_attention_vjp), torch.enable_grad():
-            logps = fn(*leaves)
-            dummy = torch.zeros_like(logps, requires_grad=True)
-            grads = torch.autograd.grad(logps, leaves, grad_outputs=dummy, create_graph=True,
-                                        allow_unused=True)
-            pairs = [(g, t) for g, t in zip(grads, tangents) if g is not None and g.requires_grad]
-            if not pairs:
-                return logps.detach(), torch.zeros_like(logps.detach())
-            inner = sum((g * t).sum() for g, t in pairs)                   # ⟨A_B·c, t⟩
-            (directional,) = torch.autograd.grad(inner, dummy)
-        return logps.detach(), directional.detach()
-
-
-    def jacobian(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def jacobian(self, batch: Batch) -> torch.Tensor:
         """``A_Bᵀ`` explicitly: ``(N, d)``, row j = ∇_θ log π_θ₀(a_j|s_j).
 
         Batched with ``torch.func.jacrev`` (a vmap over the backward pass, math attention);
         falls back to N backward passes, with a warning, for models vmap cannot batch.
         """
         theta = tuple(self.reference.values())
-        fn = self._prepare(batch)
+        fn = self.function.prepare(batch)
         try:
-            with self._context(math_attention=True):
-                jac = torch.func.jacrev(fn, argnums=tuple(range(len(theta))),
-                                        chunk_size=self.jacobian_chunk_size)(*theta)
+            with self.function.context(math_attention=True):
+                jac = torch.func.jacrev(fn, argnums=tuple(range(len(theta))))(*theta)
             return torch.cat([j.reshape(j.shape[0], -1) for j in jac], dim=1)
         except (RuntimeError, NotImplementedError) as error:
             warnings.warn(f"batched Jacobian failed ({error}); using one backward pass per "
                           "response instead", RuntimeWarning, stacklevel=2)
             return self._jacobian_loop(batch)
 
-    def _jacobian_loop(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Reference implementation of :meth:`jacobian`: one backward pass per row."""
+    def _jacobian_loop(self, batch: Batch) -> torch.Tensor:
+        """:meth:`jacobian` by one backward pass per row."""
         theta = [t.detach().requires_grad_(True) for t in self.reference.values()]
         rows = []
-        with self._context(math_attention=True), torch.enable_grad():
-            logps = self._logps_fn(batch)(*theta)
+        with self.function.context(math_attention=True), torch.enable_grad():
+            logps = self.function.logps_fn(batch)(*theta)
             for j in range(logps.shape[0]):
                 grads = torch.autograd.grad(logps[j], theta, retain_graph=True,
                                             allow_unused=True)
                 rows.append(self.flatten(
                     [torch.zeros_like(t) if g is None else g for g, t in zip(grads, theta)]))
         return torch.stack(rows)
-
-
 
 
 class Linearization:
@@ -256,14 +281,18 @@ class Linearization:
     def vjp(self, cotangent: torch.Tensor) -> torch.Tensor:
         """``A_B @ cotangent`` ``(d,)``; the first call uses the kept graph, if any."""
         graph, self._graph = self._graph, None
-        return self.products._vjp_of(self._fn, cotangent, graph)
+        return self.products.vjp_of(self._fn, cotangent, graph)
 
     def jvp(self, tangent: torch.Tensor) -> torch.Tensor:
         """``A_Bᵀ @ tangent`` ``(N,)`` (a fresh pass through the tail; a difference method
         reuses this batch's reference log-probs as its base point)."""
-        if self.products.jvp_method in DIFFERENCES:
-            return self.products._difference(self._fn, tangent, self.logps)
-        return self.products._jvp_of(self._fn, tangent)[1]
+        return self.products.strategy.jvp_at(self._fn, tangent, self.logps)
+
+    @property
+    def holds_graph(self) -> bool:
+        """Whether the pass's autograd graph is still kept (until the first :meth:`vjp` or
+        :meth:`release`)."""
+        return self._graph is not None
 
     def release(self) -> None:
         """Drop the kept graph (if any) without using it."""

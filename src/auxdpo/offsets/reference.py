@@ -4,7 +4,7 @@
 taken at construction, or read live from a frozen copy), the frozen rest of the model, and
 the choice of path: the whole model, or only its trainable tail (:mod:`auxdpo.offsets.tail`),
 checked against the whole model on the first batch. Every evaluation runs the model through
-``torch.func.functional_call`` with θ substituted, in :meth:`ReferenceFunction._context`:
+``torch.func.functional_call`` with θ substituted, in :meth:`ReferenceFunction.context`:
 dropout off (:func:`eval_mode`), autocast off, optionally math-backend attention. The products
 themselves (VJP, JVP, Jacobian) are :class:`auxdpo.offsets.products.ReferenceProducts`.
 """
@@ -43,12 +43,11 @@ class ReferenceFunction:
     """θ (the trainable tensors, ``d`` scalars in all) ↦ the ``(N,)`` log-probs of a batch,
     around the reference point θ₀; the rest of the model frozen at its current values.
 
-    Args: see :class:`auxdpo.offsets.products.ReferenceProducts`, which calls
-    :meth:`_find_tail` once its own settings are checked.
+    Args: see :class:`auxdpo.offsets.products.ReferenceProducts`, which holds one.
     """
 
     def __init__(self, model: torch.nn.Module, param_names: list[str] | None = None, *,
-                 average: bool = False, snapshot: bool = True) -> None:
+                 average: bool = False, snapshot: bool = True, truncate: bool = True) -> None:
         named = dict(model.named_parameters())
         if param_names is None:
             param_names = [name for name, p in named.items() if p.requires_grad]
@@ -68,9 +67,7 @@ class ReferenceFunction:
         self.dim = int(sum(self.numels))
         self._snapshot = ({name: named[name].detach().clone() for name in self.param_names}
                           if snapshot else None)
-
-    def _find_tail(self, truncate: bool) -> None:
-        """Choose the path: the trainable tail when ``truncate`` and the model allows it."""
+        # The path: the trainable tail when ``truncate`` and the model allows it.
         self._tail, reason = find_tail(self.model, self.param_names) if truncate else (None, "off")
         self._tail_checked = self._tail is None
         self.share_prefix = True          # accept tail inputs captured from the policy's pass
@@ -134,7 +131,7 @@ class ReferenceFunction:
         """The trainable tail the products run through, or None (full model pass)."""
         return self._tail
 
-    def _logps_fn(self, batch: Mapping[str, torch.Tensor],
+    def logps_fn(self, batch: Mapping[str, torch.Tensor],
                   captured: CapturedInputs | None = None):
         """θ (as positional tensors in ``param_names`` order) ↦ ``(N,)`` reference log-probs.
 
@@ -173,12 +170,12 @@ class ReferenceFunction:
                 return self._full_logps_fn(batch)
         return logps
 
-    def _prepare(self, batch: Mapping[str, torch.Tensor],
+    def prepare(self, batch: Mapping[str, torch.Tensor],
                  captured: CapturedInputs | None = None) -> Callable:
-        """:meth:`_logps_fn` with the frozen prefix (if any) run on the default attention
+        """:meth:`logps_fn` with the frozen prefix (if any) run on the default attention
         kernels; the products then run the returned function in their own context."""
-        with self._context(math_attention=False):
-            return self._logps_fn(batch, captured)
+        with self.context(math_attention=False):
+            return self.logps_fn(batch, captured)
 
     def _check_tail(self, batch: Mapping[str, torch.Tensor], tail_fn) -> None:
         """First batch: the tail must reproduce the whole model's log-probs, else fall back."""
@@ -202,7 +199,7 @@ class ReferenceFunction:
                     plan.first, plan.num_blocks)
 
     @contextlib.contextmanager
-    def _context(self, math_attention: bool) -> Iterator[None]:
+    def context(self, math_attention: bool) -> Iterator[None]:
         """Dropout off, optionally math-backend attention, and autocast off (the products
         run in the model's own dtype even when called inside a mixed-precision region)."""
         with contextlib.ExitStack() as stack:
@@ -214,14 +211,15 @@ class ReferenceFunction:
 
     def logps(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``(N,)`` reference log-probs log π_θ₀(a_j|s_j) (no graph, dropout off)."""
-        with torch.no_grad(), self._context(math_attention=False):
-            return self._logps_fn(batch)(*self.reference.values())
+        with torch.no_grad(), self.context(math_attention=False):
+            return self.logps_fn(batch)(*self.reference.values())
 
-    def _tangents(self, tangent: torch.Tensor, like) -> tuple[torch.Tensor, ...]:
+    def tangents(self, tangent: torch.Tensor, like) -> tuple[torch.Tensor, ...]:
         return tuple(t.to(p) for t, p in zip(self.unflatten(tangent), like))
 
 
 def check_vector(name: str, vector: torch.Tensor, length: int) -> None:
+    """ValueError unless ``vector`` is ``(length,)``."""
     if vector.shape != (length,):
         raise ValueError(f"{name} has shape {tuple(vector.shape)}, expected ({length},) — "
                          "one entry per row of the batch (chosen rows, then rejected)")

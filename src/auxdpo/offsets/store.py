@@ -9,12 +9,14 @@ weights ω (multiplicity: ω_k = c_k, the slot's occurrences; ω = 1 under row k
 occurrence of slot k in a minibatch carries f_k = ω_k / c_k, so that one pass over the data
 adds up to A·δ.
 
-Modes (see docs/offsets.md for the derivations; each mode's penalty has its own module):
+Modes (see docs/offsets.md for the derivations; each mode is a constraint object in its own
+module, which :class:`AuxOffsets` holds and calls through one small interface,
+:mod:`auxdpo.offsets.constraints`):
 
 ``global``      the paper's empirical loss (Sec. 4.2): (1/n)Σℓ_i + λ‖Aδ/(2n)‖² over the whole
                 dataset, kept exact with u = A·δ: the batch's penalty gradient is
                 2λ/(2n)²·A_Bᵀu (one JVP), then u += A_B·Δδ_B (one VJP). Lazy row-wise Adam,
-                so that only the batch's rows of δ move. (:mod:`.global_mode`)
+                so that only the batch's rows of δ move. (:mod:`.global_mode`, :mod:`.rows`)
 ``batch``       the batchwise relaxation (Sec. 7.2), normalised like the mean DPO loss over
                 the global batch G: λ_null‖A_Bδ_B/(2G)‖² + amp_sign·λ_amp‖δ_B‖²/(2G).
                 (:mod:`.batch_mode`)
@@ -34,42 +36,47 @@ summed over processes (one all-reduce of an n×3 table that also marks the step'
 global mode's u += A_B·Δδ_B sums each process's VJP over the rows it owns (all-reduce of d
 floats); the batch mode's A_B·δ_B is all-reduced before its JVPs. Every process then applies
 the identical row update, so δ, its optimizer state and u stay equal everywhere.
+
+Composition: :class:`AuxOffsets` owns the slot map, ω, the pending micro-batches and the
+lifecycle, and holds its parts (the package's docstring, :mod:`auxdpo.offsets`, has the map).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Iterator
 
 import torch
 
-from auxdpo.offsets.batch_mode import BatchModeMixin
-from auxdpo.offsets.collectives import (
-    all_reduce_,
-    broadcast_,
-    check_engine_support,
-    combine_row_gradients,
-)
+from auxdpo.offsets.batch_mode import BatchConstraint
+from auxdpo.offsets.collectives import all_reduce_, check_engine_support
 from auxdpo.offsets.constraints import (
     MODES,
-    ROW_OPTIMIZERS,
+    StepInputs,
     check_projection_memory,
     validate_offsets_config,
 )
-from auxdpo.offsets.global_mode import GlobalModeMixin
-from auxdpo.offsets.health import HealthMixin, scaled_residual, take_probe_batches
-from auxdpo.offsets.keys import NULL_WEIGHTS, OffsetKeys, row_keys, slot_weights
-from auxdpo.offsets.micro_batch import Batch, BatchProducts, FusedPassMixin, occurrence_slots
-from auxdpo.offsets.prior import PriorMixin, prior_precision, slot_precision
-from auxdpo.offsets.products import Linearization, ReferenceProducts
-from auxdpo.offsets.projection import ProjectionMixin
-from auxdpo.offsets.state import OffsetsStateMixin
+from auxdpo.offsets.global_mode import GlobalConstraint
+from auxdpo.offsets.health import ColumnScales, scaled_residual, take_probe_batches
+from auxdpo.offsets.keys import OffsetKeys, SlotWeights, row_keys
+from auxdpo.offsets.micro_batch import (
+    Batch,
+    BatchProducts,
+    LinearizationQueue,
+    batch_index,
+    check_index,
+    occurrence_slots,
+)
+from auxdpo.offsets.prior import OffsetPrior
+from auxdpo.offsets.products import ReferenceProducts
+from auxdpo.offsets.projection import ProjectionConstraint
+from auxdpo.offsets.rows import RowOffsets, row_optimizer
 
 __all__ = ["MODES", "AuxOffsets"]
 
+Constraint = GlobalConstraint | BatchConstraint | ProjectionConstraint
 
-class AuxOffsets(FusedPassMixin, GlobalModeMixin, BatchModeMixin, ProjectionMixin, PriorMixin,
-                 HealthMixin, OffsetsStateMixin):
+
+class AuxOffsets:
     """δ over slots (one per row and side, or per unique response), its constraint mode,
     slot weights and optimizer.
 
@@ -122,113 +129,109 @@ class AuxOffsets(FusedPassMixin, GlobalModeMixin, BatchModeMixin, ProjectionMixi
                  keep_reference_graph: bool = False, keys: OffsetKeys | None = None,
                  null_weights: str = "multiplicity", delta_scale: float | None = None,
                  delta_half_count: float | None = None) -> None:
+        if isinstance(num_examples, int) and num_examples > 0 and keys is None:
+            keys = row_keys(num_examples)
         validate_offsets_config(num_examples, mode, lambda_null, lambda_amp, amp_sign,
-                                delta_cap, recompute_every)
-        keys = row_keys(num_examples) if keys is None else keys
-        if keys.num_examples != num_examples:
-            raise ValueError(f"keys cover {keys.num_examples} rows, expected {num_examples}")
-        if null_weights not in NULL_WEIGHTS:
-            raise ValueError(f"null_weights must be one of {NULL_WEIGHTS}, got {null_weights!r}")
-        if null_weights != "multiplicity" and keys.prompts is None:
-            raise ValueError(f"null_weights={null_weights!r} needs keys with each slot's prompt")
+                                delta_cap, recompute_every, keys, null_weights)
         check_engine_support(mode, getattr(products, "model", None))
-        if optimizer not in ROW_OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(ROW_OPTIMIZERS)}, "
-                             f"got {optimizer!r}")
-        self._optimizer_class = ROW_OPTIMIZERS[optimizer]
-        if mode == "batch" and amp_sign < 0 and lambda_amp > 0 and delta_cap is None:
-            warnings.warn("amp_sign=-1 rewards ‖δ_B‖² without bound along the null space of "
-                          "A_B; set delta_cap to keep δ finite", RuntimeWarning, stacklevel=2)
         if torch.finfo(dtype).bits < 32:
             dtype = torch.float32   # u accumulates many small updates: never in bf16/fp16
+        make_optimizer = row_optimizer(optimizer, lr=delta_lr, betas=betas, eps=eps,
+                                       dtype=dtype, device=products.device)
         self.num_examples, self.products, self.mode = num_examples, products, mode
         self.lambda_null, self.lambda_amp, self.amp_sign = lambda_null, lambda_amp, amp_sign
         self.delta_cap, self.recompute_every, self.dtype = delta_cap, recompute_every, dtype
         self.memory_budget_bytes = memory_budget_bytes
-        self.delta_scale, self.prior_precision = delta_scale, prior_precision(delta_scale)
+        self.delta_scale, self.delta_half_count = delta_scale, delta_half_count
         self.device = products.device
         self.keys, self.null_weights, self.num_slots = keys, null_weights, keys.num_slots
         self.slots = keys.slots.to(self.device)
-        self._counts = keys.counts().to(self.device, dtype)
-        self.delta_half_count = delta_half_count
-        self.slot_tau = slot_precision(self.prior_precision, self._counts, delta_half_count)
-        self.weights: torch.Tensor | None = None      # ω (K,); reference/prompt: in prepare()
-        self._factors: torch.Tensor | None = None     # f = ω/c per occurrence (None: all 1)
-        self._unit_weights = False                     # ω = 1 everywhere (row multiplicity)
+        counts = keys.counts().to(self.device, dtype)
+        self.slot_weights = SlotWeights(counts)       # ω; reference/prompt: set in prepare()
         if null_weights == "multiplicity":
-            self._set_weights(self._counts)
+            self.slot_weights.set(counts)
+        self.prior = OffsetPrior(delta_scale, delta_half_count, counts, self.slots)
+        self.health = ColumnScales()
+        self.linearizations = LinearizationQueue()    # the fused pass's, until step()
+        self.keep_reference_graph = keep_reference_graph
         self.num_steps = 0
         self._pending: list[Batch] = []
-        self.keep_reference_graph = keep_reference_graph
-        self._linearized: dict[tuple[int, ...], list[tuple[int, Linearization]]] = {}
-        self._u_version = 0                # bumped whenever u changes (fused JVPs go stale)
         self._dataset_batches: Iterable[Batch] | None = None
         self._last_metrics: dict[str, float] = {}
-        self._optimizer_args = {"lr": delta_lr, "betas": betas, "eps": eps, "dtype": dtype,
-                                "device": self.device}
         if mode == "projection":
             check_projection_memory(products.dim, self.num_slots, dtype, memory_budget_bytes)
-            self.jacobian_t: torch.Tensor | None = None       # Aᵀ, (K, d), set by prepare
-            self.basis = torch.zeros(self.num_slots, 0, dtype=dtype, device=self.device)
-            self.coef = torch.zeros(1, 0, dtype=dtype, device=self.device, requires_grad=True)
-            self.optimizer = self._optimizer_class((1, 0), **self._optimizer_args)
+            self.constraint: Constraint = ProjectionConstraint(
+                products, self.slots, self.slot_weights, self.health, make_optimizer,
+                self.num_slots, dtype)
         else:
-            self.raw = torch.zeros(self.num_slots, dtype=dtype, device=self.device,
-                                   requires_grad=True)
-            self.optimizer = self._optimizer_class((self.num_slots,), **self._optimizer_args)
-        self.u = (torch.zeros(products.dim, dtype=dtype, device=self.device)
-                  if mode == "global" else None)
+            rows = RowOffsets(self.num_slots, delta_cap, make_optimizer, dtype, self.device)
+            if mode == "global":
+                self.constraint = GlobalConstraint(
+                    rows, products, self.slots, self.slot_weights, lambda_null=lambda_null,
+                    recompute_every=recompute_every, dtype=dtype)
+            else:
+                self.constraint = BatchConstraint(
+                    rows, self.slot_weights, self.health, lambda_null=lambda_null,
+                    lambda_amp=lambda_amp, amp_sign=amp_sign, dtype=dtype)
+
+    # ---- the parts' state under the public names (AttributeError where a mode has none) ----
+
+    weights = property(lambda self: self.slot_weights.weights,
+                       doc="ω ``(K,)`` (None until prepare() for the reference/prompt weightings)")
+    optimizer = property(lambda self: self.constraint.optimizer,
+                         doc="δ's (or c's) lazy row-wise optimizer")
+    raw = property(lambda self: self.constraint.row_offsets.raw,
+                   doc="global/batch: the trained parameter ``(K,)``; δ = raw or cap·tanh(raw)")
+    u = property(lambda self: getattr(self.constraint, "u", None),
+                 doc="global: u = A·δ ``(d,)``; None in the other modes")
+    basis = property(lambda self: self.constraint.basis, doc="projection: Γ ``(K, K − rank)``")
+    coef = property(lambda self: self.constraint.coef,
+                    doc="projection: c ``(1, K − rank)``, the trained parameter (δ = Γc)")
+    jacobian_t = property(lambda self: self.constraint.jacobian_t,
+                          doc="projection: Aᵀ ``(K, d)`` (None before prepare())")
+    rank = property(lambda self: self.constraint.rank,
+                    doc="projection: rank(A) (None before prepare())")
+    prior_precision = property(lambda self: self.prior.precision,
+                               doc="τ = 1/σ² of the prior (0.0 without one)")
+    slot_tau = property(lambda self: self.prior.slot_tau,
+                        doc="τ, or τ_k ``(K,)`` with ``delta_half_count``")
+    column_scale = property(lambda self: self.health.column_scale,
+                            doc="ā (auxdpo.offsets.health; None until measured)")
+    occurrence_scale = property(lambda self: self.health.occurrence_scale,
+                                doc="ā_B (global/batch; None until measured)")
+
+    def prior_total(self, values: torch.Tensor) -> float:
+        """The prior's full value (1/2n)Σ_k τ_k δ_k² at offsets ``values`` ``(K,)``."""
+        return self.prior.total(values)
+
+    def prior_shares(self, index: torch.Tensor, chosen: torch.Tensor,
+                     rejected: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` each row's share (τ/2)·(δ_w²/c_w + δ_l²/c_l) of the prior, for dataset rows
+        ``index`` and their offsets ``chosen``, ``rejected`` in reward units (differentiable
+        in them). The mean over a batch estimates the prior's value without bias."""
+        return self.prior.shares(self._check_index(index), chosen, rejected)
 
     # ---- values ------------------------------------------------------------------------------
 
-    def _from_raw(self, raw: torch.Tensor) -> torch.Tensor:
-        return raw if self.delta_cap is None else self.delta_cap * torch.tanh(raw)
-
     def values(self) -> torch.Tensor:
         """The offsets of all slots, ``(K,)``, detached."""
-        with torch.no_grad():
-            if self.mode == "projection":
-                return self.basis @ self.coef[0]
-            return self._from_raw(self.raw).clone()
+        return self.constraint.values()
 
     def table(self) -> torch.Tensor:
         """Every row's offsets, ``(n, 2)`` (chosen, rejected), detached: ``values()[slots]``."""
         return self.values()[self.slots]
 
-    def _set_weights(self, weights: torch.Tensor) -> None:
-        self.weights = weights.to(self.device, self.dtype)
-        factors = self.weights / self._counts
-        self._factors = None if torch.equal(factors, torch.ones_like(factors)) else factors
-        self._unit_weights = bool(torch.all(self.weights == 1))
-
     def deltas(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(δ_chosen, δ_rejected), each ``(B,)``, of dataset rows ``index`` ``(B,)``.
-
-        Differentiable with respect to δ's own parameters (raw offsets or c).
-        """
-        slots = self.slots[self._check_index(index)]                    # (B, 2)
-        if self.mode == "projection":
-            rows = self.basis[slots] @ self.coef[0]                          # δ = Γc
-        else:
-            rows = self._from_raw(self.raw[slots])
+        """(δ_chosen, δ_rejected), each ``(B,)``, of dataset rows ``index`` ``(B,)``,
+        differentiable with respect to δ's own parameters (raw offsets or c)."""
+        rows = self.constraint.rows(self.slots[self._check_index(index)])      # (B, 2)
         return rows[:, 0], rows[:, 1]
 
     def _check_index(self, index: torch.Tensor) -> torch.Tensor:
-        index = torch.as_tensor(index, device=self.device).long().reshape(-1)
-        if index.numel() and (index.min() < 0 or index.max() >= self.num_examples):
-            raise ValueError(f"aux_index out of range [0, {self.num_examples}): "
-                             f"min {int(index.min())}, max {int(index.max())}")
-        return index
+        return check_index(index, self.num_examples, self.device)
 
     def _batch_index(self, batch: Batch) -> torch.Tensor:
-        if "aux_index" not in batch:
-            raise ValueError("batch has no 'aux_index' (the dataset row of each example)")
-        index = self._check_index(batch["aux_index"])
-        rows = batch["input_ids"].shape[0]
-        if rows != 2 * index.shape[0]:
-            raise ValueError(f"batch has {rows} rows but aux_index has {index.shape[0]} "
-                             "entries; expected 2B rows (B chosen, then B rejected)")
-        return index
+        return batch_index(batch, self.num_examples, self.device)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -250,21 +253,45 @@ class AuxOffsets(FusedPassMixin, GlobalModeMixin, BatchModeMixin, ProjectionMixi
             raise ValueError("recompute_every > 0 needs re-iterable batches in prepare() "
                              "(a DataLoader or a list, not an iterator)")
         probe: list[Batch] = []                        # the first batches (iterators: peeked)
-        if self.mode != "projection":
+        if not self.constraint.exact_scale:
             probe, batches = take_probe_batches(batches)
         if self.weights is None:
             self._reference_weights(batches)
-        if self.mode == "global":
-            self.recompute_u(batches)
-        elif self.mode == "projection":
-            self._build_null_space(batches)            # and ā, exactly
-        if self.mode != "projection":
+        self.constraint.prepare(batches)               # u = A·δ, or Aᵀ, Γ and ā
+        if not self.constraint.exact_scale:
             self._probe_column_scales(probe)
 
     def accumulate(self, batch: Batch) -> None:
         """Remember a micro-batch for this optimizer step's products (after its backward)."""
         self._batch_index(batch)
         self._pending.append(batch)
+
+    def reference_logps(self, batch: Batch, captured=None) -> torch.Tensor:
+        """``(2B,)`` reference log-probs log π_θ₀ of a training micro-batch, from the products.
+
+        Fused path for a trainer whose loss needs the reference log-probs anyway: in global
+        mode the same pass carries the tangent u and gives A_Bᵀu (u is fixed until
+        :meth:`step`); the batch's prefix pass (truncated products) or graph
+        (``keep_reference_graph``) is kept, so :meth:`step` uses them for this micro-batch
+        instead of new passes. Call it before :meth:`accumulate` for the same batch.
+        ``captured``: the tail's inputs recorded from the policy's forward on this batch
+        (:meth:`auxdpo.offsets.tail.TailPlan.recording`); the frozen prefix then does not run
+        again.
+        """
+        index = self._batch_index(batch)
+        constraint = self.constraint
+        keep = self.keep_reference_graph and constraint.fuses
+        linear = self.products.linearize(batch, constraint.tangent(), keep_graph=keep,
+                                         captured=captured)
+        if constraint.fuses:
+            self.linearizations.file(index, linear, constraint.version)
+        return linear.logps
+
+    def recompute_u(self, batches: Iterable[Batch] | None) -> None:
+        """u = A·δ from scratch (global mode, :meth:`GlobalConstraint.recompute_u`: ``batches``
+        cover every row whose δ ≠ 0); a no-op in the other modes."""
+        if self.mode == "global":
+            self.constraint.recompute_u(batches)
 
     def _reference_weights(self, batches: Iterable[Batch]) -> None:
         """ω of the reference/prompt weightings from log π_ref of every slot (one pass)."""
@@ -273,20 +300,12 @@ class AuxOffsets(FusedPassMixin, GlobalModeMixin, BatchModeMixin, ProjectionMixi
         for batch in batches:
             slots = occurrence_slots(self.slots, self._batch_index(batch))
             logps[slots] = self.products.logps(batch).to(torch.float64)
-        if bool(torch.isnan(logps).any()):
-            raise ValueError(f"null_weights={self.null_weights!r}: "
-                             f"{int(torch.isnan(logps).sum())} slots are missing from the "
-                             "batches given to prepare()")
-        weights = slot_weights(self.keys, self.null_weights, logps).to(self.device)
-        if bool((weights == 0).any()):
-            advice = ("use null_weights='prompt'" if self.null_weights == "reference" else
-                      "they are far less likely under π_ref than another response to their "
-                      "prompt")
-            warnings.warn(f"null_weights={self.null_weights!r}: ω underflows to 0 for "
-                          f"{int((weights == 0).sum())} of {weights.numel()} responses (π_ref "
-                          f"of long sequences), which leaves their δ unconstrained; {advice}",
-                          RuntimeWarning, stacklevel=3)
-        self._set_weights(broadcast_(weights))     # every process: rank 0's ω, bit for bit
+        self.slot_weights.measure(self.keys, self.null_weights, logps)
+
+    def _probe_column_scales(self, batches: list[Batch]) -> None:
+        occurrences = [occurrence_slots(self.slots, self._batch_index(b)) for b in batches]
+        self.health.probe(self.products, batches, occurrences, self.weights,
+                          self.slot_weights.counts)
 
     def step(self, global_batch_size: int) -> dict[str, float]:
         """Add the penalty's δ-gradient, step δ's optimizer on the accumulated slots only,
@@ -303,34 +322,34 @@ class AuxOffsets(FusedPassMixin, GlobalModeMixin, BatchModeMixin, ProjectionMixi
                              "accumulate(batch) after each micro-batch's backward")
         if self.weights is None:
             raise ValueError(f"null_weights={self.null_weights!r}: call prepare() first")
+        constraint = self.constraint
         batches, self._pending = self._pending, []
         indices = [self._batch_index(b) for b in batches]
-        linears = [self._take_linearization(i) for i in indices]
-        self._linearized = {}
+        linears = [self.linearizations.take(i, constraint.version) for i in indices]
+        self.linearizations.clear()
         local_size = global_batch_size
         global_batch_size = int(all_reduce_(torch.tensor([local_size], dtype=torch.long,
                                                          device=self.device)).item())
-        local_weight = local_size / global_batch_size       # this process's share of the mean
         occurrences = [occurrence_slots(self.slots, i) for i in indices]      # (2B,) each
-        if self.mode != "projection" and self.column_scale is None:
+        if not constraint.exact_scale and self.health.column_scale is None:
             self._probe_column_scales(batches)                 # prepare() was not called
-        if self.mode == "projection":
-            metrics = self._step_projection(occurrences, global_batch_size, local_weight)
-        else:
-            metrics = self._step_rows(batches, occurrences, global_batch_size, local_weight,
-                                      linears)
+        inputs = StepInputs(
+            products=[BatchProducts(self.products, b, lin) for b, lin in zip(batches, linears)],
+            occurrences=occurrences, global_batch_size=global_batch_size,
+            local_weight=local_size / global_batch_size,      # this process's share of the mean
+            prior=self.prior)
+        metrics = constraint.step(inputs)
         self.num_steps += 1
-        if (self.mode == "global" and self.recompute_every
-                and self.num_steps % self.recompute_every == 0):
-            self.recompute_u(self._dataset_batches)
+        constraint.after_step(self.num_steps, self._dataset_batches)
         values = self.values()
         delta = values[self.slots]
         margins = torch.cat([delta[i, 0] - delta[i, 1] for i in indices])
         metrics["aux/delta_norm"] = float(values.norm())
         metrics["aux/delta_margin"] = float(margins.mean())
-        if self.mode == "global":
-            metrics["aux/null_residual"] = scaled_residual(self.u.norm(), values.norm(),
-                                                           self.column_scale)
+        image = constraint.null_image()                        # global: ‖u‖ = ‖Aδ‖
+        if image is not None:
+            metrics["aux/null_residual"] = scaled_residual(image, values.norm(),
+                                                           self.health.column_scale)
         self._last_metrics = metrics
         return dict(metrics)
 
@@ -338,45 +357,44 @@ class AuxOffsets(FusedPassMixin, GlobalModeMixin, BatchModeMixin, ProjectionMixi
         """Metrics of the last step (empty before the first)."""
         return dict(self._last_metrics)
 
-    # ---- the row update of the global and batch modes ----------------------------------------
-    # Their penalties live in global_mode.py and batch_mode.py. Gradients are accumulated per occurrence straight into slot space (index_add over the
-    # batch's slots); an occurrence of slot k carries f_k = ω_k/c_k (skipped when f = 1).
+    # ---- checkpoint state --------------------------------------------------------------------
 
-    def _step_rows(self, batches: list[Batch], occurrences: list[torch.Tensor],
-                   global_batch_size: int, local_weight: float = 1.0,
-                   linears: list[Linearization | None] | None = None) -> dict[str, float]:
-        products = [BatchProducts(self.products, b, lin)
-                    for b, lin in zip(batches, linears or [None] * len(batches))]
-        with torch.no_grad():
-            delta = self._from_raw(self.raw)
-            penalty_grad = torch.zeros_like(delta)                   # ∂penalty/∂δ, (K,)
-            if self.mode == "global":
-                penalty = self._global_penalty_grad(products, occurrences, global_batch_size,
-                                                    penalty_grad)
-                metrics = {"aux/penalty": penalty}
-            else:
-                metrics = self._batch_penalty_grad(products, occurrences, global_batch_size,
-                                                   delta, penalty_grad)
-            if self.prior_precision:                                 # + (1/G)·τ·δ_k/c_k
-                metrics["aux/prior"] = self._add_prior_grad(delta, occurrences,
-                                                            global_batch_size, penalty_grad)
-            raw_grad = self.raw.grad if self.raw.grad is not None else torch.zeros_like(delta)
-            grad = raw_grad * local_weight + penalty_grad * self._ddelta_draw()  # cap's chain rule
-            grad, slots = combine_row_gradients(grad.view(-1, 1), occurrences, self.num_slots)
-            grad = grad.view(-1)
-            old = delta[slots]
-            self.optimizer.update(self.raw, slots, grad[slots])
-            self.raw.grad = None
-            if self.mode == "global":
-                change = torch.zeros_like(delta)
-                change[slots] = self._from_raw(self.raw[slots]) - old
-                self._add_to_u(products, occurrences, change)        # u += A_B·Δδ_B
-        return metrics
+    def state_dict(self) -> dict:
+        """δ's parameters, optimizer state, u (global), Γ (projection), the step count, the
+        keys (keying, weighting, slot map, ω), the prior's σ and the difference JVP's
+        step-size state."""
+        state = {"mode": self.mode, "num_examples": self.num_examples,
+                 "num_steps": self.num_steps, "keying": self.keys.keying,
+                 "null_weights": self.null_weights, "slots": self.slots.clone(),
+                 **self.prior.state_dict()}
+        if self.weights is not None:
+            state["weights"] = self.weights.clone()
+        state.update(self.constraint.state_dict())   # optimizer; raw (and u), or coef, basis
+        # The difference JVP's step size follows ‖A_Bᵀt‖/‖t‖ of the previous call; restoring
+        # it makes a resumed run take the same steps as an uninterrupted one.
+        state["jvp_gain"] = self.products.difference_gain
+        return state
 
-    def _ddelta_draw(self) -> torch.Tensor | float:
-        if self.delta_cap is None:
-            return 1.0
-        return self.delta_cap * (1 - torch.tanh(self.raw.detach()) ** 2)
-
-    def _per_occurrence(self, values: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        return values if self._factors is None else values * self._factors[slots]
+    def load_state_dict(self, state: dict, *, recompute: bool | None = None) -> None:
+        """Restore :meth:`state_dict`. In global mode u is then recomputed from scratch when
+        ``recompute`` is True, or None and :meth:`prepare` was given re-iterable batches.
+        The keys must match; ω is taken from the state (exact resume)."""
+        for key, expected in (("mode", self.mode), ("num_examples", self.num_examples),
+                              ("keying", self.keys.keying),
+                              ("null_weights", self.null_weights)):
+            if state.get(key) != expected:
+                raise ValueError(f"state {key}={state.get(key)!r} does not match {expected!r}")
+        self.prior.load_state_dict(state)                    # warns if σ or c½ changed
+        if not torch.equal(state["slots"].cpu(), self.slots.cpu()):
+            raise ValueError("state's slot map differs from this data's: the checkpoint's "
+                             "offsets key other rows or responses (different data, order or "
+                             "tokenizer)")
+        self.slot_weights.load_state_dict(state, self.null_weights)
+        self._pending = []
+        self.linearizations.clear()
+        self.num_steps = int(state["num_steps"])
+        self.constraint.load_state_dict(state)
+        if "jvp_gain" in state:
+            self.products.difference_gain = state["jvp_gain"]
+        if recompute or (recompute is None and self._dataset_batches is not None):
+            self.recompute_u(self._dataset_batches)

@@ -258,8 +258,9 @@ def test_state_round_trip_and_mismatches(world, mode):
         make(world, **kwargs).load_state_dict(shuffled)
 
 
-def test_state_saved_before_keying_loads_as_row_keys():
-    """A state of the (n, 2) row layout (δ, moments, one step count per row) resumes."""
+def test_state_saved_before_keying_is_refused():
+    """A state of the old (n, 2) row layout (no keying recorded) is not read: 0.1 has no
+    states from before slot keying to resume."""
     world = _world(comparison_rows(num_prompts=1))
     row = AuxOffsets(world["n"], ReferenceProducts(world["model"]), mode="global",
                      dtype=F64, delta_lr=0.1)
@@ -270,16 +271,11 @@ def test_state_saved_before_keying_loads_as_row_keys():
     legacy = {k: v for k, v in state.items()
               if k not in ("keying", "null_weights", "slots", "weights")}
     legacy["raw"] = state["raw"].view(n, 2)
-    optimizer = state["optimizer"]
-    legacy["optimizer"] = {"exp_avg": optimizer["exp_avg"].view(n, 2),
-                           "exp_avg_sq": optimizer["exp_avg_sq"].view(n, 2),
-                           "steps": optimizer["steps"][::2].clone()}
     resumed = AuxOffsets(n, ReferenceProducts(world["model"]), mode="global", dtype=F64,
                          delta_lr=0.1)
-    resumed.load_state_dict(legacy)
-    _steps(row, world, seed=6)
-    _steps(resumed, world, seed=6)
-    assert torch.equal(resumed.values(), row.values())
+    with pytest.raises(ValueError, match="keying=None"):
+        resumed.load_state_dict(legacy)
+    assert torch.equal(resumed.values(), torch.zeros(2 * n, dtype=F64))
 
 
 def test_unique_responses_give_the_row_layout(world):
@@ -349,3 +345,24 @@ def test_slot_weights_by_hand_count_every_prompt_once():
                                4 * logps.exp(), rtol=1e-13, atol=0)
     want = torch.tensor([4 * 0.5, 4 * 0.3, 4 * 0.2, 4 * 0.2, 4 * 0.8], dtype=torch.float64)
     torch.testing.assert_close(slot_weights(keys, "prompt", logps), want, rtol=1e-13, atol=0)
+
+
+def test_slot_weights_factors_and_checkpoint():
+    """f = ω/c per occurrence: None when ω = c (multiplicity), else applied per slot; a state's
+    ω is taken when it agrees to 1e-6 and refused otherwise."""
+    from auxdpo.offsets.keys import SlotWeights
+
+    counts = torch.tensor([1.0, 2.0, 4.0], dtype=F64)
+    weights = SlotWeights(counts)
+    weights.set(counts)
+    assert weights.factors is None and not weights.unit
+    values, slots = torch.tensor([1.0, 1.0, 1.0], dtype=F64), torch.tensor([2, 0, 2])
+    assert weights.per_occurrence(values, slots) is values
+    weights.set(torch.tensor([2.0, 1.0, 1.0], dtype=F64))
+    assert weights.per_occurrence(values, slots).tolist() == [0.25, 2.0, 0.25]
+    weights.load_state_dict({"weights": torch.tensor([2.0, 1.0, 1.0 + 1e-9])}, "prompt")
+    with pytest.raises(ValueError, match="differ"):
+        weights.load_state_dict({"weights": torch.tensor([2.0, 1.0, 1.1])}, "prompt")
+    ones = SlotWeights(torch.ones(2, dtype=F64))
+    ones.set(torch.ones(2))
+    assert ones.unit and ones.factors is None

@@ -6,8 +6,8 @@ The trainer-level tests (``slow``: about 390 s on 2 cores) launch ``tests/dist_t
 with ``torchrun --nproc_per_node 2`` (gloo on CPU), with ``accelerate launch --config_file
 examples/accelerate/ddp_cpu.yaml``, with ``zero2_cpu.yaml`` (DeepSpeed ZeRO-2; skipped when
 deepspeed is not installed) and with plain ``python``:
-``.venv/bin/pytest -q -m slow tests/offsets/test_offsets_collectives.py``. Unit level (default suite):
-``.venv/bin/pytest -q tests/offsets/test_offsets_collectives.py``.
+``.venv/bin/pytest -q -m slow tests/offsets/test_collectives.py``. Unit level (default suite):
+``.venv/bin/pytest -q tests/offsets/test_collectives.py``.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def test_fused_equals_separate_passes(world, mode, keep):
                 _micro_step(offsets, select(dataset, half), 6, is_fused)
             offsets.step(6)
         assert_close(fused.table(), plain.table(), ops=100)
-        assert not fused._linearized
+        assert len(fused.linearizations) == 0      # the step took or dropped them all
     assert fused.table().abs().max() > 1e-3
     if mode == "global":
         assert_close(fused.u, plain.u, ops=100)
@@ -99,3 +99,37 @@ def test_reference_logps_needs_aux_index(world):
     del batch["aux_index"]
     with pytest.raises(ValueError, match="aux_index"):
         offsets.reference_logps(batch)
+
+
+def test_linearization_queue_takes_in_order_and_drops_stale_tangents():
+    """Filed per rows, taken oldest first; a linearization made under another tangent version
+    is taken (and so dropped) but not returned; clear() empties the queue."""
+    from auxdpo.offsets.micro_batch import LinearizationQueue
+
+    queue = LinearizationQueue()
+    first, second, third = object(), object(), object()
+    rows, other = torch.tensor([3, 1]), torch.tensor([0])
+    queue.file(rows, first, version=1)
+    queue.file(rows, second, version=1)
+    queue.file(other, third, version=0)
+    assert len(queue) == 3
+    assert queue.take(rows, 1) is first
+    assert queue.take(other, 1) is None                  # stale: made for version 0
+    assert queue.take(torch.tensor([1, 3]), 1) is None   # other rows (order matters)
+    assert len(queue) == 1
+    queue.clear()
+    assert len(queue) == 0 and queue.take(rows, 1) is None
+
+
+def test_batch_index_and_occurrence_slots():
+    from auxdpo.offsets.micro_batch import batch_index, check_index, occurrence_slots
+
+    batch = {"aux_index": torch.tensor([[2], [0]]), "input_ids": torch.zeros(4, 3)}
+    index = batch_index(batch, 5, "cpu")
+    assert index.tolist() == [2, 0]
+    slots = torch.tensor([[0, 1], [2, 3], [4, 4], [5, 6], [7, 8]])     # row 2: one response
+    assert occurrence_slots(slots, index).tolist() == [4, 0, 4, 1]    # chosen, then rejected
+    with pytest.raises(ValueError, match="out of range"):
+        check_index(torch.tensor([5]), 5, "cpu")
+    with pytest.raises(ValueError, match="2B rows"):
+        batch_index(dict(batch, input_ids=torch.zeros(3, 3)), 5, "cpu")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from auxdpo.offsets import AuxOffsets
 from auxdpo.offsets.keys import keys_from_ids, slot_weights
-from auxdpo.offsets.prior import PriorMixin, prior_precision
+from auxdpo.offsets.prior import OffsetPrior, prior_precision
 from auxdpo.offsets.products import ReferenceProducts
 from offsets_fixtures import (
     brute_force_dataset_matrix,
@@ -179,7 +179,7 @@ def test_no_prior_runs_no_prior_code(small, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("prior code ran without a prior")
 
-    monkeypatch.setattr(PriorMixin, "_add_prior_grad", refuse)
+    monkeypatch.setattr(OffsetPrior, "add_grad", refuse)
     for mode in ("global", "batch", "projection"):
         offsets = _make(small, mode=mode, lambda_null=1.0 if mode != "projection" else 0.0)
         assert offsets.prior_precision == 0.0
@@ -219,3 +219,18 @@ def test_bad_scales_are_refused(scale, small):
     with pytest.raises(ValueError, match="delta_scale"):
         AuxOffsets(small["n"], ReferenceProducts(small["model"]), keys=small["keys"],
                    delta_scale=scale)
+
+
+def test_prior_object_values_and_resume_warning():
+    """OffsetPrior: τ_k = τ(1 + c½/c_k), total (1/2n)Στ_kδ_k² by hand, its state round trip,
+    and a warning when a checkpoint's σ differs."""
+    counts = torch.tensor([1.0, 3.0, 2.0, 2.0], dtype=F64)
+    prior = OffsetPrior(0.5, 1.0, counts, torch.tensor([[0, 1], [2, 3]]))
+    assert prior.active and prior.precision == 4.0
+    torch.testing.assert_close(prior.slot_tau, 4.0 * (1 + 1 / counts), rtol=1e-15, atol=0)
+    values = torch.tensor([1.0, -1.0, 0.5, 0.0], dtype=F64)
+    assert prior.total(values) == pytest.approx((8 * 1 + 16 / 3 * 1 + 6 * 0.25) / 4, rel=1e-12)
+    prior.load_state_dict(prior.state_dict())                # same σ, c½: silent
+    with pytest.warns(RuntimeWarning, match="σ = 0.7"):
+        prior.load_state_dict({"delta_scale": 0.7, "delta_half_count": 1.0})
+    assert not OffsetPrior(None, None, counts, torch.zeros(2, 2, dtype=torch.long)).active
