@@ -1,4 +1,4 @@
-"""Trainer-level run for tests/offsets/test_collectives.py, launched by ``torchrun`` or
+"""Trainer-level run for tests/offsets/test_offsets_collectives.py, launched by ``torchrun`` or
 ``accelerate launch --config_file examples/accelerate/ddp_cpu.yaml`` (W processes) or plain
 ``python`` (1 process): AuxDPOTrainer on a tiny float64 GPT-2 for each listed
 method/mode, the GLOBAL batch fixed (per-process batch = global / W), then rank 0 saves the

@@ -1,4 +1,4 @@
-"""Shared by tests/offsets/test_collectives.py: a schedule of AuxOffsets steps run either by one
+"""Shared by tests/offsets/test_offsets_collectives.py: a schedule of AuxOffsets steps run either by one
 process on the global batches or by W processes (gloo, CPU) on their shares of them.
 
 The schedule lists, per step, the dataset rows of each rank; the 1-process run takes their

@@ -23,7 +23,7 @@ is held by τ alone. Everything above holds with τ_k in place of τ. A step on 
 (1/G)·τ·δ_k/c_k to slot k for every occurrence of k among its rows: the scale (1/G) of the mean
 loss, i.e. (n/G) times the row's part of the full gradient. One pass over the data meets slot
 k c_k times and adds (1/G)·τ·δ_k = (n/G)·∂/∂δ_k (τ/2n)Σδ², and uniformly drawn batches
-estimate the full gradient without bias (tests/offsets/test_prior.py checks an
+estimate the full gradient without bias (tests/offsets/test_offsets_prior.py checks an
 epoch's sum against autograd of the full objective).
 
 :class:`OffsetPrior`, held by :class:`auxdpo.offsets.AuxOffsets`, gives the gradient (added to δ's
