@@ -94,6 +94,23 @@ def unit_rows(matrix: torch.Tensor, rtol: float | None = None) -> torch.Tensor:
                        torch.zeros_like(matrix))
 
 
+def _left_singular(matrix: torch.Tensor, rtol: float | None
+                   ) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """Thin SVD of ``matrix``ᵀ (``matrix`` ``(k, n)``): (U ``(n, min(k, n))``, rank, the matrix
+    as computed), the rank counting singular values above ``rtol · s_max`` (default
+    ``rtol = max(k, n) · eps(dtype)``)."""
+    m = matrix if isinstance(matrix, torch.Tensor) and matrix.is_floating_point() else \
+        torch.as_tensor(matrix, dtype=DTYPE)
+    if m.ndim != 2:
+        raise ValueError(f"matrix must be 2-d, got shape {tuple(m.shape)}")
+    if rtol is None:
+        rtol = max(m.shape) * torch.finfo(m.dtype).eps
+    left, singular, _ = torch.linalg.svd(m.T, full_matrices=False)
+    threshold = rtol * singular.max() if singular.numel() else 0.0
+    rank = int((singular > threshold).sum()) if singular.numel() else 0
+    return left, rank, m
+
+
 def null_space(matrix: torch.Tensor, rtol: float | None = None) -> tuple[torch.Tensor, int]:
     """``(Γ, r)``: an orthonormal basis Γ ``(n, n − r)`` of N(matrix) and r = rank(matrix), for
     ``matrix`` ``(k, n)``.
@@ -103,25 +120,24 @@ def null_space(matrix: torch.Tensor, rtol: float | None = None) -> tuple[torch.T
     columns with the orthogonal complement of its span (the rest of N(matrix)). Default
     ``rtol = max(k, n) · eps(dtype)``. A floating-point ``matrix`` keeps its dtype (float32 in,
     float32 out, with float32's ε); anything else is converted to float64. This is the one
-    null-space implementation: AuxDPO's projection mode (:mod:`auxdpo.offsets.projection`)
-    and the lab's solvers both call it.
+    null-space implementation: AuxDPO's projection mode (:mod:`auxdpo.offsets.projection`),
+    the lab's solvers and, through :func:`row_space`, the oracle's projector call it.
     """
-    m = matrix if isinstance(matrix, torch.Tensor) and matrix.is_floating_point() else \
-        torch.as_tensor(matrix, dtype=DTYPE)
-    if m.ndim != 2:
-        raise ValueError(f"matrix must be 2-d, got shape {tuple(m.shape)}")
-    transpose = m.T                                             # (n, k)
-    rows, cols = transpose.shape
-    if rtol is None:
-        rtol = max(rows, cols) * torch.finfo(m.dtype).eps
-    left, singular, _ = torch.linalg.svd(transpose, full_matrices=False)
-    threshold = rtol * singular.max() if singular.numel() else 0.0
-    rank = int((singular > threshold).sum()) if singular.numel() else 0
+    left, rank, m = _left_singular(matrix, rtol)
+    cols, rows = m.shape                                        # (k, n)
     pieces = [left[:, rank:]]
     if cols < rows:
         complete, _ = torch.linalg.qr(left, mode="complete")
         pieces.append(complete[:, cols:])
     return torch.cat(pieces, dim=1), rank
+
+
+def row_space(matrix: torch.Tensor, rtol: float | None = None) -> tuple[torch.Tensor, int]:
+    """``(V, r)``: an orthonormal basis V ``(n, r)`` of the row space of ``matrix`` ``(k, n)``,
+    the complement of :func:`null_space`'s Γ (same SVD, same rank). The projector onto
+    N(matrix) is I − V Vᵀ, which is cheaper than Γ Γᵀ when r ≪ n."""
+    left, rank, _ = _left_singular(matrix, rtol)
+    return left[:, :rank], rank
 
 
 def null_space_basis(matrix: torch.Tensor, rtol: float | None = None) -> torch.Tensor:

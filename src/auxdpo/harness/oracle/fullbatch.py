@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from auxdpo.geometry import unit_rows
+from auxdpo.geometry import row_space, unit_rows
 from auxdpo.harness.lab.problems import PairTable, PreferenceProblem
 from auxdpo.harness.oracle.capacity import FlatCapacity
 from auxdpo.harness.oracle.cells import cell_setup, exact_rlhf, method_variants
@@ -156,12 +156,10 @@ def fit_auxdpo_rows(log_probs, problem: EmpiricalProblem, sample: PairSample,
         ref = log_probs(theta0)[:S].reshape(-1)
     ref_w, ref_l = ref[w_idx], ref[l_idx]
     if mode == "projection":
-        _, sing, vh = torch.linalg.svd(unit_rows(M), full_matrices=False)
-        rank = int((sing > max(M.shape) * torch.finfo(DTYPE).eps * float(sing.max())).sum())
-        basis = vh[:rank]                                        # row space of M, (r, 2n)
+        basis, _ = row_space(unit_rows(M))                      # row space of M, (2n, r)
 
         def delta_of(c):
-            return c - basis.T @ (basis @ c)
+            return c - basis @ (basis.T @ c)
     elif mode == "global":
         def delta_of(c):
             return c

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from auxdpo.geometry import base_weights, fisher_matrix, local_rlhf_step, unit_rows
+from auxdpo.geometry import base_weights, fisher_matrix, local_rlhf_step, row_space, unit_rows
 from auxdpo.harness.lab.problems import PreferenceProblem
 from auxdpo.harness.oracle.lbfgs import (
     DTYPE,
@@ -87,7 +87,8 @@ class NullProjector:
     """Π, the orthogonal projector onto N(A_ρ,θ₀) ∩ {per-state sums 0} ⊂ R^{S·A}.
 
     Rows are rescaled to unit norm before the SVD (numerically zero rows stay zero), as in the
-    lab's offset basis, so the rank tolerance (max(rows, cols)·ε·σ_max) treats both blocks alike.
+    lab's offset basis, so the rank tolerance (max(rows, cols)·ε·σ_max) treats both blocks alike;
+    the row space comes from :func:`auxdpo.geometry.row_space` (the one null-space SVD).
 
     ``support`` ``(S·A,)`` bool (finite samples: the responses seen in the data) restricts δ to
     those entries, zero elsewhere: Π projects onto {δ: δ = 0 off the support} ∩ N(A_ρ) ∩ {per
@@ -109,18 +110,16 @@ class NullProjector:
             state_sums = torch.nn.functional.one_hot(state_of, num_states).T.to(DTYPE)
             state_sums = state_sums / state_sums.sum(1, keepdim=True).clamp_min(1).sqrt()
         rows = torch.cat([unit_rows(A_rho), state_sums])
-        _, s, vh = torch.linalg.svd(rows, full_matrices=False)
-        tol = max(rows.shape) * torch.finfo(DTYPE).eps * float(s.max())
-        self.rank = int((s > tol).sum())
-        self.row_space = vh[:self.rank]                       # (rank, K), orthonormal rows
+        basis, self.rank = row_space(rows)                     # (K, rank), orthonormal columns
+        self.row_space = basis
         self.size = m
         self.null_dim = rows.shape[1] - self.rank
 
     def __call__(self, c: torch.Tensor) -> torch.Tensor:
         if self.columns is None:
-            return c - self.row_space.T @ (self.row_space @ c)     # δ ∈ N(A_ρ): paper Sec. 4.2
+            return c - self.row_space @ (self.row_space.T @ c)     # δ ∈ N(A_ρ): paper Sec. 4.2
         sub = c.index_select(0, self.columns)
-        sub = sub - self.row_space.T @ (self.row_space @ sub)
+        sub = sub - self.row_space @ (self.row_space.T @ sub)
         return c.new_zeros(self.size).index_copy(0, self.columns, sub)
 
 
