@@ -42,9 +42,7 @@ def test_a_plain_oracle_run_uses_the_trainers_defaults():
 @pytest.mark.parametrize("flag, other, option", [
     ("--aux-delta-scale", "0.25", "delta_scale"),
     ("--aux-delta-half-count", "4", "half_count"),
-    pytest.param("--aux-delta-half-count", "none", "half_count", marks=pytest.mark.xfail(
-        strict=True, reason="cells._variant_name adds no suffix for half_count None, so the "
-                            "variant without a count-dependent prior is also named 'auxdpo'")),
+    ("--aux-delta-half-count", "none", "half_count"),   # named auxdpo-const
     ("--aux-null-weights", "multiplicity", "weights")])
 def test_in_a_sweep_only_the_trainers_defaults_are_plain_auxdpo(flag, other, option):
     """A sweep over one option names its variants apart, except the one with the trainer's

@@ -131,7 +131,9 @@ def _variant_name(config, options: dict) -> str:
                  else f"-sigma{scale:g}")
     if len(finite.delta_half_counts) > 1:
         half = options["half_count"]
-        name += "" if half is None else f"-half{half:g}"
+        # A constant variance keeps the sweep's names (auxdpo-sigma2, ...) unless that would
+        # leave the plain name, which belongs to the defaults.
+        name += f"-half{half:g}" if half is not None else "-const" if name == "auxdpo" else ""
     if len(config.aux_modes) > 1:
         name += f"-{options['mode']}"
     if "lambda_null" in options and len(config.lambdas) > 1:
