@@ -1,0 +1,291 @@
+"""The local (large-β) model of DPO, AuxDPO and RLHF on a data set's own responses.
+
+Around θ₀ the policy is log-linear in its scores: log π_θ(a|s) − log π_θ₀(a|s) ≈ g_aᵀ(θ − θ₀),
+g_a = ∇log π_θ₀(a|s) (paper Sec. 3–4). On the K unique responses of the data (prompt p(k),
+scores A = [g_k], d × K) and a reward r̂ fitted to the comparisons, with x = β(θ − θ₀):
+
+* **RLHF** (Eq. 5): x maximises E_π[r̂] − β·KL to second order: the D-weighted least-squares
+  fit of r̂ by Aᵀx, D_k = ρ(s)·π̃₀(a_k|s) (ρ uniform over prompts, π̃₀ = π_θ₀ renormalised over
+  the prompt's observed responses), up to a constant per prompt.
+* **DPO**: the logistic loss Σ count·ℓ((g_i − g_j)ᵀx) on the comparisons, labelled by r̂
+  (p = σ(r̂_i − r̂_j)), minimised exactly: in the log-linear class DPO's loss depends on θ only
+  through x, so this is DPO's solution there, whatever β. It projects r̂ with the pair
+  counts' weights, not the policy's: misspecified when r̂ is not representable (Sec. 4.1).
+* **AuxDPO**: the same with offsets δ on the margins (exact minimiser), δ in the null space of Σ_k D_k δ_k g_k
+  (the trainer's ``aux_null_weights: prompt``) and the Gaussian prior Σ_k τ_k δ_k² of
+  :mod:`auxdpo.offsets.prior`. With identified comparisons, full support and no prior its
+  step is RLHF's.
+
+Each method's predicted gain is the first-order change of E_π̃[r̂] along its step; the
+prediction reported is gain / RLHF's gain (1: the RLHF step's; < 0: r̂'s expectation falls).
+Everything runs in K-space: the scores enter through coordinates Z (r × K) of A's row space
+(A = U Z, U orthonormal; :func:`score_coordinates`), so the cost is that of K, not of d.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from auxdpo.geometry import null_space
+
+__all__ = ["Comparisons", "LocalPrediction", "bootstrap_gaps", "centered", "fit_reward",
+           "local_model", "policy_weights", "reward_precision", "score_coordinates"]
+
+DTYPE = torch.float64
+
+
+@dataclass(frozen=True)
+class Comparisons:
+    """Pairwise comparisons over K responses.
+
+    ``prompt`` ``(K,)``: each response's prompt (0 … P − 1). ``first``, ``second`` ``(M,)``:
+    the two responses of each pair; ``pref`` ``(M,)``: the probability that the first is
+    preferred (1 for a hard label); ``count`` ``(M,)``: the pair's weight.
+    """
+
+    prompt: torch.Tensor
+    first: torch.Tensor
+    second: torch.Tensor
+    pref: torch.Tensor
+    count: torch.Tensor = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self):
+        object.__setattr__(self, "prompt", torch.as_tensor(self.prompt).long())
+        object.__setattr__(self, "first", torch.as_tensor(self.first).long())
+        object.__setattr__(self, "second", torch.as_tensor(self.second).long())
+        object.__setattr__(self, "pref", torch.as_tensor(self.pref, dtype=DTYPE))
+        count = torch.ones_like(self.pref) if self.count is None else \
+            torch.as_tensor(self.count, dtype=DTYPE)
+        object.__setattr__(self, "count", count)
+        m = self.first.numel()
+        if not (self.second.numel() == self.pref.numel() == self.count.numel() == m):
+            raise ValueError("first, second, pref and count must have one entry per pair")
+        if m and (int(torch.maximum(self.first, self.second).max()) >= self.num_responses
+                  or int(torch.minimum(self.first, self.second).min()) < 0):
+            raise ValueError("a pair names a response outside prompt's range")
+
+    @property
+    def num_responses(self) -> int:
+        return self.prompt.numel()
+
+    @property
+    def num_prompts(self) -> int:
+        return int(self.prompt.max()) + 1 if self.prompt.numel() else 0
+
+    def sides(self) -> torch.Tensor:
+        """``(K,)``: how many pair sides each response fills (its c_k)."""
+        both = torch.cat([self.first, self.second])
+        return torch.bincount(both, minlength=self.num_responses).to(DTYPE)
+
+
+@dataclass
+class LocalPrediction:
+    """What the local model predicts for one data set (see the module's docstring)."""
+
+    predicted_gap: dict[str, float]     # gain / RLHF's gain, per method ("dpo", "auxdpo")
+    step_cosine: float                  # cos(DPO's step, RLHF's step) in parameter space
+    rank: int                           # rank of the prompt-centred scores
+    identified: int                     # reward directions the comparisons identify
+    null_dim: int                       # identified − rank: where DPO can be misspecified
+    steps: dict[str, torch.Tensor]      # y per method (x = β(θ − θ₀) = U y)
+    offsets: torch.Tensor               # AuxDPO's δ (K,)
+
+
+def reward_precision(comparisons: Comparisons, scale: float | None,
+                     half_count: float | None) -> torch.Tensor:
+    """τ_k of the offsets' Gaussian prior: (1 + c½/c_k)/σ² (c_k: pair sides; 1/σ² without
+    c½; 0 without σ) — :func:`auxdpo.offsets.prior.slot_precision`'s values."""
+    k = comparisons.num_responses
+    if scale is None:
+        return torch.zeros(k, dtype=DTYPE)
+    tau = torch.full((k,), 1.0 / float(scale) ** 2, dtype=DTYPE)
+    if half_count is not None:
+        tau = tau * (1 + float(half_count) / comparisons.sides().clamp_min(1))
+    return tau
+
+
+def fit_reward(comparisons: Comparisons, tau: torch.Tensor) -> torch.Tensor:
+    """r̂ ``(K,)``: the Bradley–Terry reward of the comparisons with the Gaussian prior τ,
+    argmin Σ_m count·[−p log σ(r_i − r_j) − (1 − p) log σ(r_j − r_i)] + ½Σ_k τ_k r_k²
+    (convex; L-BFGS). Responses with τ_k = 0 need comparisons that do not separate them."""
+    from scipy.optimize import minimize
+
+    i, j = comparisons.first.numpy(), comparisons.second.numpy()
+    p, n = comparisons.pref.numpy(), comparisons.count.numpy()
+    t = tau.numpy()
+
+    def objective(r):
+        z = r[i] - r[j]
+        loss = n * (p * np.logaddexp(0.0, -z) + (1 - p) * np.logaddexp(0.0, z))
+        grad_z = n * (1.0 / (1.0 + np.exp(-z)) - p)               # d loss / dz
+        grad = t * r
+        np.add.at(grad, i, grad_z)
+        np.add.at(grad, j, -grad_z)
+        return float(loss.sum() + 0.5 * (t * r * r).sum()), grad
+
+    start = np.zeros(comparisons.num_responses)
+    result = minimize(objective, start, jac=True, method="L-BFGS-B",
+                      options={"maxiter": 5000, "gtol": 1e-10, "ftol": 1e-14})
+    return torch.as_tensor(result.x, dtype=DTYPE)
+
+
+def policy_weights(prompt: torch.Tensor, logp0: torch.Tensor) -> torch.Tensor:
+    """D ``(K,)``: ρ(s)·π̃₀(a|s), ρ uniform over the prompts present, π̃₀ = π_θ₀ renormalised
+    over each prompt's observed responses (log-space, so long responses do not underflow)."""
+    prompt = torch.as_tensor(prompt).long()
+    logp0 = torch.as_tensor(logp0, dtype=DTYPE)
+    groups = int(prompt.max()) + 1
+    top = torch.full((groups,), -math.inf, dtype=DTYPE).scatter_reduce(
+        0, prompt, logp0, reduce="amax")
+    mass = torch.exp(logp0 - top[prompt])
+    total = torch.zeros(groups, dtype=DTYPE).index_add(0, prompt, mass)
+    present = int((total > 0).sum())
+    return mass / total[prompt] / present
+
+
+def centered(values: torch.Tensor, prompt: torch.Tensor, weights: torch.Tensor
+             ) -> torch.Tensor:
+    """``values`` (``(K,)`` or ``(r, K)``) minus their ``weights``-mean over each prompt."""
+    groups = int(prompt.max()) + 1
+    matrix = values.reshape(-1, values.shape[-1])
+    total = torch.zeros(groups, dtype=DTYPE).index_add(0, prompt, weights)
+    sums = torch.zeros(matrix.shape[0], groups, dtype=DTYPE).index_add(
+        1, prompt, matrix * weights)
+    means = sums / total.clamp_min(torch.finfo(DTYPE).tiny)
+    return (matrix - means[:, prompt]).reshape(values.shape)
+
+
+def score_coordinates(gram: torch.Tensor, rtol: float | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """From G = AᵀA ``(K, K)``: coordinates Z ``(r, K)`` with ZᵀZ = G (A = U Z, U with
+    orthonormal columns), and the map M ``(K, r)`` with U = A M (a step y is θ − θ₀ = A M y/β).
+    Eigenvalues under ``rtol``·max (default K·ε·… of the eigensolver) are dropped."""
+    gram = torch.as_tensor(gram, dtype=DTYPE)
+    values, vectors = torch.linalg.eigh(0.5 * (gram + gram.T))
+    top = float(values.max()) if values.numel() else 0.0
+    tol = (gram.shape[0] * torch.finfo(DTYPE).eps if rtol is None else rtol) * max(top, 0.0)
+    keep = values > tol
+    values, vectors = values[keep], vectors[:, keep]
+    root = values.sqrt()
+    return (vectors * root).T.contiguous(), vectors / root
+
+
+def _lstsq(design: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Minimum-norm least squares (SVD; rank tolerance max(shape)·ε·s_max)."""
+    if design.numel() == 0:
+        return torch.zeros(design.shape[1], dtype=DTYPE)
+    u, s, vh = torch.linalg.svd(design, full_matrices=False)
+    keep = s > max(design.shape) * torch.finfo(DTYPE).eps * float(s.max())
+    return vh[keep].T @ ((u[:, keep].T @ target) / s[keep])
+
+
+def _logistic_fit(design: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
+                  penalty: torch.Tensor | None = None) -> torch.Tensor:
+    """argmin_v Σ_m count·[−p log σ(u_m·v) − (1 − p) log σ(−u_m·v)] + ½vᵀ·penalty·v, from
+    v = 0 (L-BFGS; its iterates stay in the span of the rows and the penalty, so flat
+    directions stay at 0). Soft labels p ∈ (0, 1) keep the minimiser finite."""
+    from scipy.optimize import minimize
+
+    u, p, n = design.numpy(), labels.numpy(), count.numpy()
+    h = None if penalty is None else penalty.numpy()
+
+    def objective(v):
+        m = u @ v
+        value = float((n * (p * np.logaddexp(0.0, -m) + (1 - p) * np.logaddexp(0.0, m))).sum())
+        grad = u.T @ (n * (1.0 / (1.0 + np.exp(-m)) - p))
+        if h is not None:
+            hv = h @ v
+            value += 0.5 * float(v @ hv)
+            grad = grad + hv
+        return value, grad
+
+    if design.shape[1] == 0:
+        return torch.zeros(0, dtype=DTYPE)
+    result = minimize(objective, np.zeros(design.shape[1]), jac=True, method="L-BFGS-B",
+                      options={"maxiter": 20000, "maxcor": 50, "gtol": 1e-12, "ftol": 0.0})
+    return torch.as_tensor(result.x, dtype=DTYPE)
+
+
+def _components(comparisons: Comparisons) -> int:
+    """Connected components of the comparison graph over the K responses."""
+    parent = list(range(comparisons.num_responses))
+
+    def root(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in zip(comparisons.first.tolist(), comparisons.second.tolist()):
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[ra] = rb
+    return len({root(a) for a in range(comparisons.num_responses)})
+
+
+def local_model(coords: torch.Tensor, comparisons: Comparisons, reward: torch.Tensor,
+                weights: torch.Tensor, tau: torch.Tensor) -> LocalPrediction:
+    """The local model's steps for RLHF, DPO and AuxDPO (module docstring) from score
+    coordinates ``coords`` Z ``(r, K)``, the fitted reward, the policy weights D and the
+    offsets' prior precisions τ."""
+    z = torch.as_tensor(coords, dtype=DTYPE)
+    prompt = comparisons.prompt
+    reward = torch.as_tensor(reward, dtype=DTYPE)
+    weights = torch.as_tensor(weights, dtype=DTYPE)
+    zc, rc = centered(z, prompt, weights), centered(reward, prompt, weights)
+    root = weights.sqrt()
+    y_rlhf = _lstsq((zc * root).T, rc * root)
+    i, j = comparisons.first, comparisons.second
+    labels = torch.sigmoid(reward[i] - reward[j])            # r̂'s preference on each pair
+    diffs = (z[:, i] - z[:, j]).T                                              # (M, r)
+    y_dpo = _logistic_fit(diffs, labels, comparisons.count)
+    gamma, _ = null_space(z * weights[None, :])                              # (K, q)
+    design = torch.cat([diffs, gamma[i] - gamma[j]], dim=1)
+    penalty = torch.zeros(design.shape[1], design.shape[1], dtype=DTYPE)
+    penalty[z.shape[0]:, z.shape[0]:] = (gamma * tau[:, None]).T @ gamma       # Γᵀ diag(τ) Γ
+    solution = _logistic_fit(design, labels, comparisons.count, penalty)
+    y_aux, offsets = solution[:z.shape[0]], gamma @ solution[z.shape[0]:]
+    gain = zc @ (weights * rc)                                                # (r,)
+    rlhf_gain = float(gain @ y_rlhf)
+    gaps = {name: (float(gain @ y) / rlhf_gain if rlhf_gain > 0 else math.nan)
+            for name, y in (("dpo", y_dpo), ("auxdpo", y_aux))}
+    norms = float(y_dpo.norm() * y_rlhf.norm())
+    cosine = float(y_dpo @ y_rlhf) / norms if norms > 0 else math.nan
+    rank = int(torch.linalg.matrix_rank(zc.T)) if zc.numel() else 0
+    identified = comparisons.num_responses - _components(comparisons)
+    return LocalPrediction(gaps, cosine, rank, identified, max(0, identified - rank),
+                           {"rlhf": y_rlhf, "dpo": y_dpo, "auxdpo": y_aux}, offsets)
+
+
+def bootstrap_gaps(coords: torch.Tensor, comparisons: Comparisons, weights: torch.Tensor,
+                   scale: float | None, half_count: float | None, rounds: int,
+                   seed: int = 0) -> dict[str, list[float]]:
+    """Predicted gaps over ``rounds`` resamplings of the prompts (with replacement): r̂ refitted
+    and every step recomputed on each resample (a prompt drawn m times counts m times)."""
+    generator = torch.Generator().manual_seed(seed)
+    prompts = comparisons.num_prompts
+    out: dict[str, list[float]] = {"dpo": [], "auxdpo": []}
+    for _ in range(rounds):
+        draw = torch.bincount(torch.randint(prompts, (prompts,), generator=generator),
+                              minlength=prompts).to(DTYPE)
+        keep = draw[comparisons.prompt] > 0                                   # responses
+        index = torch.nonzero(keep).flatten()
+        new_id = torch.full((comparisons.num_responses,), -1, dtype=torch.long)
+        new_id[index] = torch.arange(index.numel())
+        pairs = keep[comparisons.first] & keep[comparisons.second]
+        _, prompt = torch.unique(comparisons.prompt[index], return_inverse=True)
+        sample = Comparisons(prompt, new_id[comparisons.first[pairs]],
+                             new_id[comparisons.second[pairs]], comparisons.pref[pairs],
+                             comparisons.count[pairs] * draw[comparisons.prompt[
+                                 comparisons.first[pairs]]])
+        w = weights[index] * draw[comparisons.prompt[index]]
+        tau = reward_precision(sample, scale, half_count)
+        reward = fit_reward(sample, tau)
+        result = local_model(coords[:, index], sample, reward, w / w.sum(), tau)
+        for name in out:
+            out[name].append(result.predicted_gap[name])
+    return out
