@@ -1,6 +1,6 @@
 """One prepared GPU check (docs/walkthrough_qwen3.md, "GPU check"): ``scripts/gpu_check.sh``.
 
-    scripts/gpu_check.sh --out summary.json            # on a machine with a GPU (≈ 5 min, estimate)
+    scripts/gpu_check.sh --out summary.json            # on a machine with a GPU (≈ 5 min, estimate; with auxdpo diagnose on each model)
     scripts/gpu_check.sh --dry-run --out summary.json  # the same checks on the CPU, tiny widths
 
 Builds random-weight models of the real architecture classes (``Qwen3ForCausalLM``,
@@ -23,6 +23,10 @@ ones take 15-40 s per run on a CPU). Weights are bf16 and the trainer runs with 
 * ``projection`` (only the final norm trains, so the null space of A is not empty): δ moved,
   ‖Aδ‖ ≤ float32 round-off with the stored A, and ≤ bf16 round-off with A·δ taken afresh by
   the reference's VJP (far below the value for a random δ, recorded beside it).
+
+Then ``auxdpo diagnose`` on each model with LoRA (rank 4, last block) over 16 pairs: the report
+is complete and finite and names one of the four verdicts; its wall time and peak memory are
+recorded (``--diagnose skip`` leaves it out).
 
 Then the existing DDP/CUDA exactness check, ``tests/dist_gpu_check.py`` (float64: CPU vs 1
 GPU, with ≥ 2 GPUs also torchrun and accelerate DDP), unless ``--ddp skip``. Step times and
@@ -283,6 +287,48 @@ def projection_checks(trainer, delta) -> list[dict]:
     ]
 
 
+def diagnose_run(model_name: str, args, out: Path) -> dict:
+    """``auxdpo diagnose`` on the model with LoRA (rank 4, last block), as a 0.6B user would
+    run it: the report is complete and finite, and its cost is recorded."""
+    import math
+
+    import torch
+    import train_helpers
+
+    from auxdpo.diagnose.run import diagnose_trainer
+    from auxdpo.train.config import AuxDPOConfig
+    from auxdpo.train.trainer import AuxDPOTrainer
+
+    device = "cpu" if args.dry_run else "cuda"
+    model = build_model(model_name, tiny=args.tiny, device=device, vocab_size=args.vocab_size)
+    config = AuxDPOConfig(
+        output_dir=str(out / f"{model_name}-diagnose"), method="auxdpo", capacity="lora:4",
+        per_device_train_batch_size=BATCH, beta=0.1, max_length=64, report_to=[],
+        save_strategy="no", use_cpu=args.dry_run, bf16=True, gradient_checkpointing=False,
+        disable_tqdm=True, metrics_file=None)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    trainer = AuxDPOTrainer(model, args=config, train_dataset=train_helpers.dataset(16),
+                            processing_class=train_helpers.tokenizer())
+    report = diagnose_trainer(trainer, bootstrap=3, show_progress=False)
+    seconds = time.perf_counter() - started
+    numbers = [report["step_cosine"], report["linearisation_error"], report["score_shift"],
+               *report["predicted_gap"].values()]
+    checks = [
+        check("report_finite", all(math.isfinite(x) for x in numbers),
+              predicted_gap=report["predicted_gap"], step_cosine=report["step_cosine"],
+              linearisation_error=report["linearisation_error"]),
+        check("verdict_known", report["verdict"] in
+              ("auxdpo-helps", "same", "data-too-thin", "not-local"), verdict=report["verdict"]),
+    ]
+    return {"model": model_name, "method": "diagnose", "seconds": round(seconds, 2),
+            "parameters": report["parameters"], "responses": report["unique_responses"],
+            "peak_memory_bytes": (torch.cuda.max_memory_allocated()
+                                  if torch.cuda.is_available() else None),
+            "checks": checks}
+
+
 def ddp_check(args, out: Path) -> dict:
     """tests/dist_gpu_check.py, its per-comparison results read from its --json file."""
     script = ROOT / "tests" / "dist_gpu_check.py"
@@ -318,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ddp", choices=("run", "skip"), default="run",
                         help="run tests/dist_gpu_check.py (dry run: its CPU launches, ≈ 3 min)")
     parser.add_argument("--work", default=None, help="folder for the runs (default: a temp dir)")
+    parser.add_argument("--diagnose", choices=("run", "skip"), default="run",
+                        help="auxdpo diagnose on each model with LoRA (its cost recorded)")
     args = parser.parse_args(argv)
     import torch
 
@@ -343,6 +391,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{model_name} {method}: {status} "
                       + " ".join(c["name"] for c in record["checks"] if not c["passed"]),
                       flush=True)
+        for model_name in args.models.split(","):
+            if args.diagnose == "skip":
+                break
+            try:
+                record = diagnose_run(model_name, args, work)
+            except Exception as error:  # noqa: BLE001 - recorded as a failed check
+                record = {"model": model_name, "method": "diagnose",
+                          "checks": [check("runs", False, error=repr(error)[-2000:])]}
+            runs.append(record)
+            status = "OK" if all(c["passed"] for c in record["checks"]) else "FAIL"
+            print(f"{model_name} diagnose: {status}", flush=True)
         ddp = ddp_check(args, work) if args.ddp == "run" else \
             check("ddp", True, skipped=True, reason="--ddp skip")
         print(f"ddp: {'OK' if ddp['passed'] else 'FAIL'}", flush=True)
@@ -361,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                           **{k: (TINY if args.tiny else MODELS[name][1])[k]
                              for k in ("hidden_size", "num_hidden_layers")}}
                    for name in args.models.split(",")},
-        "methods": args.methods.split(","),
+        "methods": args.methods.split(",") + (["diagnose"] if args.diagnose == "run" else []),
         "wall_s": round(time.perf_counter() - started, 1),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "runs": runs, "ddp": ddp,

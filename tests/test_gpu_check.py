@@ -49,7 +49,13 @@ def _assert_runs(summary):
     assert summary["models"]["qwen3"]["real_vocab_size"] == 151936
     assert summary["models"]["llama3"]["real_vocab_size"] == 128256
     runs = {(r["model"], r["method"]): r for r in summary["runs"]}
-    assert set(runs) == {(m, k) for m in MODELS for k in METHODS}
+    assert set(runs) == {(m, k) for m in MODELS for k in (*METHODS, "diagnose")}
+    for model in MODELS:                      # auxdpo diagnose with LoRA on the real classes
+        run = runs.pop((model, "diagnose"))
+        checks = {c["name"]: c for c in run["checks"]}
+        assert set(checks) == {"report_finite", "verdict_known"}, model
+        assert all(c["passed"] for c in checks.values()), (model, checks)
+        assert run["parameters"] > 0 and run["responses"] == 32 and run["seconds"] > 0
     for (model, method), run in runs.items():
         checks = {c["name"]: c for c in run["checks"]}
         assert set(checks) == COMMON | AUX.get(method, set()), (model, method)

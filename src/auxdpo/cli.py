@@ -20,6 +20,7 @@ __all__ = ["build_parser", "main"]
 COMMAND_MODULES = (
     "auxdpo.harness.lab.cli",
     "auxdpo.train.cli",
+    "auxdpo.diagnose.cli",
     "auxdpo.data.cli",
     "auxdpo.harness.evaluation.cli",
     "auxdpo.harness.protocol.cli",

@@ -168,6 +168,15 @@ class ReferenceProducts:
         """``(N,)`` reference log-probs log π_θ₀(a_j|s_j) (no graph, dropout off)."""
         return self.function.logps(batch)
 
+    def logps_at(self, batch: Batch, step: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` log-probs at θ₀ + ``step`` (a ``(d,)`` vector over the trainable tensors;
+        the rest of the model at θ₀), no graph: the exact counterpart of
+        ``logps(batch) + A_Bᵀ·step``."""
+        theta = [t + s.to(t) for t, s in zip(self.reference.values(), self.unflatten(step))]
+        fn = self.function.prepare(batch)
+        with torch.no_grad(), self.function.context(math_attention=False):
+            return fn(*theta)
+
     # ---- products ------------------------------------------------------------------------
 
     def vjp(self, batch: Batch, cotangent: torch.Tensor) -> torch.Tensor:
@@ -234,13 +243,16 @@ class ReferenceProducts:
         grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, theta)]
         return self.flatten(grads)
 
-    def jacobian(self, batch: Batch) -> torch.Tensor:
-        """``A_Bᵀ`` explicitly: ``(N, d)``, row j = ∇_θ log π_θ₀(a_j|s_j).
+    def jacobian(self, batch: Batch, step: torch.Tensor | None = None) -> torch.Tensor:
+        """``A_Bᵀ`` explicitly: ``(N, d)``, row j = ∇_θ log π_θ₀(a_j|s_j); with ``step`` the
+        same at θ₀ + step (how far the scores move along a step).
 
         Batched with ``torch.func.jacrev`` (a vmap over the backward pass, math attention);
         falls back to N backward passes, with a warning, for models vmap cannot batch.
         """
         theta = tuple(self.reference.values())
+        if step is not None:
+            theta = tuple(t + s.to(t) for t, s in zip(theta, self.unflatten(step)))
         fn = self.function.prepare(batch)
         try:
             with self.function.context(math_attention=True):
@@ -249,11 +261,11 @@ class ReferenceProducts:
         except (RuntimeError, NotImplementedError) as error:
             warnings.warn(f"batched Jacobian failed ({error}); using one backward pass per "
                           "response instead", RuntimeWarning, stacklevel=2)
-            return self._jacobian_loop(batch)
+            return self._jacobian_loop(batch, theta)
 
-    def _jacobian_loop(self, batch: Batch) -> torch.Tensor:
-        """:meth:`jacobian` by one backward pass per row."""
-        theta = [t.detach().requires_grad_(True) for t in self.reference.values()]
+    def _jacobian_loop(self, batch: Batch, point: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """:meth:`jacobian` by one backward pass per row, at ``point``."""
+        theta = [t.detach().requires_grad_(True) for t in point]
         rows = []
         with self.function.context(math_attention=True), torch.enable_grad():
             logps = self.function.logps_fn(batch)(*theta)

@@ -24,7 +24,7 @@ from auxdpo.train.run_arguments import RunArguments, data_source, parse_override
 from auxdpo.train.tiny import build_char_tokenizer, build_tiny_model, is_tiny_name
 
 __all__ = ["RESOLVED_CONFIG", "RunArguments", "config_key_names", "data_source",
-           "load_dataset_rows", "mean_over_processes", "parse_overrides", "resolve_config",
+           "load_dataset_rows", "load_model_and_tokenizer", "mean_over_processes", "parse_overrides", "resolve_config",
            "run_training"]
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def _load_formatted(run_args: RunArguments, split: str | None, pref_prob_column:
     return data
 
 
-def _load_model_and_tokenizer(run_args: RunArguments, config):
+def load_model_and_tokenizer(run_args: RunArguments, config):
     if is_tiny_name(run_args.model_name_or_path):
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(run_args.model_name_or_path[len("tiny-"):],
@@ -185,7 +185,7 @@ def _train_in(run_args: RunArguments, config, progress) -> dict[str, Any]:
     from auxdpo.train.run_folder import clear_previous_run
     from auxdpo.train.trainer import AuxDPOTrainer
 
-    model, tokenizer = _load_model_and_tokenizer(run_args, config)
+    model, tokenizer = load_model_and_tokenizer(run_args, config)
     columns = {"pref_prob_column": config.pref_prob_column,
                "weight_column": config.weight_column}
     train_data = load_dataset_rows(run_args, **columns)
