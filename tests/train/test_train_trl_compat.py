@@ -173,7 +173,7 @@ def test_auxdpo_composes_with_trl_options(options, tmp_path):
     """δ enters the sigmoid margin after the option's transform; at δ = 0 (the first step)
     auxdpo with the option is TRL's sigmoid with it. Fused reference pass: 1e-6 still holds."""
     ours, trl = _pair(tmp_path, ours_method="auxdpo", **options)
-    assert ours.offsets is not None and ours._objective
+    assert ours.offsets is not None and ours.trl_objective
     _assert_same_step(ours, trl)
 
 
@@ -224,7 +224,7 @@ def test_default_dpo_path_keeps_the_plain_loss(tmp_path):
     """No TRL option set: the registered loss itself, no combining layer on the hot path."""
     trainer = AuxDPOTrainer(H.model(), args=H.config(tmp_path, method="dpo"),
                             train_dataset=H.dataset(4), processing_class=H.tokenizer())
-    assert trainer.loss_fn is LOSSES["dpo"] and not trainer._objective
+    assert trainer.loss_fn is LOSSES["dpo"] and not trainer.trl_objective
 
 
 def test_weights_and_sft_are_applied_once_for_auxdpo(tmp_path):

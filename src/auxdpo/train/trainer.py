@@ -132,7 +132,7 @@ class AuxDPOTrainer(DPOTrainer):
         self._warn_if_weights_cannot_move()
         self.data_collator = AuxPreferenceCollator(self.data_collator, args.pref_prob_column,
                                                    args.weight_column)
-        self.loss_fn, self._objective = trl_compat.build_objective(args)
+        self.loss_fn, self.trl_objective = trl_compat.build_objective(args)
         options = path_options or PathOptions()
         self.aux: OffsetsTraining | None = None
         if args.method == "auxdpo":
@@ -310,7 +310,7 @@ class AuxDPOTrainer(DPOTrainer):
         ref_chosen, ref_rejected = ref_logps.chunk(2)
         kwargs = self._loss_kwargs(inputs, mode, policy_logps.dtype)
         stats = TokenStats(outputs, inputs)
-        if self._objective:
+        if self.trl_objective:
             kwargs.update(inputs=inputs, stats=stats)
         result = self.loss_fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, **kwargs)
         loss = result.losses.mean()
