@@ -30,3 +30,35 @@ def loglinear(seed=0, S=3, nA=5, d=2, reward_scale=1.0, skew=None):
         counts = counts * torch.exp(skew * (z + z.transpose(1, 2)))
     counts = counts * (1 - torch.eye(nA, dtype=DT))
     return log_probs, theta0, reward, rho, counts / counts.sum()
+
+
+# A tiny token task (tests/harness/oracle/): three-token vocabulary, one-layer model.
+TOKEN_TASK = dict(vocab_size=3, response_length=3, prompt_length=2, num_prompts=3,
+                  num_heldout=1, hidden_size=8, num_layers=1, warmup_steps=3)
+
+# The finite-sample tests' task: responses of length 2, seed 3.
+TINY = dict(vocab_size=3, response_length=2, prompt_length=2, num_prompts=3, num_heldout=1,
+            hidden_size=8, num_layers=1, warmup_steps=5)
+
+
+def token_task():
+    """The tiny token task of ``TOKEN_TASK`` (seed 0)."""
+    from auxdpo.harness.oracle.tasks import TokenTaskConfig, build_token_task
+
+    return build_token_task(TokenTaskConfig(**TOKEN_TASK), seed=0)
+
+
+def tiny_finite():
+    """(task, capacity norm, log-prob fn over training prompts, θ₀, log π₀, skew counts)."""
+    from auxdpo.harness.oracle.capacity import FlatCapacity
+    from auxdpo.harness.oracle.designs import design_counts
+    from auxdpo.harness.oracle.tasks import TokenTaskConfig, build_token_task
+
+    task = build_token_task(TokenTaskConfig(**TINY), seed=3)
+    capacity = FlatCapacity(task.model, "norm")
+    fn = task.log_probs_fn(capacity, train_only=True)
+    with torch.no_grad():
+        logp0 = fn(capacity.theta0)
+    counts = design_counts("skew", rho=task.rho(), probs0=logp0.exp(),
+                           generator=torch.Generator().manual_seed(0))
+    return task, capacity, fn, capacity.theta0, logp0, counts

@@ -16,36 +16,24 @@ import torch
 
 from auxdpo.harness.lab.problems import PreferenceProblem
 from auxdpo.harness.oracle.capacity import FlatCapacity
-from auxdpo.harness.oracle.designs import design_counts
 from auxdpo.harness.oracle.finite import (
     build_trainer,
     finite_loss,
     trainer_capacity,
     trainer_pair_logps,
 )
-from auxdpo.harness.oracle.reward_model import RewardModel, fit_reward_model, scored_inputs
 from auxdpo.harness.oracle.runner import OracleConfig, run_oracle
 from auxdpo.harness.oracle.sampling import FiniteConfig, PairSample, enumerate_draws, sample_pairs
 from auxdpo.harness.oracle.solvers import pair_loss_closure
-from auxdpo.harness.oracle.tasks import TokenTaskConfig, all_responses, build_token_task
+from auxdpo.harness.oracle.tasks import TokenTaskConfig
+from oracle_fixtures import TINY, tiny_finite
 from tolerance import assert_close, roundoff
-
-TINY = dict(vocab_size=3, response_length=2, prompt_length=2, num_prompts=3, num_heldout=1,
-            hidden_size=8, num_layers=1, warmup_steps=5)
-
 
 
 @pytest.fixture(scope="module")
 def tiny():
     """(task, capacity norm, log-prob fn over training prompts, θ₀, log π₀, skew counts)."""
-    task = build_token_task(TokenTaskConfig(**TINY), seed=3)
-    capacity = FlatCapacity(task.model, "norm")
-    fn = task.log_probs_fn(capacity, train_only=True)
-    with torch.no_grad():
-        logp0 = fn(capacity.theta0)
-    counts = design_counts("skew", rho=task.rho(), probs0=logp0.exp(),
-                           generator=torch.Generator().manual_seed(0))
-    return task, capacity, fn, capacity.theta0, logp0, counts
+    return tiny_finite()
 
 
 @pytest.mark.parametrize("method", ["dpo", "ipo", "dpop", "auxdpo"])
@@ -78,23 +66,6 @@ def test_population_loss_is_expected_finite_loss(tiny, method):
                                        ipo_length=L)(theta, delta)
     assert float(prob.sum()) == pytest.approx(1.0, abs=roundoff(ops=10 * prob.numel(), scale=1))
     assert float(expected) == pytest.approx(float(population), rel=1e-12)
-
-
-def test_sampler_matches_the_enumerated_draw_distribution(tiny):
-    task, _, _, _, _, counts = tiny
-    reward = task.reward[:task.num_prompts]
-    n = 200_000
-    sample = sample_pairs(counts, reward, n, torch.Generator().manual_seed(5))
-    prob, draws = enumerate_draws(counts, reward)
-    A = counts.shape[1]
-    code = lambda s, w, l: (s * A + w) * A + l  # noqa: E731
-    freq = torch.bincount(code(sample.state, sample.chosen, sample.rejected),
-                          minlength=counts.numel()).double() / n
-    target = torch.zeros(counts.numel(), dtype=torch.float64)
-    target[code(draws.state, draws.chosen, draws.rejected)] = prob
-    tolerance = 5 * (target * (1 - target) / n).sqrt() + 1e-9
-    assert bool(((freq - target).abs() <= tolerance).all())
-    assert bool((sample.chosen != sample.rejected).all())
 
 
 def test_trainer_pair_logps_equal_the_enumeration(tiny, tmp_path):
@@ -134,33 +105,6 @@ def test_trainer_capacity_trains_the_oracle_names(tiny):
         trainer_capacity(FlatCapacity(task.model, "lora:1"))
 
 
-def test_reward_model_recovers_representable_reward_up_to_prompt_constants(tiny):
-    """r* = a same-family reward model (the task's body, a random head); a fresh model fitted
-    on every pair with soft BTL labels recovers it up to a per-prompt constant."""
-    task, *_ = tiny
-    S = task.num_prompts
-    inputs = scored_inputs(task.prompts[:S], all_responses(TINY["vocab_size"],
-                                                           TINY["response_length"]))
-    teacher = RewardModel(task.model, head_seed=7)
-    with torch.no_grad():
-        teacher.head.weight.div_(teacher.table(inputs, S).std())     # unit-scale r*
-        r_star = teacher.table(inputs, S)
-    assert float(r_star.std()) == pytest.approx(1.0, rel=1e-9)
-    A = r_star.shape[1]
-    s, a, b = torch.nonzero(~torch.eye(A, dtype=torch.bool).expand(S, A, A), as_tuple=True)
-    student = RewardModel(task.model)
-    fit_reward_model(student, inputs, S, s, a, b,
-                     pref_prob=torch.sigmoid(r_star[s, a] - r_star[s, b]),
-                     steps=400, lr=1e-2, val_fraction=0.0)
-    with torch.no_grad():
-        r_hat = student.table(inputs, S)
-    centred = lambda r: r - r.mean(dim=1, keepdim=True)  # noqa: E731
-    error = (centred(r_hat) - centred(r_star)).abs().max()
-    assert float(error) < 0.05, float(error)
-    before = (centred(torch.zeros_like(r_star)) - centred(r_star)).abs().max()
-    assert float(before) > 1.0                    # the fit did the work (head starts at 0)
-
-
 def test_tiny_finite_run_reports_every_method():
     config = OracleConfig(regime="finite", seeds=1, capacities=["norm"], betas=[10.0],
                           aux_modes=["projection", "global", "batch"], max_iter=40,
@@ -178,15 +122,3 @@ def test_tiny_finite_run_reports_every_method():
     assert 0.0 <= by_method["rlhf_2stage"]["rm_agreement"] <= 1.0
 
 
-def test_finite_config_validation():
-    with pytest.raises(ValueError, match="sampler"):
-        FiniteConfig(sampler="uniform")
-    with pytest.raises(ValueError, match="lr"):
-        FiniteConfig(lr=0.0)
-    with pytest.raises(ValueError, match="lambda_amp"):
-        FiniteConfig(lambda_amp=-1.0)
-    with pytest.raises(ValueError, match="aux_modes"):
-        OracleConfig(regime="population", aux_modes=["batch"])
-    assert OracleConfig(regime="finite", aux_modes=["batch"]).finite.pairs == 1000
-    restored = OracleConfig(regime="finite", finite={"pairs": 7})
-    assert restored.finite == FiniteConfig(pairs=7)

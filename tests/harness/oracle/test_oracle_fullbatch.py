@@ -18,7 +18,7 @@ from auxdpo.harness.oracle.fullbatch import (
     occurrences,
     response_weights,
 )
-from auxdpo.harness.oracle.sampling import PairSample, sample_groups, sample_pairs
+from auxdpo.harness.oracle.sampling import PairSample, sample_pairs
 from auxdpo.harness.oracle.solvers import (
     NullProjector,
     fit_method,
@@ -84,20 +84,6 @@ def test_response_weights_by_hand():
     assert_close(prompt, want / want.sum(), ops=100)
     with pytest.raises(ValueError, match="null weights"):
         response_weights(sample, probs.log(), "uniform")
-
-
-def test_sample_groups_labels_every_distinct_pair_of_each_prompt():
-    rho = torch.tensor([0.5, 0.5], dtype=DT)
-    behaviour = torch.full((2, 6), 1 / 6, dtype=DT)
-    reward = torch.arange(6, dtype=DT).repeat(2, 1) * 100.0      # the larger index always wins
-    sample = sample_groups(rho, behaviour, reward, 1000, 4, torch.Generator().manual_seed(0))
-    assert len(sample) == 1000
-    assert torch.all(sample.chosen > sample.rejected)
-    # groups of ≤ 6 pairs: consecutive rows share the prompt within a group
-    same_prompt = (sample.state[1:] == sample.state[:-1]).double().mean()
-    assert same_prompt > 0.7
-    with pytest.raises(ValueError, match=">= 2"):
-        sample_groups(rho, behaviour, reward, 10, 1, torch.Generator())
 
 
 def test_importance_weights_are_one_on_policy_and_report_the_effective_size():

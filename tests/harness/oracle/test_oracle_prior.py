@@ -6,19 +6,11 @@ import json
 import subprocess
 import sys
 
-import pytest
 import torch
 
-from auxdpo.harness.oracle.cells import method_variants
-from auxdpo.harness.oracle.designs import disagreeing_pairs
 from auxdpo.harness.oracle.fullbatch import empirical_problem, response_weights
-from auxdpo.harness.oracle.runner import OracleConfig
 from auxdpo.harness.oracle.sampling import (
-    DEFAULT_DELTA_SCALE,
-    FiniteConfig,
     PairSample,
-    rating_labels,
-    sample_groups,
     sample_pairs,
 )
 from auxdpo.harness.oracle.solvers import (
@@ -103,68 +95,6 @@ def test_soft_labels_fold_into_win_shares():
     problem = empirical_problem(sample, torch.tensor([1.0], dtype=DT), 3, beta=1.0)
     assert_close(problem.counts[0], torch.tensor([[0, 0.35, 0], [0.15, 0, 0.45],
                                                   [0, 0.05, 0]], dtype=DT), ops=10)
-
-
-def test_rating_labels_choose_the_higher_rating_with_its_sigmoid():
-    state = torch.tensor([0, 0, 1])
-    first, second = torch.tensor([0, 1, 2]), torch.tensor([1, 2, 0])
-    rf, rs = torch.tensor([1.0, 0.0, 2.0], dtype=DT), torch.tensor([0.5, 1.0, 2.5], dtype=DT)
-    out = rating_labels(state, first, second, rf, rs, (0.0, 0.5), torch.Generator())
-    assert out.chosen.tolist() == [0, 2, 0] and out.rejected.tolist() == [1, 1, 2]
-    assert_close(out.pref, torch.sigmoid(torch.tensor([1.0, 2.0, 1.0], dtype=DT)), ops=10)
-    # with noise: labels follow the noisy rating, p ≥ 1/2, and on average agree with r*
-    counts = torch.ones(1, 2, 2, dtype=DT) * (1 - torch.eye(2, dtype=DT))
-    reward = torch.tensor([[0.0, 1.0]], dtype=DT)
-    noisy = sample_pairs(counts, reward, 4000, torch.Generator().manual_seed(0), soft=(0.5, 1))
-    assert bool((noisy.pref >= 0.5).all())
-    agree = (noisy.chosen == 1).double().mean()          # P(1 + N(0, 0.5) − N(0, 0.5) > 0)
-    assert float(agree) == pytest.approx(0.921, abs=0.02)
-
-
-def test_disagreeing_groups_weigh_each_marked_pair_by_the_factor():
-    rho = torch.tensor([1.0], dtype=DT)
-    behaviour = torch.full((1, 4), 0.25, dtype=DT)
-    reward = torch.tensor([[0.0, 1.0, 2.0, 3.0]], dtype=DT)
-    scores = torch.tensor([[0.0, 1.0, 3.0, 2.0]], dtype=DT)        # only {2, 3} disagrees
-    marked = disagreeing_pairs(reward, scores)
-    gen = torch.Generator().manual_seed(0)
-    sample = sample_groups(rho, behaviour, reward, 3000, 2, gen, disagree=marked, factor=10.0)
-    pairs = torch.stack([sample.chosen, sample.rejected]).sort(0).values
-    assert bool(((pairs[0] == 2) & (pairs[1] == 3)).all())        # k = 2: M = 1, m must be 1
-    # k = 3: a group {2, 3, x} (m = 1 of M = 3) is kept with probability 10^-2, so groups
-    # holding the marked pair are rare but present; none without it
-    sample = sample_groups(rho, behaviour, reward, 3000, 3, gen, disagree=marked, factor=10.0)
-    share = marked[sample.state, sample.chosen, sample.rejected].double().mean()
-    assert 0.3 < float(share) <= 1.0
-    with pytest.raises(ValueError, match="disagreeing"):
-        sample_groups(rho, behaviour, reward, 10, 2, gen,
-                      disagree=torch.zeros_like(marked), factor=10.0)
-
-
-def test_variant_names_call_the_defaults_auxdpo():
-    config = OracleConfig(regime="finite", methods=["dpo", "auxdpo"], finite=FiniteConfig(
-        solver="full-batch", delta_scales=[0.5, DEFAULT_DELTA_SCALE, None]))
-    names = [name for name, _, _ in method_variants(config)]
-    assert names == ["dpo", "auxdpo-sigma0.5", "auxdpo", "auxdpo-noprior", "iw-dpo"]
-    scales = [opt.get("delta_scale", "-") for _, _, opt in method_variants(config)]
-    assert scales == ["-", 0.5, DEFAULT_DELTA_SCALE, None, "-"]
-
-
-@pytest.mark.parametrize("bad, match", [
-    ({"delta_scales": [0.0]}, "delta_scales"), ({"delta_scales": [1.0, 1.0]}, "delta_scales"),
-    ({"labels": "fuzzy"}, "labels"), ({"sampler": "disagreeing"}, "responses_per_prompt"),
-    ({"group_factor": 0.5}, "group_factor")])
-def test_finite_config_refuses_bad_prior_and_label_settings(bad, match):
-    with pytest.raises(ValueError, match=match):
-        FiniteConfig(**bad)
-
-
-def test_finite_config_takes_em_only_where_it_is_estimated():
-    FiniteConfig(solver="full-batch", delta_scales=["em", 1.0])
-    with pytest.raises(ValueError, match="em"):
-        FiniteConfig(solver="trainer", delta_scales=["em"])
-    with pytest.raises(ValueError, match="delta_half_counts"):
-        FiniteConfig(delta_half_counts=[0.0])
 
 
 def test_cli_runs_the_prior_variants_and_reports_the_estimated_scale(tmp_path):
