@@ -1,6 +1,6 @@
 """The full-batch finite-sample solver: empirical problems, constraint weights, samplers, and
 the convergence of response-keyed AuxDPO to its population answer on the lab's log-linear
-class (a one-layer network, as in test_oracle_exact.py)."""
+class (a one-layer network, as in test_oracle_solvers.py)."""
 
 import json
 import subprocess
