@@ -96,15 +96,18 @@ class LocalPrediction:
 
 
 def reward_precision(comparisons: Comparisons, scale: float | None,
-                     half_count: float | None) -> torch.Tensor:
-    """τ_k of the offsets' Gaussian prior: (1 + c½/c_k)/σ² (c_k: pair sides; 1/σ² without
-    c½; 0 without σ) — :func:`auxdpo.offsets.prior.slot_precision`'s values."""
+                     half_count: float | None, sides: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+    """τ_k of the offsets' Gaussian prior: (1 + c½/c_k)/σ² (c_k: pair sides, one per row as
+    the trainer counts them, or ``sides``; 1/σ² without c½; 0 without σ) —
+    :func:`auxdpo.offsets.prior.slot_precision`'s values."""
     k = comparisons.num_responses
     if scale is None:
         return torch.zeros(k, dtype=DTYPE)
     tau = torch.full((k,), 1.0 / float(scale) ** 2, dtype=DTYPE)
     if half_count is not None:
-        tau = tau * (1 + float(half_count) / comparisons.sides().clamp_min(1))
+        counts = comparisons.sides() if sides is None else sides
+        tau = tau * (1 + float(half_count) / counts.clamp_min(1))
     return tau
 
 
@@ -283,7 +286,9 @@ def bootstrap_gaps(coords: torch.Tensor, comparisons: Comparisons, weights: torc
                              comparisons.count[pairs] * draw[comparisons.prompt[
                                  comparisons.first[pairs]]])
         w = weights[index] * draw[comparisons.prompt[index]]
-        tau = reward_precision(sample, scale, half_count)
+        # A prompt drawn m times is m copies of its rows: its responses fill m times the sides.
+        tau = reward_precision(sample, scale, half_count,
+                               sample.sides() * draw[comparisons.prompt[index]])
         reward = fit_reward(sample, tau)
         result = local_model(coords[:, index], sample, reward, w / w.sum(), tau)
         for name in out:
