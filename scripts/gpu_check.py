@@ -24,7 +24,7 @@ ones take 15-40 s per run on a CPU). Weights are bf16 and the trainer runs with 
   ‖Aδ‖ ≤ float32 round-off with the stored A, and ≤ bf16 round-off with A·δ taken afresh by
   the reference's VJP (far below the value for a random δ, recorded beside it).
 
-Then ``auxdpo diagnose`` on each model with LoRA (rank 4, last block) over 16 pairs: the report
+Then ``auxdpo diagnose`` on each model with LoRA (rank 4, last block) over 16 pairs (5 bootstrap rounds on the GPU): the report
 is complete and finite and names one of the four verdicts; its wall time and peak memory are
 recorded (``--diagnose skip`` leaves it out).
 
@@ -311,7 +311,7 @@ def diagnose_run(model_name: str, args, out: Path) -> dict:
     started = time.perf_counter()
     trainer = AuxDPOTrainer(model, args=config, train_dataset=train_helpers.dataset(16),
                             processing_class=train_helpers.tokenizer())
-    report = diagnose_trainer(trainer, bootstrap=3, show_progress=False)
+    report = diagnose_trainer(trainer, bootstrap=0 if args.dry_run else 5, show_progress=False)
     seconds = time.perf_counter() - started
     numbers = [report["step_cosine"], report["linearisation_error"], report["score_shift"],
                *report["predicted_gap"].values()]
