@@ -5,19 +5,11 @@ written. ``--key value`` pairs override recipe keys as in ``auxdpo train``."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
+from auxdpo.train.cli import OverridesParser
+
 __all__ = ["register", "render"]
-
-
-class _OverridesParser(argparse.ArgumentParser):
-    """Keeps unknown ``--key value`` tokens as ``namespace.overrides``."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        namespace, rest = super().parse_known_args(args, namespace)
-        namespace.overrides = list(getattr(namespace, "overrides", None) or []) + list(rest)
-        return namespace, []
 
 
 def register(subparsers) -> None:
@@ -28,7 +20,7 @@ def register(subparsers) -> None:
                     "DPO's and AuxDPO's share of the local RLHF gain; check that the local "
                     "model holds along the step. Example: auxdpo diagnose --config "
                     "examples/tiny_auxdpo.yaml --json")
-    parser.__class__ = _OverridesParser
+    parser.__class__ = OverridesParser
     parser.add_argument("--config", required=True, help="the flat YAML recipe of auxdpo train")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--max-pairs", type=int, default=2000,

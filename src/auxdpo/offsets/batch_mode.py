@@ -13,12 +13,12 @@ from auxdpo.offsets.constraints import StepInputs
 from auxdpo.offsets.health import ColumnScales, scaled_residual
 from auxdpo.offsets.keys import SlotWeights
 from auxdpo.offsets.micro_batch import Batch
-from auxdpo.offsets.rows import RowOffsets
+from auxdpo.offsets.rows import RowBacked, RowOffsets
 
 __all__ = ["BatchConstraint"]
 
 
-class BatchConstraint:
+class BatchConstraint(RowBacked):
     """The batch penalty over δ = ``rows`` and its gradient; ``aux/null_residual`` is scaled
     by the probed ā_B of ``health``."""
 
@@ -35,20 +35,6 @@ class BatchConstraint:
         self.dtype = dtype
 
     # ---- the common interface -----------------------------------------------------------
-
-    @property
-    def parameter(self) -> torch.Tensor:
-        return self.row_offsets.raw
-
-    @property
-    def optimizer(self):
-        return self.row_offsets.optimizer
-
-    def values(self) -> torch.Tensor:
-        return self.row_offsets.values()
-
-    def rows(self, slots: torch.Tensor) -> torch.Tensor:
-        return self.row_offsets.rows(slots)
 
     def tangent(self) -> None:
         return None

@@ -16,12 +16,12 @@ from auxdpo.offsets.constraints import StepInputs, first_occurrences
 from auxdpo.offsets.keys import SlotWeights
 from auxdpo.offsets.micro_batch import Batch, BatchProducts, batch_index, occurrence_slots
 from auxdpo.offsets.products import ReferenceProducts
-from auxdpo.offsets.rows import RowOffsets
+from auxdpo.offsets.rows import RowBacked, RowOffsets
 
 __all__ = ["GlobalConstraint"]
 
 
-class GlobalConstraint:
+class GlobalConstraint(RowBacked):
     """The global penalty over δ = ``rows`` and the running product u = A·δ ``(d,)``.
 
     ``version`` counts u's changes: a fused reference pass made with an older u carries a
@@ -43,20 +43,6 @@ class GlobalConstraint:
         self.version = 0                 # bumped whenever u changes (fused JVPs go stale)
 
     # ---- the common interface -----------------------------------------------------------
-
-    @property
-    def parameter(self) -> torch.Tensor:
-        return self.row_offsets.raw
-
-    @property
-    def optimizer(self):
-        return self.row_offsets.optimizer
-
-    def values(self) -> torch.Tensor:
-        return self.row_offsets.values()
-
-    def rows(self, slots: torch.Tensor) -> torch.Tensor:
-        return self.row_offsets.rows(slots)
 
     def tangent(self) -> torch.Tensor | None:
         """u (the products' dtype) for the fused pass's JVP; None while u = 0."""

@@ -17,7 +17,7 @@ import torch
 from auxdpo.offsets.collectives import combine_row_gradients
 from auxdpo.offsets.constraints import StepInputs
 
-__all__ = ["ROW_OPTIMIZERS", "RowAdam", "RowOffsets", "RowSGD", "row_optimizer"]
+__all__ = ["ROW_OPTIMIZERS", "RowAdam", "RowBacked", "RowOffsets", "RowSGD", "row_optimizer"]
 
 
 class RowAdam:
@@ -180,3 +180,25 @@ class RowOffsets:
         with torch.no_grad():
             self.raw.copy_(state["raw"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+class RowBacked:
+    """What the global and batch modes share: δ is ``self.row_offsets``' own (its raw
+    parameter, optimizer, values and rows); each mode sets ``row_offsets`` and owns the rest of
+    its state."""
+
+    row_offsets: RowOffsets
+
+    @property
+    def parameter(self) -> torch.Tensor:
+        return self.row_offsets.raw
+
+    @property
+    def optimizer(self):
+        return self.row_offsets.optimizer
+
+    def values(self) -> torch.Tensor:
+        return self.row_offsets.values()
+
+    def rows(self, slots: torch.Tensor) -> torch.Tensor:
+        return self.row_offsets.rows(slots)

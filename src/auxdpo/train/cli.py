@@ -14,16 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 
-__all__ = ["register"]
+__all__ = ["OverridesParser", "register"]
 
 
-class _OverridesParser(argparse.ArgumentParser):
+class OverridesParser(argparse.ArgumentParser):
     """Keeps unknown ``--key value`` tokens as ``namespace.overrides`` instead of failing."""
 
     def parse_known_args(self, args=None, namespace=None):
         namespace, rest = super().parse_known_args(args, namespace)
         namespace.overrides = list(getattr(namespace, "overrides", None) or []) + list(rest)
         return namespace, []
+
+
+class TrainParser(OverridesParser):
+    """``auxdpo train``'s parser: its help lists every config key."""
 
     def format_help(self) -> str:
         from auxdpo.train.keys_help import config_keys_help
@@ -40,7 +44,7 @@ def register(subparsers) -> None:
                     "aux_constraint, lambda_null, delta_lr, beta, output_dir, ...); see "
                     "docs/trainer.md. Example: auxdpo train --config "
                     "examples/tiny_auxdpo.yaml --method dpo --max_steps 4")
-    parser.__class__ = _OverridesParser
+    parser.__class__ = TrainParser
     parser.add_argument("--config", help="flat YAML file of run and training keys")
     parser.add_argument("--check", action="store_true",
                         help="validate the config (keys, values, the installed TRL and "
