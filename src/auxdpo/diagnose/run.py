@@ -74,8 +74,9 @@ def verdict(report: dict) -> tuple[str, str]:
     if not math.isfinite(error) or error > LOCAL_LIMIT:
         return "not-local", (f"the first-order model misses {error:.0%} of the log-prob change "
                              "along the RLHF step, so its predictions do not hold for this "
-                             "run; train both methods and compare, or raise β (it keeps the "
-                             "optimum nearer π_ref)")
+                             "run; on the oracle every point where AuxDPO fell below DPO was "
+                             "of this kind (LoRA; docs/diagnose.md): train both methods and "
+                             "compare")
     if report["pairs_per_response"] < THIN_PAIRS:
         return "data-too-thin", (f"{report['pairs_per_response']:.2f} pairs per response: "
                                  "each offset has about one margin to explain, so the prior "
