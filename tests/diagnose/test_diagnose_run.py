@@ -44,8 +44,9 @@ def test_report_on_the_tiny_recipe_has_every_key_and_writes_nothing(capsys, tmp_
     assert report["null_dim"] == 0
     assert report["predicted_gap"]["dpo"] == pytest.approx(1.0, abs=1e-4)
     assert report["step_cosine"] == pytest.approx(1.0, abs=1e-4)
-    # β = 1000 keeps the step small: the first order holds to well under 1 %.
-    assert report["linearisation_error"] < 0.01 and report["verdict"] == "same"
+    # β = 1000 keeps the step small: the first order holds to well under 1 %; 3 pairs per
+    # response are too few for the prediction to be trusted.
+    assert report["linearisation_error"] < 0.01 and report["verdict"] == "data-too-thin"
     assert not out.exists()
 
 
@@ -66,7 +67,7 @@ def test_a_capacity_smaller_than_the_responses_leaves_a_null_space(capsys, at_ro
 
 
 def _report(**overrides):
-    base = {"linearisation_error": 0.01, "pairs_per_response": 3.0,
+    base = {"linearisation_error": 0.01, "pairs_per_response": 30.0,
             "predicted_gap": {"dpo": 0.2, "auxdpo": 0.9}, "uncertainty": {"difference_std": 0.05}}
     base.update(overrides)
     return base
@@ -77,6 +78,7 @@ def _report(**overrides):
     ({"predicted_gap": {"dpo": 0.85, "auxdpo": 0.9}}, "same"),
     ({"uncertainty": {"difference_std": 0.5}}, "same"),            # within two spreads
     ({"pairs_per_response": 1.0}, "data-too-thin"),
+    ({"pairs_per_response": 9.5}, "data-too-thin"),
     ({"linearisation_error": 0.9}, "not-local"),
     ({"linearisation_error": math.nan}, "not-local"),
 ])

@@ -42,7 +42,7 @@ __all__ = ["HELPS_MARGIN", "LOCAL_LIMIT", "THIN_PAIRS", "diagnose", "diagnose_tr
 
 # Verdict thresholds (docs/diagnose.md).
 LOCAL_LIMIT = 0.5      # linearisation_error above it: the local model does not describe the step
-THIN_PAIRS = 1.5       # pairs per response below it: offsets are held by the prior alone
+THIN_PAIRS = 10.0      # pairs per response below it: r̂ too uncertain to stand in for the reward
 HELPS_MARGIN = 0.1     # predicted AuxDPO − DPO share of RLHF's gain that counts as a help
 
 
@@ -78,10 +78,12 @@ def verdict(report: dict) -> tuple[str, str]:
                              "of this kind (LoRA; docs/diagnose.md): train both methods and "
                              "compare")
     if report["pairs_per_response"] < THIN_PAIRS:
-        return "data-too-thin", (f"{report['pairs_per_response']:.2f} pairs per response: "
-                                 "each offset has about one margin to explain, so the prior "
-                                 "holds it near 0 and AuxDPO trains as DPO; use data with "
-                                 "several comparisons per response (README, \"When AuxDPO "
+        return "data-too-thin", (f"{report['pairs_per_response']:.2f} pairs per response: too "
+                                 "few comparisons for the fitted reward to stand in for the "
+                                 "true one (against the oracle the prediction failed at 2–6 "
+                                 "pairs per response and held at about 60; docs/diagnose.md); "
+                                 "with few pairs per response the prior also holds the offsets "
+                                 "near 0, so expect AuxDPO close to DPO (README, \"When AuxDPO "
                                  "helps\")")
     gap = report["predicted_gap"]
     spread = report["uncertainty"].get("difference_std", 0.0)
