@@ -26,11 +26,11 @@ design-independent, and over the (capacity, β) means), and the 2×2 count of ``
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 
 import torch
+from diagnose_report import finish, merged
 
 from auxdpo.diagnose.run import LOCAL_LIMIT
 from auxdpo.geometry import base_weights
@@ -209,22 +209,13 @@ def main() -> None:
     solver = {k: v for k, v in (("max_iter", args.max_iter), ("restarts", args.restarts))
               if v is not None}
     if args.merge:
-        points = []
-        for path in args.merge:
-            with open(path) as handle:
-                points += json.load(handle)["points"]
-        result = {"points": points, "summary": summarise(points)}
+        result = merged(args.merge, summarise)
     elif args.quick:
         result = quick()
     else:
         result = run(args.designs, args.capacities, args.betas, args.seeds, args.first_seed,
                      **solver)
-    result["seconds"] = time.time() - start
-    print_summary(result)
-    print(f"({result['seconds']:.0f} s)")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
+    finish(result, start, print_summary, args.json)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ its task and draws its sample exactly as ``auxdpo oracle`` does
 (:func:`auxdpo.harness.oracle.fullbatch.fullbatch_cell`, whose rows give the true
 ``gap_closed`` of DPO and AuxDPO with the trainer's defaults, under r*). The same sample is then
 handed to the diagnostic as a user's data would be: only the responses that occur in it, their
-score columns of A_θ₀ (Gram → :func:`~auxdpo.diagnose.local.score_coordinates`), their log π_θ₀,
+score columns of A_θ₀ (:func:`~auxdpo.diagnose.local.score_coordinates`), their log π_θ₀,
 the comparisons with hard labels (chosen first, pref 1), the prior precisions
 (:func:`~auxdpo.diagnose.local.reward_precision`, σ = 2, c½ = 16: the trainer's defaults) and
 r̂ (:func:`~auxdpo.diagnose.local.fit_reward`) from those per-row comparisons. For
@@ -26,11 +26,11 @@ of predicted and true DPO gap, and the accuracy of the verdict "auxdpo-helps"
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 
 import torch
+from diagnose_report import finish, merged
 
 from auxdpo.diagnose.local import (
     Comparisons,
@@ -93,7 +93,7 @@ def diagnose_sample(A: torch.Tensor, logp0: torch.Tensor, sample: PairSample,
     tau = reward_precision(rows, scale, half_count)
     reward = fit_reward(rows, tau)
     scores = A[:, seen].to(DTYPE)
-    coords, _ = score_coordinates(scores.T @ scores)
+    coords, _ = score_coordinates(scores)
     weights = policy_weights(prompt, logp0.reshape(-1)[seen])
     lo, hi = torch.minimum(first, second), torch.maximum(first, second)
     pair, count = torch.unique(lo * seen.numel() + hi, return_counts=True)
@@ -241,22 +241,13 @@ def main() -> None:
     args = parser.parse_args()
     start = time.time()
     if args.merge:
-        points = []
-        for path in args.merge:
-            with open(path) as handle:
-                points += json.load(handle)["points"]
-        result = {"points": points, "summary": summarise(points)}
+        result = merged(args.merge, summarise)
     elif args.quick:
         result = quick()
     else:
         result = run(args.cells, args.pairs, args.seeds, args.first_seed,
                      max_iter=args.max_iter, encode_cache=args.encode_cache)
-    result["seconds"] = time.time() - start
-    print_summary(result)
-    print(f"({result['seconds']:.0f} s)")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
+    finish(result, start, print_summary, args.json)
 
 
 if __name__ == "__main__":

@@ -44,12 +44,12 @@ def test_steps_are_the_lab_solvers_solutions_on_the_log_linear_class(seed, beta)
     policy, problem = random_loglinear_instance(seed, beta=beta, skew=1.0, num_states=3,
                                                 num_actions=5, dim=3)
     a, comparisons, weights, reward = _population(policy, problem)
-    coords, to_columns = score_coordinates(a.T @ a)
+    coords, basis = score_coordinates(a)
     result = local_model(coords, comparisons, reward, weights,
                          torch.zeros(comparisons.num_responses, dtype=F64))
     lab = solve_all(policy, problem, methods=("dpo", "auxdpo"))
     for ours, theirs in (("rlhf", "rlhf_local"), ("dpo", "dpo"), ("auxdpo", "auxdpo")):
-        x = a @ (to_columns @ result.steps[ours])                     # x = β(θ − θ₀)
+        x = basis @ result.steps[ours]                               # x = β(θ − θ₀)
         expected = beta * (lab[theirs].theta - policy.theta0)
         scale = float(expected.abs().max())
         assert scale > 1e-3
@@ -71,7 +71,7 @@ def test_prop2_bandit_predicts_dpo_lowering_the_expected_reward():
     comparisons = Comparisons(torch.zeros(3), first, second,
                               torch.sigmoid(reward[first] - reward[second]),
                               torch.tensor([1.0, 1.0, 100.0]))
-    coords, _ = score_coordinates(a.T @ a)
+    coords, _ = score_coordinates(a)
     weights = policy_weights(torch.zeros(3, dtype=torch.long), policy.log_probs(policy.theta0)[0])
     result = local_model(coords, comparisons, reward, weights, torch.zeros(3, dtype=F64))
     lab = prop2(10.0)
@@ -121,7 +121,7 @@ def test_bootstrap_spreads_the_prediction_over_resampled_prompts():
     policy, problem = random_loglinear_instance(2, beta=1.0, skew=2.0, num_states=6,
                                                 num_actions=4, dim=2)
     a, comparisons, weights, reward = _population(policy, problem)
-    coords, _ = score_coordinates(a.T @ a)
+    coords, _ = score_coordinates(a)
     draws = bootstrap_gaps(coords, comparisons, weights, 2.0, 16.0, rounds=5, seed=1)
     assert set(draws) == {"dpo", "auxdpo"} and all(len(v) == 5 for v in draws.values())
     assert torch.tensor(draws["dpo"]).std() > 0                          # resampling matters

@@ -6,35 +6,18 @@ from __future__ import annotations
 
 import torch
 
-from auxdpo.diagnose.local import Comparisons
+from auxdpo.diagnose.local import Comparisons, components
 
 __all__ = ["data_report"]
-
-
-def _components_per_prompt(comparisons: Comparisons) -> float:
-    """Mean number of connected components of the comparison graph per prompt (1: every
-    prompt's responses are linked by comparisons, so their rewards are identified up to one
-    constant)."""
-    parent = list(range(comparisons.num_responses))
-
-    def root(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a, b in zip(comparisons.first.tolist(), comparisons.second.tolist()):
-        parent[root(a)] = root(b)
-    roots = {root(k) for k in range(comparisons.num_responses)}
-    prompts = len(set(comparisons.prompt.tolist()))
-    return len(roots) / prompts if prompts else 0.0
 
 
 def data_report(comparisons: Comparisons) -> dict[str, float]:
     """``pairs``, ``prompts``, ``unique_responses``, ``pairs_per_response`` (the mean number of
     pairs a response is in, as the trainer's ``aux/pairs_per_response``), ``shared_share`` (share of
     responses in two or more pairs), ``separable_share`` (share of responses that won every
-    comparison or lost every one, labels read as p > 1/2) and ``components_per_prompt``."""
+    comparison or lost every one, labels read as p > 1/2) and ``components_per_prompt`` (the
+    comparison graph's connected components per prompt; 1: each prompt's responses are linked,
+    so their rewards are identified up to one constant)."""
     k, m = comparisons.num_responses, comparisons.first.numel()
     sides = comparisons.sides()
     wins = comparisons.pref > 0.5
@@ -49,9 +32,12 @@ def data_report(comparisons: Comparisons) -> dict[str, float]:
                     torch.ones(int(losses.sum()), dtype=torch.long))
     decided = won + lost
     separable = (decided > 0) & ((won == decided) | (lost == decided))
-    return {"pairs": m, "prompts": len(set(comparisons.prompt.tolist())),
+    prompts = len(set(comparisons.prompt.tolist()))
+    # Pairs compare responses of one prompt, so components never cross prompts.
+    return {"pairs": m, "prompts": prompts,
             "unique_responses": k,
             "pairs_per_response": float(sides.mean()) if k else 0.0,
             "shared_share": float((sides >= 2).to(torch.float64).mean()) if k else 0.0,
             "separable_share": float(separable.to(torch.float64).mean()) if k else 0.0,
-            "components_per_prompt": _components_per_prompt(comparisons)}
+            "components_per_prompt": (int(components(comparisons).unique().numel()) / prompts
+                                      if prompts else 0.0)}

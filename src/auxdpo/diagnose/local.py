@@ -18,8 +18,9 @@ scores A = [g_k], d × K) and a reward r̂ fitted to the comparisons, with x = �
 
 Each method's predicted gain is the first-order change of E_π̃[r̂] along its step; the
 prediction reported is gain / RLHF's gain (1: the RLHF step's; < 0: r̂'s expectation falls).
-Everything runs in K-space: the scores enter through coordinates Z (r × K) of A's row space
-(A = U Z, U orthonormal; :func:`score_coordinates`), so the cost is that of K, not of d.
+Everything after :func:`score_coordinates` runs in K-space: the scores enter through their
+coordinates Z (r × K) in an orthonormal basis of their span (A = U Z), so the solves cost what
+K does, not d.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from auxdpo.geometry import null_space
+from auxdpo.geometry import null_space, row_space
 
-__all__ = ["Comparisons", "LocalPrediction", "bootstrap_gaps", "centered", "fit_reward",
+__all__ = ["Comparisons", "LocalPrediction", "bootstrap_gaps", "centered", "components",
+           "fit_reward",
            "local_model", "policy_weights", "reward_precision", "score_coordinates"]
 
 DTYPE = torch.float64
@@ -162,19 +164,14 @@ def centered(values: torch.Tensor, prompt: torch.Tensor, weights: torch.Tensor
     return (matrix - means[:, prompt]).reshape(values.shape)
 
 
-def score_coordinates(gram: torch.Tensor, rtol: float | None = None
+def score_coordinates(columns: torch.Tensor, rtol: float | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """From G = AᵀA ``(K, K)``: coordinates Z ``(r, K)`` with ZᵀZ = G (A = U Z, U with
-    orthonormal columns), and the map M ``(K, r)`` with U = A M (a step y is θ − θ₀ = A M y/β).
-    Eigenvalues under ``rtol``·max (default K·ε·… of the eigensolver) are dropped."""
-    gram = torch.as_tensor(gram, dtype=DTYPE)
-    values, vectors = torch.linalg.eigh(0.5 * (gram + gram.T))
-    top = float(values.max()) if values.numel() else 0.0
-    tol = (gram.shape[0] * torch.finfo(DTYPE).eps if rtol is None else rtol) * max(top, 0.0)
-    keep = values > tol
-    values, vectors = values[keep], vectors[:, keep]
-    root = values.sqrt()
-    return (vectors * root).T.contiguous(), vectors / root
+    """For the score matrix A ``(d, K)``: coordinates Z ``(r, K)`` of its columns in an
+    orthonormal basis U ``(d, r)`` of their span (A = U Z; a step y is θ − θ₀ = U y/β), from
+    :func:`auxdpo.geometry.row_space` (its rank tolerance)."""
+    columns = torch.as_tensor(columns, dtype=DTYPE)
+    basis, _ = row_space(columns.T, rtol)
+    return basis.T @ columns, basis
 
 
 def _lstsq(design: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -213,11 +210,12 @@ def _logistic_fit(design: torch.Tensor, labels: torch.Tensor, count: torch.Tenso
     return torch.as_tensor(result.x, dtype=DTYPE)
 
 
-def _components(comparisons: Comparisons) -> int:
-    """Connected components of the comparison graph over the K responses."""
+def components(comparisons: Comparisons) -> torch.Tensor:
+    """``(K,)``: a label per response, equal for responses linked by comparisons (the
+    connected components of the comparison graph; union–find)."""
     parent = list(range(comparisons.num_responses))
 
-    def root(a):
+    def root(a: int) -> int:
         while parent[a] != a:
             parent[a] = parent[parent[a]]
             a = parent[a]
@@ -227,7 +225,7 @@ def _components(comparisons: Comparisons) -> int:
         ra, rb = root(a), root(b)
         if ra != rb:
             parent[ra] = rb
-    return len({root(a) for a in range(comparisons.num_responses)})
+    return torch.tensor([root(a) for a in range(comparisons.num_responses)], dtype=torch.long)
 
 
 def local_model(coords: torch.Tensor, comparisons: Comparisons, reward: torch.Tensor,
@@ -259,7 +257,7 @@ def local_model(coords: torch.Tensor, comparisons: Comparisons, reward: torch.Te
     norms = float(y_dpo.norm() * y_rlhf.norm())
     cosine = float(y_dpo @ y_rlhf) / norms if norms > 0 else math.nan
     rank = int(torch.linalg.matrix_rank(zc.T)) if zc.numel() else 0
-    identified = comparisons.num_responses - _components(comparisons)
+    identified = comparisons.num_responses - int(components(comparisons).unique().numel())
     return LocalPrediction(gaps, cosine, rank, identified, max(0, identified - rank),
                            {"rlhf": y_rlhf, "dpo": y_dpo, "auxdpo": y_aux}, offsets)
 

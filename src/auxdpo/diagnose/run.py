@@ -174,7 +174,7 @@ def diagnose_trainer(trainer, *, bootstrap: int = 20, seed: int = 0,
         comparisons, DEFAULT_DELTA_SCALE, DEFAULT_DELTA_HALF_COUNT)
     reward = fit_reward(comparisons, fit_tau)
     weights = policy_weights(comparisons.prompt, logp0)
-    coords, to_columns = score_coordinates(columns.T @ columns)
+    coords, basis = score_coordinates(columns)
     prediction = local_model(coords, comparisons, reward, weights, tau)
     report.update(parameters=products.dim, score_rank=prediction.rank,
                   identified_directions=prediction.identified, null_dim=prediction.null_dim,
@@ -190,8 +190,7 @@ def diagnose_trainer(trainer, *, bootstrap: int = 20, seed: int = 0,
         difference = torch.tensor(draws["auxdpo"]) - torch.tensor(draws["dpo"])
         uncertainty["difference_std"] = float(difference.std())
     report["uncertainty"] = uncertainty
-    # θ − θ₀ = x/β with x = A·M·y (score_coordinates' map).
-    step = columns @ (to_columns @ prediction.steps["rlhf"]) / trainer.beta
+    step = basis @ prediction.steps["rlhf"] / trainer.beta          # θ − θ₀ = U y/β
     report["step_norm"] = float(step.norm())
     report["linearisation_error"], report["score_shift"] = _linearisation(
         products, columns, weights, batches, step)

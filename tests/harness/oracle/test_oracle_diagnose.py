@@ -58,11 +58,11 @@ def test_full_support_rlhf_step_is_local_rlhf_step():
     weights = policy_weights(prompt, logp0.reshape(-1))
     rho = task.rho()
     assert_close(weights, base_weights(rho, logp0), ops=100)
-    coords, to_u = score_coordinates(A.T @ A)
+    coords, basis = score_coordinates(A)
     tau = reward_precision(comparisons, 2.0, 16.0)
     result = local_model(coords, comparisons, reward, weights, tau)
     beta = 100.0
-    step = A @ (to_u @ result.steps["rlhf"]) / beta                     # θ − θ₀ = U y / β
+    step = basis @ result.steps["rlhf"] / beta                          # θ − θ₀ = U y / β
     expected = local_rlhf_step(A, base_weights(rho, logp0), reward, beta, theta0) - theta0
     assert expected.norm() > 0
     assert_close(step, expected, ops=3e4, scale=float(expected.abs().max()))
