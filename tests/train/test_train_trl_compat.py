@@ -485,9 +485,11 @@ def test_refusals_shared_with_trl_use_trls_words(tmp_path):
 
     with pytest.raises(ValueError, match="`train_dataset` is required"):
         build(None, method="dpo")
-    with pytest.raises(ValueError,
-                       match="precompute_ref_log_probs.*not supported with IterableDataset"):
-        build(H.dataset(8).to_iterable_dataset(), method="dpo", precompute_ref_log_probs=True)
+    for method in ("dpo", "auxdpo"):  # auxdpo refuses any stream, but TRL's words come first
+        with pytest.raises(ValueError,
+                           match="precompute_ref_log_probs.*not supported with IterableDataset"):
+            build(H.dataset(8).to_iterable_dataset(), method=method,
+                  precompute_ref_log_probs=True)
     with pytest.raises(TypeError, match="`train_dataset` must be a `Dataset` or "
                                         "`IterableDataset`, got `DatasetDict`"):
         build(DatasetDict({"train": H.dataset(8)}), method="dpo")

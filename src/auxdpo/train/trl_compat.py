@@ -78,6 +78,12 @@ def check_train_dataset(dataset, config) -> None:
     if dataset is None:
         raise ValueError("`train_dataset` is required")
     if isinstance(dataset, IterableDataset):
+        # TRL's refusal first: a stream with precomputed log-probs is refused by both trainers
+        if config.precompute_ref_log_probs:
+            raise ValueError("`precompute_ref_log_probs=True` is not supported with "
+                             "IterableDataset (the reference log-probs are stored as columns "
+                             "of the data). Please use a map-style Dataset or set "
+                             "`precompute_ref_log_probs=False`.")
         if config.method == "auxdpo":
             raise ValueError("method auxdpo needs a map-style datasets.Dataset, not an "
                              "IterableDataset: each training pair owns offsets δ addressed by its "
@@ -85,11 +91,6 @@ def check_train_dataset(dataset, config) -> None:
                              "whole set before training; materialise the stream (e.g. "
                              "Dataset.from_generator or Dataset.from_list(list(stream.take(n)))), "
                              "or train method dpo, ipo or dpop on the stream")
-        if config.precompute_ref_log_probs:
-            raise ValueError("`precompute_ref_log_probs=True` is not supported with "
-                             "IterableDataset (the reference log-probs are stored as columns "
-                             "of the data). Please use a map-style Dataset or set "
-                             "`precompute_ref_log_probs=False`.")
         columns = set(next(iter(dataset)))
     elif not isinstance(dataset, Dataset):
         raise TypeError(f"`train_dataset` must be a `Dataset` or `IterableDataset`, got "
