@@ -27,7 +27,7 @@ import torch  # noqa: E402
 MODELS = {"tiny": (2, 32), "small": (4, 128)}   # gpt2: layers, hidden size
 
 
-def _recipe(folder: Path, model: str, capacity: str, pairs: int) -> dict:
+def recipe(folder: Path, model: str, capacity: str, pairs: int) -> dict:
     from auxdpo.train.demo import demo_rows
 
     rows, _ = demo_rows(pairs, path=None)
@@ -48,7 +48,7 @@ def measure(model: str, capacity: str, pairs: int, bootstrap: int) -> dict:
     from auxdpo.train.run import resolve_config, run_training
 
     with tempfile.TemporaryDirectory() as tmp:
-        values = _recipe(Path(tmp), model, capacity, pairs)
+        values = recipe(Path(tmp), model, capacity, pairs)
         run_args, config = resolve_config(dict(values))
         start = time.process_time()
         report = diagnose(run_args, config, max_pairs=None, bootstrap=bootstrap,

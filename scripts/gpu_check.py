@@ -24,9 +24,12 @@ ones take 15-40 s per run on a CPU). Weights are bf16 and the trainer runs with 
   ‖Aδ‖ ≤ float32 round-off with the stored A, and ≤ bf16 round-off with A·δ taken afresh by
   the reference's VJP (far below the value for a random δ, recorded beside it).
 
-Then ``auxdpo diagnose`` on each model with LoRA (rank 4, last block) over 16 pairs (5 bootstrap rounds on the GPU): the report
-is complete and finite and names one of the four verdicts; its wall time and peak memory are
-recorded (``--diagnose skip`` leaves it out).
+Then ``auxdpo diagnose`` on each model with LoRA (rank 4, last block) over
+``--diagnose-pairs`` multi-comparison pairs (default 400 on the GPU with answers of 256 tokens,
+16 of 24 tokens on the dry run; 5 bootstrap rounds on the GPU) through the sketched score matrix (256 columns on the GPU, 8 on the dry run, one
+power iteration), the path a 10⁴-pair run takes: the report is complete and finite and names
+one of the four verdicts; its wall time, time per response and peak memory are recorded
+(``--diagnose skip`` leaves it out).
 
 Then the existing DDP/CUDA exactness check, ``tests/dist_gpu_check.py`` (float64: CPU vs 1
 GPU, with ≥ 2 GPUs also torchrun and accelerate DDP), unless ``--ddp skip``. Step times and
@@ -287,11 +290,29 @@ def projection_checks(trainer, delta) -> list[dict]:
     ]
 
 
+def diagnose_rows(pairs: int, length: int) -> list[dict]:
+    """Multi-comparison rows: 4 answers per question, every pair of them (6 pairs a question,
+    cut to ``pairs``), each answer ``length`` characters (one token each with the character
+    tokenizer); the answer's index is its quality."""
+    out = []
+    question = 0
+    while len(out) < pairs:
+        answers = [(f"q{question} answer {a}: " + "abcdefgh"[a] * length)[:length]
+                   for a in range(4)]
+        for first in range(4):
+            for second in range(first + 1, 4):
+                out.append({"prompt": f"question {question}? ", "chosen": answers[second],
+                            "rejected": answers[first]})
+        question += 1
+    return out[:pairs]
+
+
 def diagnose_run(model_name: str, args, out: Path) -> dict:
     """``auxdpo diagnose`` on the model with LoRA (rank 4, last block), as a 0.6B user would
     run it: the report is complete and finite, and its cost is recorded."""
     import math
 
+    import datasets
     import torch
     import train_helpers
 
@@ -301,17 +322,21 @@ def diagnose_run(model_name: str, args, out: Path) -> dict:
 
     device = "cpu" if args.dry_run else "cuda"
     model = build_model(model_name, tiny=args.tiny, device=device, vocab_size=args.vocab_size)
+    pairs = args.diagnose_pairs or (16 if args.dry_run else 400)
+    length = 24 if args.dry_run else 256
     config = AuxDPOConfig(
         output_dir=str(out / f"{model_name}-diagnose"), method="auxdpo", capacity="lora:4",
-        per_device_train_batch_size=BATCH, beta=0.1, max_length=64, report_to=[],
+        per_device_train_batch_size=BATCH, beta=0.1, max_length=length + 16, report_to=[],
         save_strategy="no", use_cpu=args.dry_run, bf16=True, gradient_checkpointing=False,
         disable_tqdm=True, metrics_file=None)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    trainer = AuxDPOTrainer(model, args=config, train_dataset=train_helpers.dataset(16),
+    rows = datasets.Dataset.from_list(diagnose_rows(pairs, length))
+    trainer = AuxDPOTrainer(model, args=config, train_dataset=rows,
                             processing_class=train_helpers.tokenizer())
-    report = diagnose_trainer(trainer, bootstrap=0 if args.dry_run else 5, show_progress=False)
+    report = diagnose_trainer(trainer, bootstrap=0 if args.dry_run else 5, show_progress=False,
+                              sketch=8 if args.dry_run else 256, power=1)
     seconds = time.perf_counter() - started
     numbers = [report["step_cosine"], report["linearisation_error"], report["score_shift"],
                *report["predicted_gap"].values()]
@@ -321,8 +346,12 @@ def diagnose_run(model_name: str, args, out: Path) -> dict:
               linearisation_error=report["linearisation_error"]),
         check("verdict_known", report["verdict"] in
               ("auxdpo-helps", "same", "data-too-thin", "not-local"), verdict=report["verdict"]),
+        check("sketched", report["scores"]["method"] == "sketch"
+              and 0 < report["scores"]["captured"] <= 1 + 1e-6, scores=report["scores"]),
     ]
     return {"model": model_name, "method": "diagnose", "seconds": round(seconds, 2),
+            "pairs": report["pairs"], "scores": report["scores"],
+            "seconds_per_response": round(seconds / max(report["unique_responses"], 1), 4),
             "parameters": report["parameters"], "responses": report["unique_responses"],
             "peak_memory_bytes": (torch.cuda.max_memory_allocated()
                                   if torch.cuda.is_available() else None),
@@ -366,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="folder for the runs (default: a temp dir)")
     parser.add_argument("--diagnose", choices=("run", "skip"), default="run",
                         help="auxdpo diagnose on each model with LoRA (its cost recorded)")
+    parser.add_argument("--diagnose-pairs", type=int, default=None,
+                        help="pairs for the diagnose step (default 400 on the GPU, 16 dry)")
     args = parser.parse_args(argv)
     import torch
 

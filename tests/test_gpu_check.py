@@ -53,9 +53,11 @@ def _assert_runs(summary):
     for model in MODELS:                      # auxdpo diagnose with LoRA on the real classes
         run = runs.pop((model, "diagnose"))
         checks = {c["name"]: c for c in run["checks"]}
-        assert set(checks) == {"report_finite", "verdict_known"}, model
+        assert set(checks) == {"report_finite", "verdict_known", "sketched"}, model
         assert all(c["passed"] for c in checks.values()), (model, checks)
-        assert run["parameters"] > 0 and run["responses"] == 32 and run["seconds"] > 0
+        # 16 pairs of 4 answers a question: 3 questions, 12 answers; sketched to 8 columns.
+        assert run["parameters"] > 0 and run["pairs"] == 16 and run["responses"] == 12
+        assert run["scores"]["size"] == 8 and run["seconds_per_response"] > 0
     for (model, method), run in runs.items():
         checks = {c["name"]: c for c in run["checks"]}
         assert set(checks) == COMMON | AUX.get(method, set()), (model, method)

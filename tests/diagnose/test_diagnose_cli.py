@@ -29,6 +29,16 @@ def test_the_text_report_states_each_part():
     assert lines[4].startswith("verdict: auxdpo-helps")
 
 
+def test_a_saturated_sketch_gives_bounds_and_its_share():
+    report = dict(REPORT, scores={"method": "sketch", "size": 12, "power_iterations": 1,
+                                  "passes": 3, "captured": 0.873, "saturated": True})
+    line = render(report).splitlines()[1]
+    assert "score rank ≥ 12 of 20" in line and "null space ≤ 8" in line
+    assert "sketched to 12 directions, which hold 87.3% of their squared norm" in line
+    whole = dict(report, scores=dict(report["scores"], saturated=False))
+    assert "score rank 12 of 20" in render(whole).splitlines()[1]
+
+
 def test_the_report_without_a_bootstrap_has_no_spread():
     report = dict(REPORT, uncertainty={"rounds": 0})
     assert "±" not in render(report)
@@ -38,6 +48,17 @@ def test_a_bad_max_pairs_is_one_line(capsys):
     assert main(["diagnose", "--config", "examples/tiny_auxdpo.yaml", "--max-pairs", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--max-pairs must be >= 1" in err[0]
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--sketch", "some", "--sketch must be 'auto' or a whole number >= 0"),
+    ("--sketch", "-3", "--sketch must be 'auto' or a whole number >= 0"),
+    ("--power", "-1", "--power must be >= 0"),
+])
+def test_bad_sketch_settings_are_one_line(capsys, flag, value, message):
+    assert main(["diagnose", "--config", "examples/tiny_auxdpo.yaml", flag, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
 
 
 @pytest.mark.parametrize("argv", [["diagnose"], ["diagnose", "--json"]])

@@ -125,3 +125,17 @@ def test_bootstrap_spreads_the_prediction_over_resampled_prompts():
     draws = bootstrap_gaps(coords, comparisons, weights, 2.0, 16.0, rounds=5, seed=1)
     assert set(draws) == {"dpo", "auxdpo"} and all(len(v) == 5 for v in draws.values())
     assert torch.tensor(draws["dpo"]).std() > 0                          # resampling matters
+
+
+def test_scores_of_full_rank_leave_the_offsets_no_room():
+    """K responses with K independent scores: every reward is representable, the offsets'
+    null space is empty, and AuxDPO's step is DPO's with δ = 0."""
+    policy, problem = random_loglinear_instance(3, beta=1.0, skew=1.0, num_states=2,
+                                                num_actions=3, dim=3)
+    _, comparisons, weights, reward = _population(policy, problem)
+    coords = torch.randn(6, 6, generator=torch.Generator().manual_seed(0), dtype=F64)
+    tau = reward_precision(comparisons, 2.0, 16.0)
+    result = local_model(coords, comparisons, reward, weights, tau)
+    assert result.null_dim == 0 and torch.equal(result.offsets, torch.zeros(6, dtype=F64))
+    assert torch.equal(result.steps["auxdpo"], result.steps["dpo"])
+    assert result.predicted_gap["dpo"] == pytest.approx(1.0, abs=1e-6)

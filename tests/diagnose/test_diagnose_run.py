@@ -89,6 +89,20 @@ def test_verdict_rules(overrides, expected):
     assert HELPS_MARGIN == 0.1
 
 
+def test_a_saturated_sketch_adds_its_caveat_to_the_verdict():
+    name, reason = verdict(_report())
+    sketched = _report(scores={"method": "sketch", "size": 64, "captured": 0.97,
+                               "saturated": True})
+    assert verdict(sketched) == (name, reason + "; caution: the scores were sketched to 64 "
+                                 "directions (97.0% of their squared norm), fewer than their "
+                                 "rank, so these are the predictions of a smaller model, "
+                                 "which can be misspecified where the real one is not: raise "
+                                 "--sketch")
+    exact = _report(scores={"method": "sketch", "size": 64, "captured": 1.0,
+                            "saturated": False})
+    assert verdict(exact) == (name, reason)
+
+
 def test_subsampling_keeps_whole_prompts():
     rows = datasets.Dataset.from_list(
         [{"prompt": f"p{i % 5}", "chosen": f"a{i}", "rejected": f"b{i}"} for i in range(20)])

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from auxdpo.offsets.products import ReferenceProducts
+from auxdpo.offsets.products import ReferenceProducts, sequence_batches
 from offsets_fixtures import (
     brute_force_columns,
     preference_batch,
@@ -134,6 +134,28 @@ def test_jacobian_rows_are_the_vjps_of_unit_cotangents():
     units = torch.eye(jacobian.shape[0], dtype=products.dtype)
     rows = torch.stack([products.vjp(batch, unit) for unit in units])
     assert_close(jacobian, rows, ops=100)
+
+
+def test_jacobian_of_chosen_rows_is_those_rows_of_the_whole():
+    model = tiny_gpt2("sdpa")
+    products = ReferenceProducts(model)
+    batch = preference_batch(2, seed=1)
+    whole = products.jacobian(batch)
+    assert_close(products.jacobian(batch, rows=torch.tensor([3, 0])), whole[[3, 0]], ops=100)
+    assert products.jacobian(batch, rows=torch.tensor([], dtype=torch.long)).shape == (
+        0, products.dim)
+
+
+def test_sequence_batches_cut_every_per_sequence_tensor_to_one_row():
+    batch = {"input_ids": torch.arange(12).reshape(4, 3), "attention_mask": torch.ones(4, 3),
+             "aux_index": torch.tensor([5, 9]), "flag": torch.tensor(1.0)}
+    parts = sequence_batches(batch)
+    assert len(parts) == 4
+    for j, part in enumerate(parts):
+        assert part["input_ids"].tolist() == [[3 * j, 3 * j + 1, 3 * j + 2]]
+        assert part["attention_mask"].shape == (1, 3)
+        assert part["aux_index"] is batch["aux_index"] and part["flag"] is batch["flag"]
+    assert sequence_batches({}) == []
 
 
 def test_jacobian_falls_back_to_one_pass_per_row(monkeypatch):

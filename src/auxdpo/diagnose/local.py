@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from auxdpo.geometry import null_space, row_space
+from auxdpo.geometry import row_space
 
 __all__ = ["Comparisons", "LocalPrediction", "bootstrap_gaps", "centered", "components",
            "fit_reward",
@@ -184,30 +184,56 @@ def _lstsq(design: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _logistic_fit(design: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
-                  penalty: torch.Tensor | None = None) -> torch.Tensor:
-    """argmin_v Σ_m count·[−p log σ(u_m·v) − (1 − p) log σ(−u_m·v)] + ½vᵀ·penalty·v, from
-    v = 0 (L-BFGS; its iterates stay in the span of the rows and the penalty, so flat
-    directions stay at 0). Soft labels p ∈ (0, 1) keep the minimiser finite."""
+                  offsets: tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                 torch.Tensor] | None = None) -> tuple[torch.Tensor,
+                                                                       torch.Tensor]:
+    """(v, δ): argmin Σ_m count·[−p log σ(μ_m) − (1 − p) log σ(−μ_m)] (+ ½Σ_k τ_k δ_k²) over
+    the margins μ_m = u_m·v (+ δ_i − δ_j), from v = 0, δ = 0 (L-BFGS; its iterates stay in the
+    span of the data and the penalty, so flat directions stay at 0). Soft labels p ∈ (0, 1)
+    keep the minimiser finite.
+
+    ``offsets`` ``(first, second, τ, V)``: δ on the margins, confined to the null space of Vᵀ
+    (V ``(K, r)`` orthonormal) by the projector P = I − VVᵀ: δ = Pw over w ∈ ℝᴷ. P is
+    applied, never formed (O(K·r) memory and time), so K may be large; L-BFGS from w = 0
+    stays in the null space, where P is the identity, so this is the minimiser over δ in it.
+    Without ``offsets`` δ is empty."""
     from scipy.optimize import minimize
 
     u, p, n = design.numpy(), labels.numpy(), count.numpy()
-    h = None if penalty is None else penalty.numpy()
+    r = u.shape[1]
+    if offsets is not None:
+        first, second, tau, basis = (t.numpy() for t in offsets)
+        k = basis.shape[0]
 
-    def objective(v):
+        def project(w):
+            return w - basis @ (basis.T @ w)
+    else:
+        k = 0
+
+    def objective(x):
+        v, delta = x[:r], (project(x[r:]) if k else None)
         m = u @ v
+        if k:
+            m = m + delta[first] - delta[second]
         value = float((n * (p * np.logaddexp(0.0, -m) + (1 - p) * np.logaddexp(0.0, m))).sum())
-        grad = u.T @ (n * (1.0 / (1.0 + np.exp(-m)) - p))
-        if h is not None:
-            hv = h @ v
-            value += 0.5 * float(v @ hv)
-            grad = grad + hv
+        grad_m = n * (1.0 / (1.0 + np.exp(-m)) - p)
+        grad = np.empty_like(x)
+        grad[:r] = u.T @ grad_m
+        if k:
+            value += 0.5 * float((tau * delta * delta).sum())
+            grad_delta = tau * delta
+            np.add.at(grad_delta, first, grad_m)
+            np.add.at(grad_delta, second, -grad_m)
+            grad[r:] = project(grad_delta)
         return value, grad
 
-    if design.shape[1] == 0:
-        return torch.zeros(0, dtype=DTYPE)
-    result = minimize(objective, np.zeros(design.shape[1]), jac=True, method="L-BFGS-B",
+    if r + k == 0:
+        return torch.zeros(0, dtype=DTYPE), torch.zeros(0, dtype=DTYPE)
+    result = minimize(objective, np.zeros(r + k), jac=True, method="L-BFGS-B",
                       options={"maxiter": 20000, "maxcor": 50, "gtol": 1e-12, "ftol": 0.0})
-    return torch.as_tensor(result.x, dtype=DTYPE)
+    v = torch.as_tensor(result.x[:r], dtype=DTYPE)
+    delta = torch.as_tensor(project(result.x[r:]) if k else result.x[r:], dtype=DTYPE)
+    return v, delta
 
 
 def components(comparisons: Comparisons) -> torch.Tensor:
@@ -243,13 +269,14 @@ def local_model(coords: torch.Tensor, comparisons: Comparisons, reward: torch.Te
     i, j = comparisons.first, comparisons.second
     labels = torch.sigmoid(reward[i] - reward[j])            # r̂'s preference on each pair
     diffs = (z[:, i] - z[:, j]).T                                              # (M, r)
-    y_dpo = _logistic_fit(diffs, labels, comparisons.count)
-    gamma, _ = null_space(z * weights[None, :])                              # (K, q)
-    design = torch.cat([diffs, gamma[i] - gamma[j]], dim=1)
-    penalty = torch.zeros(design.shape[1], design.shape[1], dtype=DTYPE)
-    penalty[z.shape[0]:, z.shape[0]:] = (gamma * tau[:, None]).T @ gamma       # Γᵀ diag(τ) Γ
-    solution = _logistic_fit(design, labels, comparisons.count, penalty)
-    y_aux, offsets = solution[:z.shape[0]], gamma @ solution[z.shape[0]:]
+    y_dpo, _ = _logistic_fit(diffs, labels, comparisons.count)
+    # δ ⟂ the rows of Z·diag(D) (Σ_k D_k δ_k g_k = 0), through the projector onto their null space.
+    rows, _ = row_space(z * weights[None, :])                               # (K, rank)
+    if rows.shape[1] < comparisons.num_responses:
+        y_aux, offsets = _logistic_fit(diffs, labels, comparisons.count,
+                                       (i, j, torch.as_tensor(tau, dtype=DTYPE), rows))
+    else:                        # no null space: δ = 0 and AuxDPO's problem is DPO's
+        y_aux, offsets = y_dpo, torch.zeros(comparisons.num_responses, dtype=DTYPE)
     gain = zc @ (weights * rc)                                                # (r,)
     rlhf_gain = float(gain @ y_rlhf)
     gaps = {name: (float(gain @ y) / rlhf_gain if rlhf_gain > 0 else math.nan)

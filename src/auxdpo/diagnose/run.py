@@ -30,12 +30,9 @@ from auxdpo.diagnose.local import (
     local_model,
     policy_weights,
     reward_precision,
-    score_coordinates,
 )
-from auxdpo.offsets.micro_batch import occurrence_slots
-from auxdpo.progress import progress
+from auxdpo.diagnose.scores import SKETCH_POWER, score_matrix_of
 from auxdpo.train.aux_defaults import DEFAULT_DELTA_HALF_COUNT, DEFAULT_DELTA_SCALE
-from auxdpo.train.data import AUX_INDEX
 
 __all__ = ["HELPS_MARGIN", "LOCAL_LIMIT", "THIN_PAIRS", "diagnose", "diagnose_trainer",
            "subsample_prompts", "verdict"]
@@ -69,7 +66,19 @@ def subsample_prompts(rows, max_pairs: int | None, seed: int = 0):
 
 
 def verdict(report: dict) -> tuple[str, str]:
-    """(``auxdpo-helps`` | ``same`` | ``data-too-thin`` | ``not-local``, the reason)."""
+    """(``auxdpo-helps`` | ``same`` | ``data-too-thin`` | ``not-local``, the reason); a
+    saturated sketch of the scores adds its caveat to the reason."""
+    name, reason = _verdict(report)
+    scores = report.get("scores", {})
+    if scores.get("saturated"):
+        reason += (f"; caution: the scores were sketched to {scores['size']} directions "
+                   f"({scores['captured']:.1%} of their squared norm), fewer than their rank, "
+                   "so these are the predictions of a smaller model, which can be misspecified "
+                   "where the real one is not: raise --sketch")
+    return name, reason
+
+
+def _verdict(report: dict) -> tuple[str, str]:
     error = report["linearisation_error"]
     if not math.isfinite(error) or error > LOCAL_LIMIT:
         return "not-local", (f"the first-order model misses {error:.0%} of the log-prob change "
@@ -110,20 +119,6 @@ def _build_trainer(run_args, config, max_pairs, seed, folder):
     return trainer, total
 
 
-def _scores(trainer, products, keys, show_progress):
-    """Score columns A ``(d, K)`` (float64), log π_θ₀ ``(K,)`` and the batches."""
-    k = keys.num_slots
-    columns = torch.zeros(products.dim, k, dtype=torch.float64)
-    logp0 = torch.zeros(k, dtype=torch.float64)
-    batches = []
-    for batch in progress(trainer.dataset_batches(), desc="scores", enabled=show_progress or None):
-        slots = occurrence_slots(keys.slots, batch[AUX_INDEX].cpu())
-        columns[:, slots] = products.jacobian(batch).to(torch.float64).T.cpu()
-        logp0[slots] = products.logps(batch).to(torch.float64).cpu()
-        batches.append((batch, slots))
-    return columns, logp0, batches
-
-
 def _comparisons(trainer, keys) -> Comparisons:
     data = trainer.train_dataset
     n = keys.num_examples
@@ -136,28 +131,39 @@ def _comparisons(trainer, keys) -> Comparisons:
     return Comparisons(keys.prompts, keys.slots[:, 0], keys.slots[:, 1], pref, count)
 
 
-def _linearisation(products, columns, weights, batches, step) -> tuple[float, float]:
+def _linearisation(products, scores, weights, step) -> tuple[float, float]:
     """Along ``step`` (d,): the D-weighted share of the exact log-prob change the first-order
-    model misses, and the relative Frobenius change of the score matrix."""
+    model misses, and the relative Frobenius change of the score matrix (one pass: each
+    batch's scores at θ₀ and at θ₀ + step)."""
     step = step.to(products.dtype)
-    exact = torch.zeros(columns.shape[1], dtype=torch.float64)
-    moved = torch.zeros_like(columns)
-    for batch, slots in batches:
-        exact[slots] = (products.logps_at(batch, step).to(torch.float64)
-                        - products.logps(batch).to(torch.float64)).cpu()
-        moved[:, slots] = products.jacobian(batch, step).to(torch.float64).T.cpu()
-    first_order = columns.T @ step.to(torch.float64).cpu()
+    k = weights.numel()
+    exact = torch.zeros(k, dtype=torch.float64)
+    first_order = torch.zeros(k, dtype=torch.float64)
+    moved = 0.0
+    for batch, slots, first in scores.batches:
+        if not first.numel():
+            continue
+        index, where = first.to(products.device), slots[first]
+        exact[where] = (products.logps_at(batch, step)[index].to(torch.float64)
+                        - products.logps(batch)[index].to(torch.float64)).cpu()
+        before = scores.reference_rows(products, batch, slots, first)
+        first_order[where] = before @ step.to(torch.float64).cpu()
+        after = products.jacobian(batch, step, rows=first).to(torch.float64).cpu()
+        moved += float((after - before).pow(2).sum())
     scale = float((weights * first_order.pow(2)).sum().sqrt())
     missed = float((weights * (exact - first_order).pow(2)).sum().sqrt())
     error = missed / scale if scale > 0 else math.nan
-    shift = float((moved - columns).norm() / columns.norm().clamp_min(1e-300))
+    shift = moved ** 0.5 / max(scores.norm, 1e-300)
     return error, shift
 
 
 def diagnose_trainer(trainer, *, bootstrap: int = 20, seed: int = 0,
-                     show_progress: bool = True) -> dict[str, Any]:
+                     show_progress: bool = True, sketch: int | str = "auto",
+                     power: int = SKETCH_POWER) -> dict[str, Any]:
     """The report of ``auxdpo diagnose`` (docs/diagnose.md) for a built, untrained
-    ``AuxDPOTrainer`` (its model, capacity, prepared data, β and prior settings)."""
+    ``AuxDPOTrainer`` (its model, capacity, prepared data, β and prior settings). ``sketch``:
+    the score matrix's sketch size (0: dense; ``"auto"``: dense when it fits in memory,
+    :func:`auxdpo.diagnose.scores.choose_sketch`), ``power`` its power iterations."""
     from auxdpo.train.offsets_training import offset_keys_for
     from auxdpo.train.reference_pass import reference_products
 
@@ -165,7 +171,8 @@ def diagnose_trainer(trainer, *, bootstrap: int = 20, seed: int = 0,
     keys, _ = offset_keys_for(trainer.train_dataset, "response")
     products = reference_products(trainer, truncate=True, jvp_method="forward",
                                   math_attention_vjp=True)
-    columns, logp0, batches = _scores(trainer, products, keys, show_progress)
+    scores = score_matrix_of(trainer, products, keys, sketch=sketch, power=power, seed=seed,
+                             show_progress=show_progress)
     comparisons = _comparisons(trainer, keys)
     report: dict[str, Any] = data_report(comparisons)
     scale, half = config.aux_delta_scale, config.aux_delta_half_count
@@ -173,13 +180,13 @@ def diagnose_trainer(trainer, *, bootstrap: int = 20, seed: int = 0,
     fit_tau = tau if scale is not None else reward_precision(
         comparisons, DEFAULT_DELTA_SCALE, DEFAULT_DELTA_HALF_COUNT)
     reward = fit_reward(comparisons, fit_tau)
-    weights = policy_weights(comparisons.prompt, logp0)
-    coords, basis = score_coordinates(columns)
+    weights = policy_weights(comparisons.prompt, scores.logp0)
+    coords = scores.coords
     prediction = local_model(coords, comparisons, reward, weights, tau)
     report.update(parameters=products.dim, score_rank=prediction.rank,
                   identified_directions=prediction.identified, null_dim=prediction.null_dim,
                   step_cosine=prediction.step_cosine, predicted_gap=prediction.predicted_gap,
-                  beta=trainer.beta)
+                  beta=trainer.beta, scores=scores.info())
     uncertainty: dict[str, float] = {"rounds": bootstrap}
     if bootstrap > 1:
         draws = bootstrap_gaps(coords, comparisons, weights,
@@ -190,21 +197,23 @@ def diagnose_trainer(trainer, *, bootstrap: int = 20, seed: int = 0,
         difference = torch.tensor(draws["auxdpo"]) - torch.tensor(draws["dpo"])
         uncertainty["difference_std"] = float(difference.std())
     report["uncertainty"] = uncertainty
-    step = basis @ prediction.steps["rlhf"] / trainer.beta          # θ − θ₀ = U y/β
+    step = scores.parameter_step(prediction.steps["rlhf"]) / trainer.beta   # θ − θ₀ = U y/β
     report["step_norm"] = float(step.norm())
     report["linearisation_error"], report["score_shift"] = _linearisation(
-        products, columns, weights, batches, step)
+        products, scores, weights, step)
     report["verdict"], report["reason"] = verdict(report)
     return report
 
 
 def diagnose(run_args, config, *, max_pairs: int | None = 2000, bootstrap: int = 20,
-             seed: int = 0, show_progress: bool = True) -> dict[str, Any]:
+             seed: int = 0, show_progress: bool = True, sketch: int | str = "auto",
+             power: int = SKETCH_POWER) -> dict[str, Any]:
     """The report of ``auxdpo diagnose`` for a resolved recipe: the trainer of ``auxdpo
-    train`` is built on at most ``max_pairs`` pairs (whole prompts) and never trained."""
+    train`` is built on at most ``max_pairs`` pairs (whole prompts) and never trained;
+    ``sketch``, ``power``: :func:`diagnose_trainer`'s."""
     with tempfile.TemporaryDirectory(prefix="auxdpo-diagnose-") as folder:
         trainer, total = _build_trainer(run_args, config, max_pairs, seed, folder)
         report = diagnose_trainer(trainer, bootstrap=bootstrap, seed=seed,
-                                  show_progress=show_progress)
+                                  show_progress=show_progress, sketch=sketch, power=power)
     report["pairs_in_data"] = total
     return report
