@@ -10,9 +10,11 @@ its task and draws its sample exactly as ``auxdpo oracle`` does
 ``gap_closed`` of DPO and AuxDPO with the trainer's defaults, under r*). The same sample is then
 handed to the diagnostic as a user's data would be: only the responses that occur in it, their
 score columns of A_θ₀ (:func:`~auxdpo.diagnose.local.score_coordinates`), their log π_θ₀,
-the comparisons with hard labels (chosen first, pref 1), the prior precisions
+the comparisons with hard labels (chosen first, pref 1), the offsets' prior precisions
 (:func:`~auxdpo.diagnose.local.reward_precision`, σ = 2, c½ = 16: the trainer's defaults) and
-r̂ (:func:`~auxdpo.diagnose.local.fit_reward`) from those per-row comparisons. For
+r̂ (:func:`~auxdpo.diagnose.local.fit_reward`, with the flat prior of scale σ of
+:func:`~auxdpo.diagnose.local.reward_prior`, as `auxdpo diagnose` fits it) from those per-row
+comparisons. For
 :func:`~auxdpo.diagnose.local.local_model` the rows are folded into one row per unordered pair
 (count = how often it was drawn): local_model labels every pair by r̂, not by the data, so the
 folded loss is the per-row loss exactly, and its cost is that of the distinct pairs.
@@ -38,6 +40,7 @@ from auxdpo.diagnose.local import (
     local_model,
     policy_weights,
     reward_precision,
+    reward_prior,
     score_coordinates,
 )
 from auxdpo.harness.oracle.capacity import FlatCapacity
@@ -79,9 +82,12 @@ def oracle_config(cell: str, pairs: list[int], *, beta: float = 100.0, max_iter:
 
 def diagnose_sample(A: torch.Tensor, logp0: torch.Tensor, sample: PairSample,
                     scale: float | None = DEFAULT_DELTA_SCALE,
-                    half_count: float | None = DEFAULT_DELTA_HALF_COUNT) -> dict:
+                    half_count: float | None = DEFAULT_DELTA_HALF_COUNT,
+                    true_reward: torch.Tensor | None = None) -> dict:
     """The local model on ``sample`` as a user's data: ``A`` ``(d, S·A)`` the scores of every
-    response, ``logp0`` ``(S, A)``; only the responses in the sample are used."""
+    response, ``logp0`` ``(S, A)``; only the responses in the sample are used. With
+    ``true_reward`` ``(S·A,)`` (``--reward true``) r* on those responses replaces r̂: what the
+    prediction would be if the reward fit were exact."""
     S, nA = logp0.shape
     seen = torch.nonzero(occurrences(sample, S, nA) > 0).flatten()          # (K,) flat ids
     new_id = torch.full((S * nA,), -1, dtype=torch.long)
@@ -91,7 +97,8 @@ def diagnose_sample(A: torch.Tensor, logp0: torch.Tensor, sample: PairSample,
     second = new_id[sample.state * nA + sample.rejected]
     rows = Comparisons(prompt, first, second, torch.ones(len(sample), dtype=DTYPE))
     tau = reward_precision(rows, scale, half_count)
-    reward = fit_reward(rows, tau)
+    reward = (fit_reward(rows, reward_prior(rows, scale)) if true_reward is None
+              else true_reward[seen].to(DTYPE))
     scores = A[:, seen].to(DTYPE)
     coords, _ = score_coordinates(scores)
     weights = policy_weights(prompt, logp0.reshape(-1)[seen])
@@ -115,7 +122,8 @@ def build_task(config: OracleConfig, seed: int):
             else build_token_task(config.task, seed))
 
 
-def run_seed(cell: str, config: OracleConfig, seed: int, log=print) -> list[dict]:
+def run_seed(cell: str, config: OracleConfig, seed: int, log=print,
+             reward: str = "fitted") -> list[dict]:
     """One (cell, seed): the oracle's rows (every n) and the diagnostic on each n's sample."""
     task = build_task(config, seed)
     spec = config.capacities[0]
@@ -138,7 +146,9 @@ def run_seed(cell: str, config: OracleConfig, seed: int, log=print) -> list[dict
         seen = int((occurrences(sample, S, setup["logp0"].shape[1]) > 0).sum())
         if seen != rows["dpo"]["seen"]:
             raise RuntimeError(f"{cell} seed {seed} n={n}: not the oracle's sample")
-        pred = diagnose_sample(setup["A"], setup["logp0"][:S], sample)
+        pred = diagnose_sample(setup["A"], setup["logp0"][:S], sample,
+                               true_reward=(task.reward[:S].reshape(-1) if reward == "true"
+                                            else None))
         point = {"cell": cell, "seed": seed, "pairs": n, **pred,
                  "true_dpo": rows["dpo"]["gap_closed"],
                  "true_auxdpo": rows["auxdpo"]["gap_closed"],
@@ -189,14 +199,14 @@ def summarise(points: list[dict]) -> dict:
 
 def run(cells: list[str], pairs: list[int], seeds: int, first_seed: int = 0, *,
         max_iter: int = 300, task: TokenTaskConfig | None = None,
-        encode_cache: str | None = None, log=print) -> dict:
+        encode_cache: str | None = None, log=print, reward: str = "fitted") -> dict:
     torch.set_num_threads(1)
     points = []
     for cell in cells:
         config = oracle_config(cell, pairs, max_iter=max_iter, task=task,
                                encode_cache=encode_cache)
         for seed in range(first_seed, first_seed + seeds):
-            points += run_seed(cell, config, seed, log)
+            points += run_seed(cell, config, seed, log, reward)
     return {"points": points, "summary": summarise(points)}
 
 
@@ -232,6 +242,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--max-iter", type=int, default=300)
+    parser.add_argument("--reward", choices=("fitted", "true"), default="fitted",
+                        help="r̂ fitted to the sample (what auxdpo diagnose does) or r* on "
+                             "the sample's responses (the prediction with an exact fit)")
     parser.add_argument("--encode-cache", help="mmlu-choice: file keeping encoded questions")
     parser.add_argument("--json", help="write points and summary to this file")
     parser.add_argument("--quick", action="store_true",
@@ -246,7 +259,8 @@ def main() -> None:
         result = quick()
     else:
         result = run(args.cells, args.pairs, args.seeds, args.first_seed,
-                     max_iter=args.max_iter, encode_cache=args.encode_cache)
+                     max_iter=args.max_iter, encode_cache=args.encode_cache,
+                     reward=args.reward)
     finish(result, start, print_summary, args.json)
 
 

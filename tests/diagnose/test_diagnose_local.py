@@ -15,6 +15,7 @@ from auxdpo.diagnose.local import (
     local_model,
     policy_weights,
     reward_precision,
+    reward_prior,
     score_coordinates,
 )
 from auxdpo.geometry import base_weights, score_matrix
@@ -103,6 +104,17 @@ def test_prior_precision_matches_the_offsets_count_dependent_variance():
     tau = reward_precision(comparisons, 2.0, 16.0)          # c = 2, 2, 2 pair sides
     torch.testing.assert_close(tau, torch.full((3,), (1 + 16 / 2) / 4.0, dtype=F64))
     assert torch.equal(reward_precision(comparisons, None, 16.0), torch.zeros(3, dtype=F64))
+
+
+def test_the_reward_prior_is_flat_whatever_the_pair_counts():
+    """r̂'s prior has the offsets' σ but not their count dependence: a response in one pair
+    and one in three get the same precision 1/σ²."""
+    comparisons = Comparisons(torch.zeros(4), torch.tensor([0, 0, 0]), torch.tensor([1, 2, 3]),
+                              torch.ones(3))                        # sides 3, 1, 1, 1
+    torch.testing.assert_close(reward_prior(comparisons, 2.0),
+                               torch.full((4,), 0.25, dtype=F64), rtol=0, atol=0)
+    counted = reward_precision(comparisons, 2.0, 16.0)
+    assert counted[1] > counted[0] > 0.25                             # (1 + 16/c)/σ²
 
 
 def test_policy_weights_and_centering_by_hand():

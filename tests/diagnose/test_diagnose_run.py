@@ -79,7 +79,8 @@ def _report(**overrides):
     ({"predicted_gap": {"dpo": 0.85, "auxdpo": 0.9}}, "same"),
     ({"uncertainty": {"difference_std": 0.5}}, "same"),            # within two spreads
     ({"pairs_per_response": 1.0}, "data-too-thin"),
-    ({"pairs_per_response": 9.5}, "data-too-thin"),
+    ({"pairs_per_response": 3.9}, "data-too-thin"),
+    ({"pairs_per_response": 4.0}, "auxdpo-helps"),
     ({"linearisation_error": 0.9}, "not-local"),
     ({"linearisation_error": math.nan}, "not-local"),
 ])

@@ -160,5 +160,11 @@ def test_the_diagnostic_is_the_same_sketched_to_the_responses(capsys, monkeypatc
     for name in ("dpo", "auxdpo"):
         assert sketched["predicted_gap"][name] == pytest.approx(dense["predicted_gap"][name],
                                                                 abs=1e-5)
-    for key in ("step_cosine", "linearisation_error", "score_shift", "step_norm"):
+    for key in ("step_cosine", "score_shift", "step_norm"):
         assert sketched[key] == pytest.approx(dense[key], rel=1e-3), key
+    # The exact log-prob change along a step this small (β = 1000) is a float32 difference of
+    # two log-probs: the share the first order misses (≈ 1e-3) moves by ≈ 2e-4 with the path
+    # and the thread count (measured 1.07e-3 to 1.24e-3).
+    assert dense["linearisation_error"] < 0.01
+    assert sketched["linearisation_error"] == pytest.approx(dense["linearisation_error"],
+                                                            abs=5e-4)

@@ -35,7 +35,8 @@ from auxdpo.geometry import row_space
 
 __all__ = ["Comparisons", "LocalPrediction", "bootstrap_gaps", "centered", "components",
            "fit_reward",
-           "local_model", "policy_weights", "reward_precision", "score_coordinates"]
+           "local_model", "policy_weights", "reward_precision", "reward_prior",
+           "score_coordinates"]
 
 DTYPE = torch.float64
 
@@ -111,6 +112,14 @@ def reward_precision(comparisons: Comparisons, scale: float | None,
         counts = comparisons.sides() if sides is None else sides
         tau = tau * (1 + float(half_count) / counts.clamp_min(1))
     return tau
+
+
+def reward_prior(comparisons: Comparisons, scale: float | None) -> torch.Tensor:
+    """τ of r̂'s prior: 1/σ² for every response (0 without σ). Flat, unlike the offsets'
+    prior: a precision that grows for responses in few pairs shrinks their r̂ toward 0, and
+    those are where DPO's pair-count weights fall short of the policy's, so r̂ hid DPO's
+    misspecification at 6 pairs per response (docs/diagnose.md, "Measured")."""
+    return reward_precision(comparisons, scale, None)
 
 
 def fit_reward(comparisons: Comparisons, tau: torch.Tensor) -> torch.Tensor:
@@ -291,9 +300,11 @@ def local_model(coords: torch.Tensor, comparisons: Comparisons, reward: torch.Te
 
 def bootstrap_gaps(coords: torch.Tensor, comparisons: Comparisons, weights: torch.Tensor,
                    scale: float | None, half_count: float | None, rounds: int,
-                   seed: int = 0) -> dict[str, list[float]]:
+                   seed: int = 0, reward_scale: float | None = None) -> dict[str, list[float]]:
     """Predicted gaps over ``rounds`` resamplings of the prompts (with replacement): r̂ refitted
-    and every step recomputed on each resample (a prompt drawn m times counts m times)."""
+    (a flat Gaussian prior of scale ``reward_scale``, default ``scale``:
+    :func:`reward_prior`) and every step recomputed on each resample, the offsets under their
+    prior (``scale``, ``half_count``); a prompt drawn m times counts m times."""
     generator = torch.Generator().manual_seed(seed)
     prompts = comparisons.num_prompts
     out: dict[str, list[float]] = {"dpo": [], "auxdpo": []}
@@ -314,7 +325,7 @@ def bootstrap_gaps(coords: torch.Tensor, comparisons: Comparisons, weights: torc
         # A prompt drawn m times is m copies of its rows: its responses fill m times the sides.
         tau = reward_precision(sample, scale, half_count,
                                sample.sides() * draw[comparisons.prompt[index]])
-        reward = fit_reward(sample, tau)
+        reward = fit_reward(sample, reward_prior(sample, reward_scale or scale))
         result = local_model(coords[:, index], sample, reward, w / w.sum(), tau)
         for name in out:
             out[name].append(result.predicted_gap[name])

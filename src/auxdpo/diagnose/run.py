@@ -5,8 +5,8 @@ own model, capacity and data, without training.
    ``AuxDPOTrainer`` is built, never trained), on at most ``max_pairs`` pairs (whole prompts).
 2. Each unique response (the trainer's response keys) gets its score column g_k = ∇log π_θ₀
    over the trainable tensors (one batched Jacobian per batch) and log π_θ₀.
-3. r̂ is fitted to the comparisons with the offsets' prior (σ, c½ of the recipe; the defaults
-   when the recipe has none), and the local model predicts each method's share of RLHF's
+3. r̂ is fitted to the comparisons with a flat Gaussian prior of the offsets' scale σ (the
+   recipe's, else the default), and the local model predicts each method's share of RLHF's
    gain, with a bootstrap over prompts.
 4. The local model is checked along the predicted RLHF step: the exact log-probs at θ₀ + step
    against θ₀'s first-order prediction, and how far the score matrix moves.
@@ -30,16 +30,17 @@ from auxdpo.diagnose.local import (
     local_model,
     policy_weights,
     reward_precision,
+    reward_prior,
 )
 from auxdpo.diagnose.scores import SKETCH_POWER, score_matrix_of
-from auxdpo.train.aux_defaults import DEFAULT_DELTA_HALF_COUNT, DEFAULT_DELTA_SCALE
+from auxdpo.train.aux_defaults import DEFAULT_DELTA_SCALE
 
 __all__ = ["HELPS_MARGIN", "LOCAL_LIMIT", "THIN_PAIRS", "diagnose", "diagnose_trainer",
            "subsample_prompts", "verdict"]
 
 # Verdict thresholds (docs/diagnose.md).
 LOCAL_LIMIT = 0.5      # linearisation_error above it: the local model does not describe the step
-THIN_PAIRS = 10.0      # pairs per response below it: r̂ too uncertain to stand in for the reward
+THIN_PAIRS = 4.0       # pairs per response below it: r̂ too uncertain to stand in for the reward
 HELPS_MARGIN = 0.1     # predicted AuxDPO − DPO share of RLHF's gain that counts as a help
 
 
@@ -89,8 +90,9 @@ def _verdict(report: dict) -> tuple[str, str]:
     if report["pairs_per_response"] < THIN_PAIRS:
         return "data-too-thin", (f"{report['pairs_per_response']:.2f} pairs per response: too "
                                  "few comparisons for the fitted reward to stand in for the "
-                                 "true one (against the oracle the prediction failed at 2–6 "
-                                 "pairs per response and held at about 60; docs/diagnose.md); "
+                                 "true one (against the oracle the prediction failed at 1.4–2.1 "
+                                 "pairs per response and held at 6 and at 60; "
+                                 "docs/diagnose.md); "
                                  "with few pairs per response the prior also holds the offsets "
                                  "near 0, so expect AuxDPO close to DPO (README, \"When AuxDPO "
                                  "helps\")")
@@ -177,9 +179,8 @@ def diagnose_trainer(trainer, *, bootstrap: int = 20, seed: int = 0,
     report: dict[str, Any] = data_report(comparisons)
     scale, half = config.aux_delta_scale, config.aux_delta_half_count
     tau = reward_precision(comparisons, scale, half)
-    fit_tau = tau if scale is not None else reward_precision(
-        comparisons, DEFAULT_DELTA_SCALE, DEFAULT_DELTA_HALF_COUNT)
-    reward = fit_reward(comparisons, fit_tau)
+    reward_scale = scale if scale is not None else DEFAULT_DELTA_SCALE
+    reward = fit_reward(comparisons, reward_prior(comparisons, reward_scale))
     weights = policy_weights(comparisons.prompt, scores.logp0)
     coords = scores.coords
     prediction = local_model(coords, comparisons, reward, weights, tau)
@@ -189,9 +190,8 @@ def diagnose_trainer(trainer, *, bootstrap: int = 20, seed: int = 0,
                   beta=trainer.beta, scores=scores.info())
     uncertainty: dict[str, float] = {"rounds": bootstrap}
     if bootstrap > 1:
-        draws = bootstrap_gaps(coords, comparisons, weights,
-                               scale if scale is not None else DEFAULT_DELTA_SCALE, half,
-                               bootstrap, seed)
+        draws = bootstrap_gaps(coords, comparisons, weights, scale, half, bootstrap, seed,
+                               reward_scale=reward_scale)
         for name, values in draws.items():
             uncertainty[f"{name}_std"] = float(torch.tensor(values).std())
         difference = torch.tensor(draws["auxdpo"]) - torch.tensor(draws["dpo"])
