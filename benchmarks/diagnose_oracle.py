@@ -83,11 +83,13 @@ def oracle_config(cell: str, pairs: list[int], *, beta: float = 100.0, max_iter:
 def diagnose_sample(A: torch.Tensor, logp0: torch.Tensor, sample: PairSample,
                     scale: float | None = DEFAULT_DELTA_SCALE,
                     half_count: float | None = DEFAULT_DELTA_HALF_COUNT,
-                    true_reward: torch.Tensor | None = None) -> dict:
+                    true_reward: torch.Tensor | None = None,
+                    counted_prior: bool = False) -> dict:
     """The local model on ``sample`` as a user's data: ``A`` ``(d, S·A)`` the scores of every
     response, ``logp0`` ``(S, A)``; only the responses in the sample are used. With
     ``true_reward`` ``(S·A,)`` (``--reward true``) r* on those responses replaces r̂: what the
-    prediction would be if the reward fit were exact."""
+    prediction would be if the reward fit were exact. ``counted_prior`` (``--reward counted``)
+    fits r̂ with the offsets' count-dependent prior instead of the flat one."""
     S, nA = logp0.shape
     seen = torch.nonzero(occurrences(sample, S, nA) > 0).flatten()          # (K,) flat ids
     new_id = torch.full((S * nA,), -1, dtype=torch.long)
@@ -97,8 +99,10 @@ def diagnose_sample(A: torch.Tensor, logp0: torch.Tensor, sample: PairSample,
     second = new_id[sample.state * nA + sample.rejected]
     rows = Comparisons(prompt, first, second, torch.ones(len(sample), dtype=DTYPE))
     tau = reward_precision(rows, scale, half_count)
-    reward = (fit_reward(rows, reward_prior(rows, scale)) if true_reward is None
-              else true_reward[seen].to(DTYPE))
+    if true_reward is not None:
+        reward = true_reward[seen].to(DTYPE)
+    else:
+        reward = fit_reward(rows, tau if counted_prior else reward_prior(rows, scale))
     scores = A[:, seen].to(DTYPE)
     coords, _ = score_coordinates(scores)
     weights = policy_weights(prompt, logp0.reshape(-1)[seen])
@@ -148,7 +152,8 @@ def run_seed(cell: str, config: OracleConfig, seed: int, log=print,
             raise RuntimeError(f"{cell} seed {seed} n={n}: not the oracle's sample")
         pred = diagnose_sample(setup["A"], setup["logp0"][:S], sample,
                                true_reward=(task.reward[:S].reshape(-1) if reward == "true"
-                                            else None))
+                                            else None),
+                               counted_prior=reward == "counted")
         point = {"cell": cell, "seed": seed, "pairs": n, **pred,
                  "true_dpo": rows["dpo"]["gap_closed"],
                  "true_auxdpo": rows["auxdpo"]["gap_closed"],
@@ -242,9 +247,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--max-iter", type=int, default=300)
-    parser.add_argument("--reward", choices=("fitted", "true"), default="fitted",
-                        help="r̂ fitted to the sample (what auxdpo diagnose does) or r* on "
-                             "the sample's responses (the prediction with an exact fit)")
+    parser.add_argument("--reward", choices=("fitted", "true", "counted"), default="fitted",
+                        help="r̂ fitted to the sample (what auxdpo diagnose does), r* on the "
+                             "sample's responses (the prediction with an exact fit), or r̂ "
+                             "fitted with the offsets' count-dependent prior")
     parser.add_argument("--encode-cache", help="mmlu-choice: file keeping encoded questions")
     parser.add_argument("--json", help="write points and summary to this file")
     parser.add_argument("--quick", action="store_true",

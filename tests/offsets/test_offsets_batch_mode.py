@@ -14,17 +14,12 @@ from offsets_fixtures import (
     dpo_grad,
     random_rows,
     select,
-    store_world,
 )
 from offsets_fixtures import make_offsets as make
 from tolerance import assert_close
 
 F64 = torch.float64
 
-
-@pytest.fixture(scope="module")
-def world():
-    return store_world()
 
 @pytest.mark.parametrize("amp_sign", [+1, -1])
 def test_batch_mode_matches_brute_force(world, amp_sign):

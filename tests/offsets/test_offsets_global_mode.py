@@ -13,17 +13,12 @@ from offsets_fixtures import (
     flat,
     random_rows,
     select,
-    store_world,
 )
 from offsets_fixtures import make_offsets as make
 from tolerance import assert_close
 
 F64 = torch.float64
 
-
-@pytest.fixture(scope="module")
-def world():
-    return store_world()
 
 
 def test_global_penalty_gradient_and_u_match_brute_force(world):

@@ -14,16 +14,11 @@ from offsets_fixtures import (
     dpo_backward,
     flat,
     select,
-    store_world,
 )
 from tolerance import assert_close, roundoff
 
 F64 = torch.float64
 
-
-@pytest.fixture(scope="module")
-def world():
-    return store_world()
 
 def test_projection_keeps_delta_in_null_space(world):
     model, dataset, _, margins = world

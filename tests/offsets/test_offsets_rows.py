@@ -13,17 +13,12 @@ from offsets_fixtures import (
     flat,
     random_rows,
     select,
-    store_world,
 )
 from offsets_fixtures import make_offsets as make
 from tolerance import assert_close
 
 F64 = torch.float64
 
-
-@pytest.fixture(scope="module")
-def world():
-    return store_world()
 
 def _reference_adam(states, delta, rows, grad, lr, betas=(0.9, 0.999), eps=1e-8):
     """Independent per-row Adam with per-row bias correction."""

@@ -16,7 +16,6 @@ from offsets_fixtures import (
     dpo_backward,
     random_rows,
     select,
-    store_world,
     tiny_gpt2,
 )
 from offsets_fixtures import make_offsets as make
@@ -24,10 +23,6 @@ from tolerance import assert_close
 
 F64 = torch.float64
 
-
-@pytest.fixture(scope="module")
-def world():
-    return store_world()
 
 
 @pytest.mark.parametrize("mode", ["global", "batch"])

@@ -146,8 +146,8 @@ def _linearisation(products, scores, weights, step) -> tuple[float, float]:
         if not first.numel():
             continue
         index, where = first.to(products.device), slots[first]
-        exact[where] = (products.logps_at(batch, step)[index].to(torch.float64)
-                        - products.logps(batch)[index].to(torch.float64)).cpu()
+        exact[where] = products.logps_at(batch, step)[index].to(torch.float64).cpu() \
+            - scores.logp0[where]
         before = scores.reference_rows(products, batch, slots, first)
         first_order[where] = before @ step.to(torch.float64).cpu()
         after = products.jacobian(batch, step, rows=first).to(torch.float64).cpu()

@@ -263,8 +263,7 @@ class ReferenceProducts:
 
         One sequence at a time (:func:`sequence_batches`; ``torch.func.jacrev``, math
         attention): a vmap of the backward pass over the N rows of the whole batch would run N
-        backward passes of all N rows (N² row passes instead of N; 1.6× slower already at
-        N = 16 short rows on GPT-2 4×128, more with longer rows and larger vocabularies).
+        backward passes of all N rows (N² row passes instead of N).
         Falls back to one backward pass per response of the whole batch, with a warning, for
         models ``torch.func`` cannot differentiate.
         """
